@@ -1,0 +1,16 @@
+"""iamm: the Iterative Associative Memory Model (Yang et al., ACL 2024) for empathetic response generation."""
+
+import os
+
+from .collator import IAMMDataCollator, decode_extended, encode_samples
+from .configuration_iamm import EMOTION_LABELS, RELATIONS, IAMMConfig
+from .data import EDFormatError, SkipReport, build_samples, describe, load_empathetic_dialogues
+from .knowledge import KnowledgeArguments, KnowledgeCache, attach_knowledge, generate_knowledge, knowledge_events
+from .text import normalize, word_tokenize
+from .tokenization import SPECIAL_TOKENS, build_tokenizer
+from .word_vectors import load_word_vectors
+
+SAMPLE_DATA_DIR = os.path.join(os.path.dirname(__file__), "sample_data")
+"""A small bundled EmpatheticDialogues sample (600 train / 120 valid conversations; CC BY-NC 4.0)."""
+
+__version__ = "0.1.0"

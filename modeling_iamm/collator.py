@@ -1,0 +1,247 @@
+"""Samples -> padded tensors for IAMM, with the extended (copy) vocabulary of See et al. (2017).
+
+A feature is a sample of :func:`modeling_iamm.data.build_samples` (raw text), optionally already split into
+words by :func:`encode_samples` (faster: done once instead of every batch), optionally with knowledge
+columns (:mod:`modeling_iamm.knowledge`). The batch (B samples, T = most context utterances in the batch,
+L/Ls/Lk/Ly = longest utterance/situation/knowledge text/target, R relations) holds:
+
+=============================  ================  =========================================================
+key                            shape             content
+=============================  ================  =========================================================
+`context_ids`                  (B, T, L) long    `[CLS]` + words of each context utterance; `[PAD]`=0 after
+`context_mask`                 (B, T, L) bool    True on real tokens (a padded turn is all False)
+`context_ids_extended`         (B, T, L) long    like `context_ids`, but a word outside the vocabulary gets
+                                                 id `V + j`, j its index in that sample's `oov_words`
+`role_ids`                     (B, T) long       `[SPK]`/`[LSN]` token id of each utterance, `[PAD]` on padded turns
+`situation_ids`/`_mask`        (B, Ls)           `[CLS]` + situation words
+`situation_knowledge_ids`/`_mask`  (B, R, Lk)    `[CLS]` + knowledge text of each relation for the situation
+`context_knowledge_ids`/`_mask`    (B, T, R, Lk) the same for every context utterance (only with knowledge)
+`decoder_input_ids`            (B, Ly) long      `[SOS]` + target words (vocabulary ids), `[PAD]` after
+`decoder_attention_mask`       (B, Ly) bool      True on real decoder inputs
+`labels`                       (B, Ly) long      target words + `[EOS]` in EXTENDED ids (a context OOV word is
+                                                 copyable), -100 on padding
+`emotion_labels`               (B,) long         emotion id (authors' order)
+`oov_words`                    list of lists     per sample, the out-of-vocabulary context words, in id order
+=============================  ================  =========================================================
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+from .configuration_iamm import RELATIONS
+from .text import word_tokenize
+from .tokenization import ROLE_TOKENS, check_tokenizer
+
+IGNORE_INDEX = -100
+
+
+def _words_of_batch(batch: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
+    out: Dict[str, List[Any]] = {
+        "situation_words": [word_tokenize(s) for s in batch["situation"]],
+        "context_words": [[word_tokenize(u) for u in ctx] for ctx in batch["context"]],
+        "target_words": [word_tokenize(t) for t in batch["target"]],
+    }
+    if "situation_knowledge" in batch:
+        out["situation_knowledge_words"] = [[word_tokenize(k) for k in rels] for rels in batch["situation_knowledge"]]
+        out["context_knowledge_words"] = [
+            [[word_tokenize(k) for k in rels] for rels in ctx] for ctx in batch["context_knowledge"]
+        ]
+    return out
+
+
+def encode_samples(samples: Dataset | DatasetDict, num_proc: Optional[int] = None) -> Dataset | DatasetDict:
+    """Split every text field of the samples into words once (adds `*_words` columns the collator reads)."""
+    return samples.map(_words_of_batch, batched=True, num_proc=num_proc, desc="Splitting samples into words")
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int, length: Optional[int] = None) -> torch.Tensor:
+    length = max((len(r) for r in rows), default=0) if length is None else length
+    out = torch.full((len(rows), max(length, 1)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out
+
+
+@dataclass
+class IAMMDataCollator:
+    """Pads IAMM samples into tensors (see the module docstring for every key).
+
+    Args:
+        tokenizer: the word-level tokenizer (:func:`modeling_iamm.build_tokenizer`).
+        max_context_turns: keep only the last N context utterances (None: all; ED has at most 7).
+        max_utterance_length / max_situation_length / max_knowledge_length / max_target_length: keep at most
+            this many words of each text (the first ones), `[CLS]`/`[EOS]` not counted. None: no limit.
+        relation_names: knowledge relations, in the model's order.
+        return_oov_words: include the per-sample OOV word lists (needed to decode copied words back to text).
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_context_turns: Optional[int] = None
+    max_utterance_length: Optional[int] = None
+    max_situation_length: Optional[int] = None
+    max_knowledge_length: Optional[int] = None
+    max_target_length: Optional[int] = None
+    relation_names: Sequence[str] = tuple(RELATIONS)
+    return_oov_words: bool = True
+
+    def __post_init__(self):
+        check_tokenizer(self.tokenizer)
+        self.vocab: Dict[str, int] = self.tokenizer.get_vocab()
+        self.vocab_size = len(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.unk_id = self.tokenizer.unk_token_id
+        self.cls_id = self.tokenizer.cls_token_id
+        self.sos_id = self.tokenizer.bos_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+        self.role_ids = {role: self.vocab[token] for role, token in ROLE_TOKENS.items()}
+
+    # ---- words -> ids ----------------------------------------------------------------------------------
+    def _ids(self, words: Sequence[str], limit: Optional[int]) -> List[int]:
+        words = words[:limit] if limit is not None else words
+        return [self.vocab.get(w, self.unk_id) for w in words]
+
+    def _cls_ids(self, words: Sequence[str], limit: Optional[int]) -> List[int]:
+        return [self.cls_id] + self._ids(words, limit)
+
+    @staticmethod
+    def _words(feature: Dict[str, Any], name: str, text_key: str):
+        words = feature.get(name)
+        if words is not None:
+            return words
+        if text_key not in feature:
+            raise KeyError(f"IAMMDataCollator: a sample has neither '{name}' nor '{text_key}'")
+        value = feature[text_key]
+        if isinstance(value, str):
+            return word_tokenize(value)
+        if value and isinstance(value[0], str):
+            return [word_tokenize(v) for v in value]
+        return [[word_tokenize(v) for v in inner] for inner in value]
+
+    def __call__(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+        B = len(features)
+        contexts, roles, situations, targets = [], [], [], []
+        for f in features:
+            ctx = self._words(f, "context_words", "context")
+            ctx_roles = list(f["context_roles"])
+            if len(ctx) != len(ctx_roles):
+                raise ValueError(
+                    f"sample {f.get('conv_id', '?')}: {len(ctx)} context utterances but {len(ctx_roles)} context_roles"
+                )
+            if self.max_context_turns is not None:
+                ctx, ctx_roles = ctx[-self.max_context_turns :], ctx_roles[-self.max_context_turns :]
+            contexts.append(ctx)
+            roles.append(ctx_roles)
+            situations.append(self._words(f, "situation_words", "situation"))
+            targets.append(self._words(f, "target_words", "target"))
+
+        T = max(len(c) for c in contexts)
+        L = 1 + max(len(u[: self.max_utterance_length] if self.max_utterance_length else u) for c in contexts for u in c)
+        context_ids = torch.full((B, T, L), self.pad_id, dtype=torch.long)
+        context_ids_extended = torch.full((B, T, L), self.pad_id, dtype=torch.long)
+        role_ids = torch.full((B, T), self.pad_id, dtype=torch.long)
+        decoder_inputs, labels, oov_words = [], [], []
+        for b, (ctx, ctx_roles, target) in enumerate(zip(contexts, roles, targets)):
+            oov: Dict[str, int] = {}
+            for t, (utterance, role) in enumerate(zip(ctx, ctx_roles)):
+                if role not in self.role_ids:
+                    raise ValueError(f"sample {features[b].get('conv_id', '?')}: unknown role {role!r}")
+                ids = self._cls_ids(utterance, self.max_utterance_length)
+                # Extended vocabulary (See et al., 2017): each distinct OOV word of the context gets V + j.
+                extended = [self.cls_id] + [
+                    i if i != self.unk_id else self.vocab_size + oov.setdefault(w, len(oov))
+                    for w, i in zip(utterance, ids[1:])
+                ]
+                context_ids[b, t, : len(ids)] = torch.as_tensor(ids)
+                context_ids_extended[b, t, : len(ids)] = torch.as_tensor(extended)
+                role_ids[b, t] = self.role_ids[role]
+            target_ids = self._ids(target, self.max_target_length)
+            target_words = target[: len(target_ids)]
+            decoder_inputs.append([self.sos_id] + target_ids)
+            labels.append(
+                [self.vocab_size + oov[w] if i == self.unk_id and w in oov else i for w, i in zip(target_words, target_ids)]
+                + [self.eos_id]
+            )
+            oov_words.append(sorted(oov, key=oov.get))
+
+        situation_ids = _pad([self._cls_ids(s, self.max_situation_length) for s in situations], self.pad_id)
+        decoder_input_ids = _pad(decoder_inputs, self.pad_id)
+        batch: Dict[str, Any] = {
+            "context_ids": context_ids,
+            "context_mask": context_ids != self.pad_id,
+            "context_ids_extended": context_ids_extended,
+            "role_ids": role_ids,
+            "situation_ids": situation_ids,
+            "situation_mask": situation_ids != self.pad_id,
+            "decoder_input_ids": decoder_input_ids,
+            "decoder_attention_mask": decoder_input_ids != self.pad_id,
+            "labels": _pad(labels, IGNORE_INDEX),
+            "emotion_labels": torch.as_tensor([int(f["emotion_id"]) for f in features], dtype=torch.long),
+        }
+        if self._has_knowledge(features):
+            batch.update(self._knowledge(features, [len(c) for c in contexts], T))
+        if self.return_oov_words:
+            batch["oov_words"] = oov_words
+        return batch
+
+    # ---- knowledge ------------------------------------------------------------------------------------
+    def _has_knowledge(self, features: List[Dict[str, Any]]) -> bool:
+        has = ["situation_knowledge" in f or "situation_knowledge_words" in f for f in features]
+        if any(has) and not all(has):
+            raise ValueError("IAMMDataCollator: some samples of the batch have knowledge columns and others do not")
+        return all(has)
+
+    def _knowledge(self, features: List[Dict[str, Any]], n_turns: List[int], T: int) -> Dict[str, torch.Tensor]:
+        R = len(self.relation_names)
+        sit_rows, ctx_rows = [], []
+        for f, n in zip(features, n_turns):
+            sit = self._words(f, "situation_knowledge_words", "situation_knowledge")
+            ctx = self._words(f, "context_knowledge_words", "context_knowledge")[-n:]
+            if len(sit) != R or any(len(rels) != R for rels in ctx):
+                raise ValueError(
+                    f"sample {f.get('conv_id', '?')}: knowledge must have {R} relations ({', '.join(self.relation_names)}) "
+                    f"for the situation and each utterance"
+                )
+            sit_rows.append([self._cls_ids(k, self.max_knowledge_length) for k in sit])
+            ctx_rows.append([[self._cls_ids(k, self.max_knowledge_length) for k in rels] for rels in ctx])
+        Lk = max(len(k) for rows in sit_rows for k in rows)
+        Lk = max([Lk] + [len(k) for rows in ctx_rows for rels in rows for k in rels])
+        sit_ids = torch.full((len(features), R, Lk), self.pad_id, dtype=torch.long)
+        ctx_ids = torch.full((len(features), T, R, Lk), self.pad_id, dtype=torch.long)
+        for b, (sit, ctx) in enumerate(zip(sit_rows, ctx_rows)):
+            for r, ids in enumerate(sit):
+                sit_ids[b, r, : len(ids)] = torch.as_tensor(ids)
+            for t, rels in enumerate(ctx):
+                for r, ids in enumerate(rels):
+                    ctx_ids[b, t, r, : len(ids)] = torch.as_tensor(ids)
+        return {
+            "situation_knowledge_ids": sit_ids,
+            "situation_knowledge_mask": sit_ids != self.pad_id,
+            "context_knowledge_ids": ctx_ids,
+            "context_knowledge_mask": ctx_ids != self.pad_id,
+        }
+
+
+def decode_extended(ids: Sequence[int], tokenizer: PreTrainedTokenizerBase, oov_words: Sequence[str],
+                    skip_special_tokens: bool = True) -> str:
+    """Turn extended-vocabulary ids (a generated response) back into text, copied OOV words included.
+
+    Decoding stops at `[EOS]`; with `skip_special_tokens` the other special tokens are dropped, except `[UNK]`
+    (a word the model could neither generate nor copy stays visible).
+    """
+    vocab_size = len(tokenizer)
+    skip = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id} if skip_special_tokens else set()
+    words = []
+    for i in ids:
+        i = int(i)
+        if i == tokenizer.eos_token_id and skip_special_tokens:
+            break
+        if i >= vocab_size:
+            j = i - vocab_size
+            words.append(oov_words[j] if j < len(oov_words) else tokenizer.unk_token)
+        elif i not in skip:
+            words.append(tokenizer.convert_ids_to_tokens(i))
+    return " ".join(words)

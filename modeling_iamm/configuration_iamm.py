@@ -1,0 +1,180 @@
+"""IAMM model configuration.
+
+This file is copied next to `config.json` when a model is saved, so that
+`AutoConfig.from_pretrained(folder, trust_remote_code=True)` works without this package installed:
+it imports nothing from the package.
+"""
+
+from typing import List, Optional
+
+from transformers import PretrainedConfig
+
+# The 32 EmpatheticDialogues emotions in the authors' (MoEL/CEM/IAMM) id order.
+EMOTION_LABELS: List[str] = [
+    "surprised", "excited", "annoyed", "proud", "angry", "sad", "grateful", "lonely",
+    "impressed", "afraid", "disgusted", "confident", "terrified", "hopeful", "anxious", "disappointed",
+    "joyful", "prepared", "guilty", "furious", "nostalgic", "jealous", "anticipating", "embarrassed",
+    "content", "devastated", "sentimental", "caring", "trusting", "ashamed", "apprehensive", "faithful",
+]  # fmt: skip
+
+# The five ATOMIC relations of the implicit (commonsense) branch, in the order used everywhere.
+RELATIONS: List[str] = ["xIntent", "xNeed", "xWant", "xEffect", "xReact"]
+
+
+class IAMMConfig(PretrainedConfig):
+    r"""
+    Configuration of an IAMM model. Defaults follow the paper's Appendix A (Yang et al., ACL 2024).
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 23714):
+            Size of the word vocabulary (the tokenizer's `len(tokenizer)`).
+        hidden_size (`int`, *optional*, defaults to 300):
+            `d`, the width of embeddings and of every encoder/decoder.
+        num_hidden_layers (`int`, *optional*, defaults to 1):
+            Transformer blocks in each encoder and each decoder.
+        num_attention_heads (`int`, *optional*, defaults to 2):
+            Attention heads of each Transformer block.
+        attention_head_dim (`int`, *optional*, defaults to 20):
+            Width of one attention head (keys, queries and values), so attention works in
+            `num_attention_heads * attention_head_dim` = 40 dimensions.
+        intermediate_size (`int`, *optional*, defaults to 50):
+            Width of the feed-forward sub-layer.
+        ffn_type (`str`, *optional*, defaults to `"conv"`):
+            `"conv"` (kernel-3 convolutions, as the authors' code; causal in the decoders) or `"linear"`.
+        association_heads (`int`, *optional*, defaults to 2):
+            `H`, heads of the Information Association Module.
+        association_head_dim (`int`, *optional*, defaults to 20):
+            `d_h`, width of one association head.
+        num_keywords (`int`, *optional*, defaults to 5):
+            `k1`, keywords kept per sentence by first-order interaction.
+        num_associated_words (`int`, *optional*, defaults to 15):
+            `k2`, associated words kept per keyword by second-order interaction.
+        num_memory_words (`int`, *optional*, defaults to 5):
+            `k3`, memory slots the word selector keeps for decoding.
+        relation_names (`List[str]`, *optional*, defaults to the five ATOMIC relations):
+            Knowledge relations of the implicit branch (`xIntent, xNeed, xWant, xEffect, xReact`).
+        use_explicit_association (`bool`, *optional*, defaults to `True`):
+            Associate words of utterances with the situation, the history and the memory. Off = the
+            paper's "w/o explicit association" ablation.
+        use_implicit_association (`bool`, *optional*, defaults to `True`):
+            Use commonsense knowledge (encoders, association and emotion head). Off = "w/o implicit
+            association"; required when the data has no knowledge columns.
+        use_word_selector (`bool`, *optional*, defaults to `True`):
+            Keep the word selector and the association decoder with its gate. Off = "w/o word selector".
+        use_situation (`bool`, *optional*, defaults to `True`):
+            Read the situation text. Off drops the situation encoder's input everywhere (a variant the paper
+            lacks: IAMM is the only model of its Table 1 that reads the situation).
+        use_pointer_generator (`bool`, *optional*, defaults to `True`):
+            Mix a copy distribution over the context tokens into the output (See et al., 2017).
+        learned_rank_weighting (`bool`, *optional*, defaults to `False`):
+            Pass the sorted top-k association scores through a learned `k x k` linear before the sigmoid
+            (the authors' code) instead of the plain sigmoid of the score (the paper).
+        max_position_embeddings (`int`, *optional*, defaults to 1024):
+            Longest sequence the sinusoidal position signal covers.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the layer norms.
+        init_std (`str`, *optional*, defaults to `"xavier_uniform"`):
+            Weight initialisation (the authors use Xavier-uniform).
+        emotion_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the emotion loss beside the generation loss.
+        pad_token_id, unk_token_id, bos_token_id, eos_token_id, cls_token_id, speaker_token_id,
+        listener_token_id (`int`):
+            Ids of the special tokens of the word-level tokenizer (`[PAD]`=0, `[UNK]`=1, `[SOS]`=2,
+            `[EOS]`=3, `[CLS]`=4, `[SPK]`=5, `[LSN]`=6). Role embeddings are the embeddings of `[SPK]`/`[LSN]`.
+        max_new_tokens_default (`int`, *optional*, defaults to 50):
+            Length limit of greedy decoding in the paper's evaluation protocol.
+    """
+
+    model_type = "iamm"
+
+    def __init__(
+        self,
+        vocab_size: int = 23714,
+        hidden_size: int = 300,
+        num_hidden_layers: int = 1,
+        num_attention_heads: int = 2,
+        attention_head_dim: int = 20,
+        intermediate_size: int = 50,
+        ffn_type: str = "conv",
+        association_heads: int = 2,
+        association_head_dim: int = 20,
+        num_keywords: int = 5,
+        num_associated_words: int = 15,
+        num_memory_words: int = 5,
+        relation_names: Optional[List[str]] = None,
+        use_explicit_association: bool = True,
+        use_implicit_association: bool = True,
+        use_word_selector: bool = True,
+        use_situation: bool = True,
+        use_pointer_generator: bool = True,
+        learned_rank_weighting: bool = False,
+        max_position_embeddings: int = 1024,
+        layer_norm_eps: float = 1e-6,
+        init_std: str = "xavier_uniform",
+        emotion_loss_weight: float = 1.0,
+        pad_token_id: int = 0,
+        unk_token_id: int = 1,
+        bos_token_id: int = 2,
+        eos_token_id: int = 3,
+        cls_token_id: int = 4,
+        speaker_token_id: int = 5,
+        listener_token_id: int = 6,
+        max_new_tokens_default: int = 50,
+        **kwargs,
+    ):
+        if ffn_type not in ("conv", "linear"):
+            raise ValueError(f"IAMMConfig.ffn_type must be 'conv' or 'linear', got {ffn_type!r}")
+        if not (use_explicit_association or use_implicit_association):
+            raise ValueError(
+                "IAMMConfig: at least one of use_explicit_association / use_implicit_association must be True "
+                "(the memory would be empty)."
+            )
+        for name, value in (("num_keywords", num_keywords), ("num_associated_words", num_associated_words),
+                            ("num_memory_words", num_memory_words), ("association_heads", association_heads)):
+            if value < 1:
+                raise ValueError(f"IAMMConfig.{name} must be >= 1, got {value}")
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.attention_head_dim = attention_head_dim
+        self.intermediate_size = intermediate_size
+        self.ffn_type = ffn_type
+        self.association_heads = association_heads
+        self.association_head_dim = association_head_dim
+        self.num_keywords = num_keywords
+        self.num_associated_words = num_associated_words
+        self.num_memory_words = num_memory_words
+        self.relation_names = list(relation_names) if relation_names is not None else list(RELATIONS)
+        self.use_explicit_association = use_explicit_association
+        self.use_implicit_association = use_implicit_association
+        self.use_word_selector = use_word_selector
+        self.use_situation = use_situation
+        self.use_pointer_generator = use_pointer_generator
+        self.learned_rank_weighting = learned_rank_weighting
+        self.max_position_embeddings = max_position_embeddings
+        self.layer_norm_eps = layer_norm_eps
+        self.init_std = init_std
+        self.emotion_loss_weight = emotion_loss_weight
+        self.unk_token_id = unk_token_id
+        self.cls_token_id = cls_token_id
+        self.speaker_token_id = speaker_token_id
+        self.listener_token_id = listener_token_id
+        self.max_new_tokens_default = max_new_tokens_default
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(enumerate(EMOTION_LABELS))
+            kwargs["label2id"] = {label: i for i, label in enumerate(EMOTION_LABELS)}
+        kwargs.setdefault("is_encoder_decoder", True)
+        kwargs.setdefault("decoder_start_token_id", bos_token_id)
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(
+            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
+        )
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relation_names)
+
+    @property
+    def num_emotions(self) -> int:
+        return self.num_labels
