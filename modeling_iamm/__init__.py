@@ -14,3 +14,21 @@ SAMPLE_DATA_DIR = os.path.join(os.path.dirname(__file__), "sample_data")
 """A small bundled EmpatheticDialogues sample (600 train / 120 valid conversations; CC BY-NC 4.0)."""
 
 __version__ = "0.1.0"
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM  # noqa: E402
+
+from .modeling_iamm import (  # noqa: E402
+    IAMMEncoderOutput,
+    IAMMForConditionalGeneration,
+    IAMMModel,
+    IAMMPreTrainedModel,
+    IAMMSeq2SeqLMOutput,
+    InformationAssociationModule,
+)
+
+AutoConfig.register("iamm", IAMMConfig)
+AutoModel.register(IAMMConfig, IAMMForConditionalGeneration)
+AutoModelForSeq2SeqLM.register(IAMMConfig, IAMMForConditionalGeneration)
+# save_pretrained copies configuration_iamm.py and modeling_iamm.py next to the weights (remote code)
+IAMMConfig.register_for_auto_class()
+IAMMForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")

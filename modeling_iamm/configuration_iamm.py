@@ -21,6 +21,13 @@ EMOTION_LABELS: List[str] = [
 RELATIONS: List[str] = ["xIntent", "xNeed", "xWant", "xEffect", "xReact"]
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_iamm.IAMMConfig",
+    "AutoModel": "modeling_iamm.IAMMForConditionalGeneration",
+    "AutoModelForSeq2SeqLM": "modeling_iamm.IAMMForConditionalGeneration",
+}
+
+
 class IAMMConfig(PretrainedConfig):
     r"""
     Configuration of an IAMM model. Defaults follow the paper's Appendix A (Yang et al., ACL 2024).
@@ -164,6 +171,9 @@ class IAMMConfig(PretrainedConfig):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(EMOTION_LABELS))
             kwargs["label2id"] = {label: i for i, label in enumerate(EMOTION_LABELS)}
+        # `save_pretrained` ships this file and modeling_iamm.py; these entries let the Auto classes find them
+        # (AutoModel also gives the full model: it returns emotion, response and associated words).
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
         kwargs.setdefault("is_encoder_decoder", True)
         kwargs.setdefault("decoder_start_token_id", bos_token_id)
         kwargs.setdefault("tie_word_embeddings", False)

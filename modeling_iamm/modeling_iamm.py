@@ -130,6 +130,13 @@ def pack(x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tenso
     return out, packed_mask
 
 
+def stable_topk(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`topk` along the last dim whose ties go to the lower index, whatever the padding (batch invariance):
+    a word repeated in a sentence has exactly equal scores."""
+    values, index = torch.sort(scores, dim=-1, descending=True, stable=True)
+    return values[..., :k], index[..., :k]
+
+
 def masked_mean_pool(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention pooling: softmax of `scores (B, N)` over real entries, weighted sum of `values (B, N, d)`."""
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
@@ -357,14 +364,14 @@ class InformationAssociationModule(nn.Module):
         first_order_scores = first_order_scores.masked_fill(~tgt_mask[:, None, :], neg_inf)
         first_order_scores = first_order_scores.masked_fill(~src_mask.any(1)[:, None, None], neg_inf)
         k1 = min(self.k1, Lt)
-        keyword_scores, keyword_index = first_order_scores.topk(k1, dim=-1)  # (N, H, k1)
+        keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (N, H, k1)
         keyword_valid = torch.isfinite(keyword_scores)
         # Second order, Eq. (12-14): for each keyword, the source words it scores highest.
         masked_scores = association_scores.masked_fill(~pair_mask, neg_inf)
         second_order_scores = masked_scores.gather(3, keyword_index[:, :, None, :].expand(N, H, Ls, k1))
         second_order_scores = second_order_scores.transpose(2, 3)  # (N, H, k1, Ls)
         k2 = min(self.k2, Ls)
-        word_scores, word_index = second_order_scores.topk(k2, dim=-1)  # (N, H, k1, k2)
+        word_scores, word_index = stable_topk(second_order_scores, k2)  # (N, H, k1, k2)
         word_valid = torch.isfinite(word_scores) & keyword_valid[..., None]
         keyword_weights = self._weights(keyword_scores, keyword_valid, getattr(self, "keyword_rank", None), self.k1)
         word_weights = self._weights(word_scores, word_valid, getattr(self, "word_rank", None), self.k2)
@@ -448,7 +455,7 @@ class WordSelector(nn.Module):
     def forward(self, memory: torch.Tensor, mask: torch.Tensor):
         scores = torch.sigmoid(self.score(memory).squeeze(-1)).masked_fill(~mask, -1.0)  # (B, M)
         k = min(self.k3, memory.shape[1])
-        top_scores, top_index = scores.topk(k, dim=-1)  # (B, k)
+        top_scores, top_index = stable_topk(scores, k)  # (B, k)
         valid = top_scores >= 0
         selected = memory.gather(1, top_index[..., None].expand(-1, -1, memory.shape[-1]))
         selected = selected * (top_scores * valid)[..., None]  # (B, k, d)
@@ -854,6 +861,13 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the decoders make their own EncoderDecoderCache (it also holds the causal-conv inputs)
+
+    def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the tokenizer when given (a folder that loads on its own)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
+        return result
 
     def get_encoder(self) -> IAMMModel:
         return self.model

@@ -1,0 +1,264 @@
+"""IAMM model behaviour (tiny-config tester pattern)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from modeling_iamm import (IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, IAMMModel, RELATIONS,
+                           decode_extended)
+from modeling_iamm.modeling_iamm import INVALID_REF
+
+RELS = ["to help", "a vet", "to rest", "cries", "sad"]
+GEN_EXCLUDE = ("labels", "decoder_input_ids", "decoder_attention_mask", "emotion_labels")
+
+
+def tiny_config(vocab_size, **kwargs):
+    defaults = dict(vocab_size=vocab_size, hidden_size=32, attention_head_dim=8, intermediate_size=16,
+                    association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3)
+    defaults.update(kwargs)
+    return IAMMConfig(**defaults)
+
+
+def gen_inputs(batch):
+    return {k: v for k, v in batch.items() if k not in GEN_EXCLUDE}
+
+
+@pytest.fixture(scope="module")
+def samples(sample_samples):
+    """Training samples with (synthetic) knowledge text for every situation and utterance."""
+    ds = sample_samples["train"].select(range(300))
+    return ds.map(lambda r: {"situation_knowledge": RELS,
+                             "context_knowledge": [[f"{w} {i}" for w in RELS] for i, _ in enumerate(r["context"])]})
+
+
+@pytest.fixture(scope="module")
+def collator(word_tokenizer):
+    return IAMMDataCollator(word_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def short_and_long(samples):
+    short = [s for s in samples if len(s["context"]) == 1][:2]
+    long = [s for s in samples if len(s["context"]) >= 5][:3]
+    assert len(short) == 2 and len(long) == 3
+    return short, long
+
+
+def make(vocab, **kwargs):
+    torch.manual_seed(0)
+    return IAMMForConditionalGeneration(tiny_config(vocab, **kwargs))
+
+
+def test_forward_outputs_and_joint_loss(word_tokenizer, collator, short_and_long):
+    model = make(len(word_tokenizer)).eval()
+    batch = collator(short_and_long[0] + short_and_long[1])
+    out = model(**batch)
+    B, Ly = batch["labels"].shape
+    assert out.logits.shape[:2] == (B, Ly) and out.logits.shape[2] >= len(word_tokenizer)
+    # logits are the log of a distribution over the extended vocabulary
+    assert torch.allclose(out.logits.exp().sum(-1), torch.ones(B, Ly), atol=1e-4)
+    heads = [out.context_emotion_logits, out.situation_emotion_logits, out.memory_emotion_logits,
+             out.knowledge_emotion_logits]
+    assert all(h.shape == (B, 32) for h in heads)
+    # prediction = argmax of the product of the four heads' probabilities
+    assert torch.allclose(out.emotion_logits, sum(torch.log_softmax(h, -1) for h in heads), atol=1e-5)
+    ce = sum(torch.nn.functional.cross_entropy(h, batch["emotion_labels"]) for h in heads)
+    assert torch.allclose(out.emotion_loss, ce)
+    assert torch.allclose(out.loss, out.generation_loss + out.emotion_loss)
+    labels = batch["labels"]
+    nll = -out.logits.gather(2, labels.clamp(min=0)[..., None]).squeeze(-1)
+    assert torch.allclose(out.generation_loss, nll[labels != -100].mean(), atol=1e-5)  # mean over real tokens
+
+
+@pytest.mark.parametrize("switch", [None, "use_explicit_association", "use_implicit_association",
+                                    "use_word_selector", "use_situation", "use_pointer_generator"])
+def test_every_parameter_receives_a_gradient(word_tokenizer, collator, short_and_long, switch):
+    kwargs = {switch: False} if switch else {}
+    model = make(len(word_tokenizer), **kwargs, learned_rank_weighting=switch is None)
+    model.train()
+    model(**collator(short_and_long[0] + short_and_long[1])).loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+
+
+ABLATION_PARTS = {
+    "use_explicit_association": ["model.explicit_context_association", "model.explicit_memory_association",
+                                 "model.explicit_null_slot"],
+    "use_implicit_association": ["model.knowledge_encoder", "model.knowledge_context_encoder",
+                                 "model.knowledge_emotion_head", "model.implicit_context_association",
+                                 "model.implicit_memory_association", "model.implicit_null_slot"],
+    "use_word_selector": ["model.word_selector", "association_decoder", "gate"],
+    "use_situation": ["model.situation_encoder"],
+    "use_pointer_generator": ["generator.p_gen"],
+}
+
+
+@pytest.mark.parametrize("switch", list(ABLATION_PARTS))
+def test_ablation_removes_exactly_its_part_and_trains(word_tokenizer, collator, short_and_long, switch):
+    full = {n for n, _ in make(len(word_tokenizer)).named_parameters()}
+    model = make(len(word_tokenizer), **{switch: False})
+    names = {n for n, _ in model.named_parameters()}
+    removed = full - names
+    assert names <= full
+    assert {p for p in ABLATION_PARTS[switch] if any(n.startswith(p) for n in full)} == \
+        {p for p in ABLATION_PARTS[switch] if any(n.startswith(p) for n in removed)}
+    assert all(any(n.startswith(p) for p in ABLATION_PARTS[switch]) for n in removed)
+    batch = collator(short_and_long[1])
+    if switch == "use_implicit_association":  # it must run without knowledge inputs
+        batch = {k: v for k, v in batch.items() if "knowledge" not in k}
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(**batch).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0] * 0.9
+
+
+def test_batch_invariance(word_tokenizer, collator, short_and_long):
+    """A sample's emotion logits, loss, associated words and response do not depend on its batch."""
+    model = make(len(word_tokenizer)).eval()
+    short, long = short_and_long
+    alone = collator(short[:1])
+    batched = collator(long[:1] + short[:1] + long[1:])  # longer dialogues, more padding
+    assert batched["context_ids"].shape[1] > alone["context_ids"].shape[1]
+    a = model(**alone, output_associations=True)
+    b = model(**batched, output_associations=True)
+    assert torch.allclose(a.emotion_logits[0], b.emotion_logits[1], atol=1e-5)
+    n_tok = (alone["labels"] != -100).sum()
+    lab_b = batched["labels"][1]
+
+    def sample_nll(logits, labels):
+        mask = labels != -100
+        return -logits[mask].gather(1, labels[mask][:, None]).mean()
+
+    assert torch.allclose(sample_nll(a.logits[0], alone["labels"][0]), sample_nll(b.logits[1], lab_b), atol=1e-5)
+    assert (lab_b != -100).sum() == n_tok
+    T = alone["context_ids"].shape[1]
+    for key, value in a.associations.items():
+        other = b.associations[key][1:2]
+        if value.dim() > 2:  # (B, T, ...) per-turn tensors: the alone run has fewer turns
+            other = other[:, :T]
+            assert (b.associations[key][1, T:] == (INVALID_REF if "refs" in key else 0)).all(), key
+        if "refs" in key:
+            assert torch.equal(value, other), key
+        else:
+            assert torch.allclose(value, other, atol=1e-5), key
+    for kwargs in (dict(), dict(num_beams=3)):
+        g_alone = model.generate(**gen_inputs(alone), max_new_tokens=12, min_new_tokens=12, **kwargs)
+        g_batch = model.generate(**gen_inputs(batched), max_new_tokens=12, min_new_tokens=12, **kwargs)
+        assert torch.equal(g_alone[0], g_batch[1]), kwargs
+
+
+def test_generate_greedy_cached_equals_uncached_and_other_modes(word_tokenizer, collator, short_and_long):
+    model = make(len(word_tokenizer)).eval()
+    batch = collator(short_and_long[0] + short_and_long[1])
+    inputs = gen_inputs(batch)
+    cached = model.generate(**inputs, max_new_tokens=15, use_cache=True)
+    uncached = model.generate(**inputs, max_new_tokens=15, use_cache=False)
+    assert torch.equal(cached, uncached)
+    assert (cached[:, 0] == word_tokenizer.bos_token_id).all()
+    beams = model.generate(**inputs, max_new_tokens=8, num_beams=3, num_return_sequences=2)
+    assert beams.shape[0] == 2 * len(batch["labels"])
+    torch.manual_seed(1)
+    sampled = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_k=10)
+    assert sampled.shape[0] == len(batch["labels"])
+    extended = len(word_tokenizer) + max(len(o) for o in batch["oov_words"])
+    assert beams.max() < extended and sampled.max() < extended
+
+
+def test_pointer_generator_copies_words_outside_the_vocabulary(word_tokenizer):
+    collator = IAMMDataCollator(word_tokenizer)
+    sample = {"conv_id": "c", "emotion_id": 0, "situation": "i saw a zorblax", "context": ["zorblax zorblax zorblax"],
+              "context_roles": ["speaker"], "target": "a zorblax", "situation_knowledge": RELS,
+              "context_knowledge": [RELS]}
+    batch = collator([sample])
+    assert batch["oov_words"] == [["zorblax"]]
+    model = make(len(word_tokenizer))
+    V = len(word_tokenizer)
+    out = model(**batch)
+    assert out.logits.shape[-1] == V + 1 and out.logits[0, :, V].exp().min() > 1e-3  # the OOV word is copyable
+    with torch.no_grad():
+        model.generator.p_gen.bias.fill_(-30.0)  # always copy
+    generated = model.generate(**gen_inputs(batch), max_new_tokens=3)
+    assert generated[0, 1] == V
+    assert decode_extended(generated[0, 1:], word_tokenizer, batch["oov_words"][0]).startswith("zorblax")
+    # without the pointer-generator, words outside the vocabulary have (practically) no probability
+    no_copy = make(len(word_tokenizer), use_pointer_generator=False)
+    assert no_copy(**batch).logits[0, :, V].exp().max() < 1e-20
+
+
+def test_extract_associations_as_text(word_tokenizer, collator, short_and_long):
+    model = make(len(word_tokenizer))
+    short, long = short_and_long
+    batch = collator([short[0], long[0]])
+    results = model.extract_associations(batch, word_tokenizer)
+    assert len(results) == 2
+    one, many = results
+    assert {"utterance-situation", "utterance-history", "utterance-memory", "implicit-utterance-situation",
+            "selected_memory_words"} <= set(many)
+    assert one["utterance-history"] == [] and one["utterance-memory"] == []  # a single utterance has no history
+    situation_words = set(word_tokenizer.convert_ids_to_tokens(batch["situation_ids"][1].tolist()))
+    context_words = set(word_tokenizer.convert_ids_to_tokens(batch["context_ids"][1].flatten().tolist()))
+    for entry in many["utterance-situation"]:
+        assert 0 <= entry["keyword_weight"] <= 1
+        side = context_words if entry["keyword_side"] == "utterance" else situation_words
+        assert entry["keyword"] in side
+        assert entry["associated"] and all(w in (situation_words if entry["keyword_side"] == "utterance" else context_words)
+                                           for w, _ in entry["associated"])
+    turns = {e["turn"] for e in many["utterance-memory"]}
+    assert turns == set(range(1, len(long[0]["context"])))
+    relations = {e["keyword"].split("(")[0] for e in many["implicit-utterance-situation"]}
+    assert relations <= set(RELATIONS)
+    assert 0 < len(many["selected_memory_words"]) <= 3
+
+
+def test_missing_knowledge_is_a_clear_error(word_tokenizer, collator, short_and_long):
+    batch = {k: v for k, v in collator(short_and_long[0]).items() if "knowledge" not in k}
+    with pytest.raises(ValueError, match="generate_knowledge.py, or set use_implicit_association=False"):
+        make(len(word_tokenizer))(**batch)
+
+
+def test_save_and_load_with_remote_code_in_a_fresh_process(tmp_path, word_tokenizer, collator, short_and_long):
+    model = make(len(word_tokenizer), ffn_type="conv").eval()
+    batch = collator(short_and_long[0] + short_and_long[1][:1])
+    batch.pop("oov_words")
+    folder = tmp_path / "iamm"
+    model.save_pretrained(folder, tokenizer=word_tokenizer)
+    files = set(os.listdir(folder))
+    assert {"model.safetensors", "config.json", "configuration_iamm.py", "modeling_iamm.py", "tokenizer.json"} <= files
+    torch.save(batch, tmp_path / "batch.pt")
+    helper = os.path.join(os.path.dirname(__file__), "helpers", "load_without_package.py")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), PYTHONPATH="")
+    proc = subprocess.run([sys.executable, helper, str(folder), str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = torch.load(tmp_path / "out.pt")
+    with torch.no_grad():
+        out = model(**batch)
+    expected = model.generate(**gen_inputs(batch), max_new_tokens=12)
+    for name in ("auto_model", "auto_seq2seq"):
+        assert results[name]["class"] == "IAMMForConditionalGeneration"
+        assert torch.allclose(results[name]["logits"], out.logits, atol=1e-5)
+        assert torch.allclose(results[name]["emotion_logits"], out.emotion_logits, atol=1e-5)
+        assert torch.equal(results[name]["generated"], expected)
+    assert results["tokenizer_vocab_size"] == len(word_tokenizer)
+
+
+def test_auto_classes_in_the_library(tmp_path, word_tokenizer):
+    from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+    model = make(len(word_tokenizer), use_implicit_association=False)
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), IAMMConfig)
+    for auto in (AutoModel, AutoModelForSeq2SeqLM):
+        loaded = auto.from_pretrained(tmp_path)
+        assert type(loaded) is IAMMForConditionalGeneration
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    encoder = IAMMModel.from_pretrained(tmp_path)  # the encoder side alone, from the full checkpoint
+    assert torch.equal(encoder.embed_tokens.weight, model.model.embed_tokens.weight)
