@@ -149,6 +149,10 @@ def masked_mean_pool(scores: torch.Tensor, values: torch.Tensor, mask: torch.Ten
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _cached(cache: DynamicCache, layer_idx: int) -> bool:
+    return layer_idx < len(cache.layers) and cache.layers[layer_idx].is_initialized
+
+
 class IAMMAttention(nn.Module):
     """Multi-head scaled dot-product attention working in `num_attention_heads * attention_head_dim` dimensions."""
 
@@ -175,10 +179,15 @@ class IAMMAttention(nn.Module):
         layer_idx: int = 0,
         need_weights: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        kv = hidden_states if key_value_states is None else key_value_states
-        q, k, v = self._split(self.q_proj(hidden_states)), self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
-        if cache is not None:  # incremental self-attention: keys/values of earlier steps come from the cache
-            k, v = cache.update(k, v, layer_idx)
+        q = self._split(self.q_proj(hidden_states))
+        if key_value_states is not None and cache is not None and _cached(cache, layer_idx):
+            # cross-attention while decoding: the encoder side's keys/values were projected at the first step
+            k, v = cache.layers[layer_idx].keys, cache.layers[layer_idx].values
+        else:
+            kv = hidden_states if key_value_states is None else key_value_states
+            k, v = self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
+            if cache is not None:  # self-attention: appended to earlier steps; cross-attention: stored once
+                k, v = cache.update(k, v, layer_idx)
         Lq, Lk = q.shape[2], k.shape[2]
         mask = None
         if key_mask is not None:
@@ -213,17 +222,27 @@ class IAMMFeedForward(nn.Module):
             self.fc1, self.fc2 = nn.Linear(d, inner), nn.Linear(inner, d)
 
     def _conv(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-        x = x.transpose(1, 2)  # (B, channels, N)
-        x = F.pad(x, (2, 0) if self.causal else (1, 1))
-        return conv(x).transpose(1, 2)  # (B, N, channels)
+        """A kernel-3 convolution of x (B, N, C_in) -> (B, N, C_out), computed with matmuls.
+
+        Same result as `conv` (whose weights are used as they are; zero padding 2 left when causal, else 1 each
+        side), but much faster on CPU than a convolution with a few hundred channels.
+        """
+        x = F.pad(x, (0, 0, 2, 0) if self.causal else (0, 0, 1, 1))
+        N = x.shape[1] - 2
+        c_out, c_in, _ = conv.weight.shape
+        if c_in <= c_out:  # narrow input: gather the 3 taps of each position, one matmul
+            windows = torch.cat([x[:, 0:N], x[:, 1 : N + 1], x[:, 2 : N + 2]], dim=-1)  # (B, N, 3 * C_in)
+            weight = conv.weight.permute(0, 2, 1).reshape(c_out, 3 * c_in)  # tap-major, matching the windows
+            return F.linear(windows, weight, conv.bias)
+        # wide input: project every position through the 3 taps at once, then add the shifted projections
+        taps = F.linear(x, conv.weight.permute(2, 0, 1).reshape(3 * c_out, c_in))  # (B, N + 2, 3 * C_out)
+        taps = taps.view(x.shape[0], N + 2, 3, c_out)
+        return taps[:, 0:N, 0] + taps[:, 1 : N + 1, 1] + taps[:, 2 : N + 2, 2] + conv.bias
 
     def _step(self, conv: nn.Conv1d, x: torch.Tensor, cache: DynamicCache, layer_idx: int) -> torch.Tensor:
         """One decoding step of a causal conv: its inputs at t-2, t-1 come from the cache."""
-        history, _ = cache.update(x[:, None], x[:, None], layer_idx)  # (B, 1, t, channels)
-        window = history[:, 0, -3:]
-        if window.shape[1] < 3:
-            window = F.pad(window, (0, 0, 3 - window.shape[1], 0))
-        return conv(window.transpose(1, 2)).transpose(1, 2)[:, -x.shape[1] :]
+        history, _ = cache.update(x[:, None], x[:, None], layer_idx)  # (B, 1, t, C_in)
+        return self._conv(conv, history[:, 0, -(x.shape[1] + 2) :])[:, -x.shape[1] :]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 cache: Optional[DynamicCache] = None, layer_idx: int = 0) -> torch.Tensor:
@@ -248,9 +267,12 @@ class IAMMEncoderLayer(nn.Module):
         self.ffn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = IAMMFeedForward(config, causal=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x), key_mask=mask)[0]
-        return x + self.ffn(self.ffn_layer_norm(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, query_length: Optional[int] = None) -> torch.Tensor:
+        """`query_length`: compute only the first positions' outputs (their keys/values still come from all)."""
+        normed = self.self_attn_layer_norm(x)
+        queries = normed if query_length is None else normed[:, :query_length]
+        x = x[:, : queries.shape[1]] + self.self_attn(queries, normed, key_mask=mask)[0]
+        return x + self.ffn(self.ffn_layer_norm(x), mask[:, : x.shape[1]])
 
 
 class IAMMEncoder(nn.Module):
@@ -261,13 +283,19 @@ class IAMMEncoder(nn.Module):
         self.layers = nn.ModuleList([IAMMEncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, inputs_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # inputs_embeds: (N, len, d) without positions; mask: (N, len) bool
+    def forward(self, inputs_embeds: torch.Tensor, mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """inputs_embeds (N, len, d) without positions, mask (N, len) -> (N, len, d), or (N, d) with `first_only`.
+
+        `first_only` returns the first ([CLS]) position alone, and the last layer then computes only the positions
+        that output depends on (3 with kernel-3 convolutions, 1 with linears): same values, far less work.
+        """
         N, length, d = inputs_embeds.shape
         x = inputs_embeds + sinusoidal_positions(length, d, device=inputs_embeds.device, dtype=inputs_embeds.dtype)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return self.layer_norm(x)
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            x = layer(x, mask, query_length=(3 if layer.ffn.conv else 1) if first_only and last else None)
+        x = self.layer_norm(x)
+        return x[:, 0] if first_only else x
 
 
 class IAMMDecoderLayer(nn.Module):
@@ -280,13 +308,16 @@ class IAMMDecoderLayer(nn.Module):
         self.ffn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = IAMMFeedForward(config, causal=True)
 
-    def forward(self, x, memory, memory_mask, cache=None, cache_idx=0, need_weights=False):
-        x = x + self.self_attn(self.self_attn_layer_norm(x), causal=True, cache=cache, layer_idx=cache_idx)[0]
+    def forward(self, x, memory, memory_mask, cache=None, cache_idx=0, cross_idx=0, need_weights=False):
+        self_cache = cache.self_attention_cache if cache is not None else None
+        cross_cache = cache.cross_attention_cache if cache is not None else None
+        x = x + self.self_attn(self.self_attn_layer_norm(x), causal=True, cache=self_cache, layer_idx=cache_idx)[0]
         attended, weights = self.cross_attn(
-            self.cross_attn_layer_norm(x), memory, key_mask=memory_mask, need_weights=need_weights
+            self.cross_attn_layer_norm(x), memory, key_mask=memory_mask, cache=cross_cache, layer_idx=cross_idx,
+            need_weights=need_weights,
         )
         x = x + attended
-        return x + self.ffn(self.ffn_layer_norm(x), cache=cache, layer_idx=cache_idx + 1), weights
+        return x + self.ffn(self.ffn_layer_norm(x), cache=self_cache, layer_idx=cache_idx + 1), weights
 
 
 class IAMMDecoder(nn.Module):
@@ -299,10 +330,14 @@ class IAMMDecoder(nn.Module):
         self.layers = nn.ModuleList([IAMMDecoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, memory, memory_mask, cache=None, cache_offset=0, need_weights=False):
+    def forward(self, x, memory, memory_mask, cache: Optional[EncoderDecoderCache] = None, decoder_index: int = 0,
+                need_weights: bool = False):
+        """`decoder_index` (0 for Dec_c, 1 for Dec_a) places this decoder's entries in the shared cache."""
         weights = None
+        n = len(self.layers)
         for i, layer in enumerate(self.layers):
-            x, weights = layer(x, memory, memory_mask, cache, cache_offset + i * self.CACHE_SLOTS_PER_LAYER, need_weights)
+            self_idx = (decoder_index * n + i) * self.CACHE_SLOTS_PER_LAYER
+            x, weights = layer(x, memory, memory_mask, cache, self_idx, decoder_index * n + i, need_weights)
         return self.layer_norm(x), weights
 
 
@@ -563,9 +598,9 @@ class IAMMModel(IAMMPreTrainedModel):
         Returns the situation block (B, R, d) and the utterance blocks (B, T, R, d).
         """
         B, T, R, Lk = ctx_ids.shape
-        sit_summary = self.knowledge_encoder(self.embed(sit_ids.flatten(0, 1)), sit_mask.flatten(0, 1))[:, 0]
+        sit_summary = self.knowledge_encoder(self.embed(sit_ids.flatten(0, 1)), sit_mask.flatten(0, 1), first_only=True)
         real = ctx_ids[turn_mask]  # (n_real_turns, R, Lk)
-        ctx_summary = self.knowledge_encoder(self.embed(real.flatten(0, 1)), ctx_mask[turn_mask].flatten(0, 1))[:, 0]
+        ctx_summary = self.knowledge_encoder(self.embed(real.flatten(0, 1)), ctx_mask[turn_mask].flatten(0, 1), first_only=True)
         blocks = sit_summary.new_zeros(B, T, R, sit_summary.shape[-1])
         blocks[turn_mask] = ctx_summary.view(-1, R, ctx_summary.shape[-1])
         return sit_summary.view(B, R, -1), blocks
@@ -819,10 +854,13 @@ class IAMMModel(IAMMPreTrainedModel):
 
 
 class PointerGenerator(nn.Module):
-    """Mixes the vocabulary softmax with a copy distribution over the context tokens (See et al., 2017)."""
+    """Mixes the vocabulary softmax with a copy distribution over the context tokens (See et al., 2017):
+    `p(w) = p_gen * softmax(W O)[w] + (1 - p_gen) * sum_{j: source_j = w} copy_attention_j`, with
+    `p_gen = sigmoid(w_gen . O)`."""
 
     def __init__(self, config: IAMMConfig):
         super().__init__()
+        self.vocab_size = config.vocab_size
         self.output_projection = nn.Linear(config.hidden_size, config.vocab_size)
         self.p_gen = nn.Linear(config.hidden_size, 1) if config.use_pointer_generator else None
 
@@ -838,7 +876,25 @@ class PointerGenerator(nn.Module):
         probs = F.pad(vocab_probs, (0, extended_size - vocab_probs.shape[-1]))  # (B, Ly, V + n_oov)
         copy_probs = copy_attention * (1 - p_gen)
         index = source_ids[:, None, :].expand(-1, hidden.shape[1], -1)
+        if not torch.is_grad_enabled():  # decoding: the same arithmetic in place (saves three (B, t, V) passes)
+            return probs.scatter_add_(2, index, copy_probs).clamp_(min=1e-12).log_()
         probs = probs.scatter_add(2, index, copy_probs)
+        return torch.log(probs.clamp(min=1e-12))
+
+    def target_log_probs(self, hidden: torch.Tensor, copy_attention: Optional[torch.Tensor], source_ids: torch.Tensor,
+                         targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) only (B, Ly): the same values as `forward(...).gather(targets)`, without materialising
+        the (B, Ly, V) distribution three more times (what a training step needs)."""
+        vocab_logits = self.output_projection(hidden)  # (B, Ly, V)
+        targets = targets.clamp(min=0)
+        in_vocab = targets < self.vocab_size
+        target_logits = vocab_logits.gather(2, targets.clamp(max=self.vocab_size - 1)[..., None]).squeeze(-1)
+        log_vocab = target_logits - torch.logsumexp(vocab_logits, dim=-1)  # (B, Ly)
+        if self.p_gen is None:
+            return log_vocab.masked_fill(~in_vocab, math.log(1e-12))
+        p_gen = torch.sigmoid(self.p_gen(hidden)).squeeze(-1)  # (B, Ly)
+        copy = (copy_attention * (source_ids[:, None, :] == targets[..., None])).sum(-1)  # (B, Ly)
+        probs = p_gen * log_vocab.exp() * in_vocab + (1 - p_gen) * copy
         return torch.log(probs.clamp(min=1e-12))
 
 
@@ -882,27 +938,23 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
         return self.generator.output_projection
 
     def _decode(self, decoder_input_ids, encoder_outputs: IAMMEncoderOutput, cache: Optional[EncoderDecoderCache]):
-        """Both decoders, the gate and the pointer-generator: log-probs over the extended vocabulary."""
+        """Both decoders and the gate: the output states O (B, t, d) and Dec_c's copy attention (B, t, Lc)."""
         past = cache.self_attention_cache.get_seq_length() if cache is not None else 0
-        self_cache = cache.self_attention_cache if cache is not None else None
         x = self.model.embed(decoder_input_ids)  # (B, t, d)
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], offset=past, device=x.device, dtype=x.dtype)
         need_copy = self.config.use_pointer_generator
         out_c, copy_attention = self.context_decoder(
-            x, encoder_outputs.last_hidden_state, encoder_outputs.context_mask, self_cache, 0, need_weights=need_copy
+            x, encoder_outputs.last_hidden_state, encoder_outputs.context_mask, cache, 0, need_weights=need_copy
         )
         out = out_c
         if self.config.use_word_selector:
-            offset = self.config.num_hidden_layers * IAMMDecoder.CACHE_SLOTS_PER_LAYER
             out_m, _ = self.association_decoder(
-                x, encoder_outputs.memory_hidden_state, encoder_outputs.memory_mask, self_cache, offset
+                x, encoder_outputs.memory_hidden_state, encoder_outputs.memory_mask, cache, 1
             )
             gate = torch.sigmoid(self.gate(torch.cat([out_c, out_m], dim=-1)))  # (B, t, 1)
             out = gate * out_c + (1 - gate) * out_m
-        source_ids = encoder_outputs.context_ids_extended
-        extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
         copy_attention = copy_attention.mean(1) if copy_attention is not None else None  # (B, t, Lc): mean over heads
-        return self.generator(out, copy_attention, source_ids, extended_size)
+        return out, copy_attention
 
     def forward(
         self,
@@ -924,6 +976,7 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
         cache: Optional[EncoderDecoderCache] = None,
         use_cache: Optional[bool] = None,
         output_associations: bool = False,
+        return_logits: Optional[bool] = None,
         oov_words: Optional[List[List[str]]] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
@@ -936,6 +989,8 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             emotion_labels (`(B,)`): gold emotion ids.
             encoder_outputs: a precomputed `IAMMEncoderOutput` (generate() passes it).
             cache / use_cache: incremental decoding (generate() passes them).
+            return_logits: materialise `logits`. Default: yes, except in training mode with labels, where the loss
+                is computed from the target columns alone (same value, much less work) and `logits` is None.
             oov_words: the collator's OOV word lists (unused here; kept so batches pass through unchanged).
         """
         if encoder_outputs is None:
@@ -952,14 +1007,26 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         if not use_cache:
             cache = None
-        logits = self._decode(decoder_input_ids, encoder_outputs, cache)  # (B, Ly, V + n_oov)
+        hidden, copy_attention = self._decode(decoder_input_ids, encoder_outputs, cache)
+        source_ids = encoder_outputs.context_ids_extended
+        if return_logits is None:
+            return_logits = not (self.training and labels is not None)
+        logits = None
+        if return_logits:
+            extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
+            logits = self.generator(hidden, copy_attention, source_ids, extended_size)  # (B, Ly, V + n_oov)
 
         loss = generation_loss = emotion_loss = None
         if labels is not None:
             targets = labels
             if not self.config.use_pointer_generator:  # no copying: OOV targets are [UNK]
                 targets = targets.masked_fill(targets >= self.config.vocab_size, self.config.unk_token_id)
-            generation_loss = F.nll_loss(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+            real = targets != -100
+            if logits is not None:
+                target_log_probs = logits.gather(2, targets.clamp(min=0)[..., None]).squeeze(-1)
+            else:
+                target_log_probs = self.generator.target_log_probs(hidden, copy_attention, source_ids, targets)
+            generation_loss = -target_log_probs[real].mean()  # token NLL, mean over real tokens
             loss = generation_loss
         if emotion_labels is not None:
             heads = [encoder_outputs.context_emotion_logits, encoder_outputs.situation_emotion_logits,

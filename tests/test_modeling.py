@@ -71,6 +71,12 @@ def test_forward_outputs_and_joint_loss(word_tokenizer, collator, short_and_long
     labels = batch["labels"]
     nll = -out.logits.gather(2, labels.clamp(min=0)[..., None]).squeeze(-1)
     assert torch.allclose(out.generation_loss, nll[labels != -100].mean(), atol=1e-5)  # mean over real tokens
+    # training mode computes the loss from the target columns alone: same value, no (B, Ly, V) logits
+    for copy in (True, False):
+        m = make(len(word_tokenizer), use_pointer_generator=copy)
+        train_out = m.train()(**batch)
+        assert train_out.logits is None
+        assert torch.allclose(train_out.loss, m.eval()(**batch).loss, atol=1e-5)
 
 
 @pytest.mark.parametrize("switch", [None, "use_explicit_association", "use_implicit_association",
@@ -179,7 +185,7 @@ def test_pointer_generator_copies_words_outside_the_vocabulary(word_tokenizer):
               "context_knowledge": [RELS]}
     batch = collator([sample])
     assert batch["oov_words"] == [["zorblax"]]
-    model = make(len(word_tokenizer))
+    model = make(len(word_tokenizer)).eval()
     V = len(word_tokenizer)
     out = model(**batch)
     assert out.logits.shape[-1] == V + 1 and out.logits[0, :, V].exp().min() > 1e-3  # the OOV word is copyable
@@ -189,7 +195,7 @@ def test_pointer_generator_copies_words_outside_the_vocabulary(word_tokenizer):
     assert generated[0, 1] == V
     assert decode_extended(generated[0, 1:], word_tokenizer, batch["oov_words"][0]).startswith("zorblax")
     # without the pointer-generator, words outside the vocabulary have (practically) no probability
-    no_copy = make(len(word_tokenizer), use_pointer_generator=False)
+    no_copy = make(len(word_tokenizer), use_pointer_generator=False).eval()
     assert no_copy(**batch).logits[0, :, V].exp().max() < 1e-20
 
 

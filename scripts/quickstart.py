@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""The main job on the embedded default: train a small IAMM on the bundled EmpatheticDialogues sample (no
+downloads), then print, for a few validation dialogues, the predicted emotion, the generated response and the
+associated words the model found.
+
+    python scripts/quickstart.py                 # about 3 minutes on 2 CPU cores
+    python scripts/quickstart.py --epochs 1      # a faster smoke run
+
+The bundled sample (600 training conversations) is far too small for a good model: the point is to see every part
+work end to end. The sample has no COMET knowledge, so the implicit branch is off.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import HfArgumentParser, set_seed
+
+from modeling_iamm import SAMPLE_DATA_DIR, IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration
+from modeling_iamm.inference import predict, top_associations
+from modeling_iamm.pipeline import DataArguments, prepare_data
+from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments
+
+
+@dataclass
+class QuickstartArguments:
+    output_dir: str = field(default="quickstart_output", metadata={"help": "Where the trained model is saved."})
+    epochs: float = field(default=8, metadata={"help": "Training epochs over the bundled sample."})
+    hidden_size: int = field(default=128, metadata={"help": "Model width (the paper's is 300)."})
+    show: int = field(default=4, metadata={"help": "Validation dialogues to print."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+
+
+def main():
+    (args,) = HfArgumentParser(QuickstartArguments).parse_args_into_dataclasses()
+    logging.basicConfig(level=logging.WARNING)
+    set_seed(args.seed)
+    start = time.time()
+    data, tokenizer = prepare_data(DataArguments(data=SAMPLE_DATA_DIR))
+    print(f"data: {data['train'].num_rows} train / {data['valid'].num_rows} valid samples (listener turns); "
+          f"vocabulary {len(tokenizer)} words (train split only)")
+
+    config = IAMMConfig(vocab_size=len(tokenizer), hidden_size=args.hidden_size, use_implicit_association=False)
+    model = IAMMForConditionalGeneration(config)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    training_args = IAMMTrainingArguments(
+        output_dir=args.output_dir, per_device_train_batch_size=16, per_device_eval_batch_size=32,
+        num_train_epochs=args.epochs, learning_rate=2e-3, schedule="hf", lr_scheduler_type="linear",
+        warmup_steps=40, optim="adamw_torch_fused", adam_beta2=0.98, adam_epsilon=1e-9, weight_decay=0.0,
+        logging_steps=50, save_strategy="no", eval_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(),
+        seed=args.seed, disable_tqdm=False,
+    )
+    trainer = IAMMTrainer(
+        model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["valid"],
+        data_collator=IAMMDataCollator(tokenizer, return_oov_words=False),
+    )
+    trainer.train()
+    print(f"validation loss: {trainer.evaluate()['eval_loss']:.3f}")
+    model.save_pretrained(args.output_dir, tokenizer=tokenizer)
+    print(f"saved to {os.path.abspath(args.output_dir)} (loads with AutoModel.from_pretrained(..., trust_remote_code=True))")
+
+    # a few validation dialogues with contexts of different lengths (1, 3, 5, ... utterances)
+    lengths = [len(c) for c in data["valid"]["context"]]
+    picks = [next((i for i, n in enumerate(lengths) if n == want), None) for want in (1, 3, 5, 7, 2, 4)]
+    shown = data["valid"].select([i for i in picks if i is not None][: args.show])
+    for sample, record in zip(shown, predict(model, tokenizer, shown, max_new_tokens=30)):
+        print("\n" + "=" * 100)
+        print(f"situation : {sample['situation']}")
+        for role, utterance in zip(sample["context_roles"], sample["context"]):
+            print(f"{role:>9} : {utterance}")
+        print(f"emotion   : predicted {record['emotion']!r}, gold {sample['emotion']!r}")
+        print(f"response  : {record['response']}")
+        print(f"gold      : {sample['target']}")
+        print("associated words:")
+        for pair, lines in top_associations(record["associations"]).items():
+            if lines:
+                print(f"  {pair}: " + "; ".join(lines))
+    print(f"\ndone in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

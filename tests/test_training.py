@@ -1,0 +1,58 @@
+"""Trainer integration: IAMM trains with Seq2SeqTrainer and the collator; predict_with_generate works."""
+
+import math
+
+import pytest
+import torch
+
+from modeling_iamm import IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, encode_samples
+from modeling_iamm.inference import predict
+from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments, noam_lambda
+
+
+def test_noam_schedule_matches_the_authors_formula():
+    f = noam_lambda(300, 8000)
+    assert math.isclose(f(7999), 300**-0.5 * 8000**-0.5)  # the peak, ~6.45e-4, at step 8000
+    assert math.isclose(f(7999), 6.455e-4, rel_tol=1e-3)
+    assert f(0) < f(3999) < f(7999) > f(15999)
+    assert math.isclose(f(31999), 300**-0.5 * 32000**-0.5)
+
+
+def test_trainer_overfits_a_tiny_set_and_predicts_with_generate(tmp_path, word_tokenizer, sample_samples):
+    train = encode_samples(sample_samples["train"].select(range(16)))
+    config = IAMMConfig(vocab_size=len(word_tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
+                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3,
+                        use_implicit_association=False)
+    torch.manual_seed(0)
+    model = IAMMForConditionalGeneration(config)
+    args = IAMMTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, per_device_eval_batch_size=8, max_steps=40,
+        learning_rate=1.0, schedule="noam", noam_warmup_steps=10, logging_steps=5, save_strategy="no", report_to=[],
+        use_cpu=True, seed=0, predict_with_generate=True, generation_max_length=6, disable_tqdm=True,
+    )
+    assert args.label_names == ["labels", "emotion_labels"] and args.remove_unused_columns is False
+    trainer = IAMMTrainer(model=model, args=args, train_dataset=train,
+                          data_collator=IAMMDataCollator(word_tokenizer, return_oov_words=False))
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
+    # the Noam schedule drove the learning rate: it rose to d^-0.5 * warmup^-0.5, then fell
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    assert max(lrs) <= 32**-0.5 * 10**-0.5 + 1e-9 and lrs[-1] < max(lrs)
+
+    result = trainer.predict(train, max_new_tokens=6)
+    predictions = torch.as_tensor(result.predictions)
+    assert predictions.shape[0] == 16
+    assert (predictions[:, 0] == word_tokenizer.bos_token_id).all()
+    assert ((predictions[:, 7:] == word_tokenizer.pad_token_id) | (predictions[:, 7:] == -100)).all()  # <= 6 new tokens
+    assert "test_loss" in result.metrics
+
+    records = list(predict(model, word_tokenizer, list(train.select(range(3))), batch_size=2, max_new_tokens=5))
+    assert [r["conv_id"] for r in records] == train["conv_id"][:3]
+    assert all(r["emotion"] in config.label2id and isinstance(r["response"], str) for r in records)
+    assert "utterance-situation" in records[0]["associations"]
+
+
+def test_training_arguments_validate():
+    with pytest.raises(ValueError, match="--schedule must be 'noam' or 'hf'"):
+        IAMMTrainingArguments(output_dir="unused", schedule="cosine", use_cpu=True)
