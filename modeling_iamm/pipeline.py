@@ -19,9 +19,13 @@ logger = logging.getLogger(__name__)
 class DataArguments:
     """Where the data comes from and how the vocabulary is built."""
 
-    data: str = field(
-        metadata={"help": "ED source: a folder of split files (csv/jsonl/parquet), one file, or a Hub dataset id."}
+    data: Optional[str] = field(
+        default=None,
+        metadata={"help": "ED source: a folder of split files (csv/jsonl/parquet), one file, or a Hub dataset id."},
     )
+    train_file: Optional[str] = field(default=None, metadata={"help": "Train split file (instead of --data)."})
+    validation_file: Optional[str] = field(default=None, metadata={"help": "Valid split file (instead of --data)."})
+    test_file: Optional[str] = field(default=None, metadata={"help": "Test split file (instead of --data)."})
     splits: Optional[List[str]] = field(default=None, metadata={"help": "Splits to load (default: all found)."})
     skip_invalid: bool = field(
         default=False, metadata={"help": "Drop (and count) invalid conversations instead of stopping at the first."}
@@ -42,6 +46,19 @@ class DataArguments:
     def __post_init__(self):
         if self.min_frequency < 1:
             raise ValueError(f"--min_frequency must be >= 1, got {self.min_frequency}")
+        files = {"train": self.train_file, "valid": self.validation_file, "test": self.test_file}
+        if self.data is None and not any(files.values()):
+            raise ValueError("pass --data (a folder, a file or a Hub dataset id) or --train_file/--validation_file")
+        if self.data is not None and any(files.values()):
+            raise ValueError("pass either --data or --train_file/--validation_file/--test_file, not both")
+
+    @property
+    def source(self):
+        """What :func:`load_empathetic_dialogues` reads: `data`, or the `{split: file}` mapping."""
+        if self.data is not None:
+            return self.data
+        return {split: path for split, path in
+                (("train", self.train_file), ("valid", self.validation_file), ("test", self.test_file)) if path}
 
 
 def prepare_data(
@@ -52,12 +69,12 @@ def prepare_data(
     The tokenizer is, in order of preference: the one passed, the one at `args.tokenizer_name_or_path`, or a new
     one built from the `train` split (never from other splits).
     """
-    conversations = load_empathetic_dialogues(args.data, splits=args.splits, skip_invalid=args.skip_invalid)
+    conversations = load_empathetic_dialogues(args.source, splits=args.splits, skip_invalid=args.skip_invalid)
     if tokenizer is None and args.tokenizer_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
     if tokenizer is None:
         if "train" not in conversations:
-            raise ValueError(f"{args.data}: no train split to build the vocabulary from; pass --tokenizer_name_or_path")
+            raise ValueError(f"{args.source}: no train split to build the vocabulary from; pass --tokenizer_name_or_path")
         tokenizer = build_tokenizer(conversations["train"], args.min_frequency, args.max_vocab_size)
     check_tokenizer(tokenizer)
     samples = build_samples(conversations)

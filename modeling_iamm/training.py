@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import torch
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 LABEL_NAMES = ["labels", "emotion_labels"]
 
@@ -33,6 +33,7 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
             or `"hf"` (the usual `lr_scheduler_type` / `warmup_steps`).
         noam_warmup_steps: Noam warm-up (authors: 8000).
         noam_hidden_size: the `d` of the Noam formula (default: the model's hidden size).
+        eval_start_step: no periodic evaluation before this step (the authors validate from step 10k on).
 
     IAMM batches carry two label tensors: `label_names` defaults to `["labels", "emotion_labels"]`, and the
     collator's extra columns need `remove_unused_columns=False` (the default here).
@@ -41,6 +42,12 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
     schedule: str = field(default="noam", metadata={"help": "'noam' (the authors' schedule) or 'hf' (lr_scheduler_type)."})
     noam_warmup_steps: int = field(default=8000, metadata={"help": "Warm-up steps of the Noam schedule."})
     noam_hidden_size: Optional[int] = field(default=None, metadata={"help": "d of the Noam formula (default: model's)."})
+    eval_start_step: int = field(
+        default=0, metadata={"help": "No periodic evaluation before this step (authors: 10000, then every 800)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in a non-empty output_dir (scripts/train.py refuses otherwise)."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns (IAMM needs them)."})
     label_names: Optional[List[str]] = field(
         default_factory=lambda: list(LABEL_NAMES), metadata={"help": "Label tensors of a batch."}
@@ -55,7 +62,12 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
 
 
 class IAMMTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` with the Noam schedule when `args.schedule == "noam"`."""
+    """`Seq2SeqTrainer` with the Noam schedule when `args.schedule == "noam"`, and `eval_start_step`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self.args, "eval_start_step", 0) > 0:
+            self.add_callback(EvaluateFromStepCallback(self.args.eval_start_step))
 
     def create_scheduler(self, num_training_steps: int, optimizer: Optional[torch.optim.Optimizer] = None):
         if getattr(self.args, "schedule", "hf") != "noam":
@@ -73,3 +85,83 @@ class IAMMTrainer(Seq2SeqTrainer):
 def peak_noam_learning_rate(hidden_size: int, warmup_steps: int) -> float:
     """The Noam schedule's highest learning rate (at step `warmup_steps`)."""
     return hidden_size**-0.5 * warmup_steps**-0.5 if warmup_steps else math.inf
+
+
+class EvaluateFromStepCallback(TrainerCallback):
+    """Skip the periodic evaluations before `start_step` (the authors validate every 800 steps after step 10k)."""
+
+    def __init__(self, start_step: int):
+        self.start_step = start_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step < self.start_step:
+            control.should_evaluate = False
+        return control
+
+
+@dataclass
+class ModelArguments:
+    """The model to train: a fresh IAMM (paper sizes unless overridden) or a saved one to continue from."""
+
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Start from this saved/Hub IAMM instead of a fresh one (its tokenizer too)."}
+    )
+    hidden_size: int = field(default=300, metadata={"help": "d (paper: 300)."})
+    num_hidden_layers: int = field(default=1, metadata={"help": "Layers per encoder/decoder (paper: 1)."})
+    attention_head_dim: int = field(default=20, metadata={"help": "Attention head size (paper: 20)."})
+    intermediate_size: int = field(default=50, metadata={"help": "Feed-forward width (paper: 50)."})
+    ffn_type: str = field(default="conv", metadata={"help": "'conv' (authors) or 'linear'."})
+    association_head_dim: int = field(default=20, metadata={"help": "d_h (paper: 20)."})
+    num_keywords: int = field(default=5, metadata={"help": "k1 (paper: 5)."})
+    num_associated_words: int = field(default=15, metadata={"help": "k2 (paper: 15)."})
+    num_memory_words: int = field(default=5, metadata={"help": "k3 (paper: 5)."})
+    use_explicit_association: bool = field(default=True, metadata={"help": "Off: 'w/o explicit association'."})
+    use_implicit_association: Optional[bool] = field(
+        default=None, metadata={"help": "Off: 'w/o implicit association'. Default: on iff the data has knowledge."}
+    )
+    use_word_selector: bool = field(default=True, metadata={"help": "Off: 'w/o word selector'."})
+    use_situation: bool = field(default=True, metadata={"help": "Off: never read the situation."})
+    use_pointer_generator: bool = field(default=True, metadata={"help": "Copy words from the context."})
+    learned_rank_weighting: bool = field(default=False, metadata={"help": "The authors' k x k rank weighting."})
+    word_vectors: Optional[str] = field(
+        default=None, metadata={"help": "GloVe-format text file to initialise the embeddings (e.g. glove.6B.300d.txt)."}
+    )
+
+    def __post_init__(self):
+        if self.ffn_type not in ("conv", "linear"):
+            raise ValueError(f"--ffn_type must be 'conv' or 'linear', got {self.ffn_type!r}")
+
+    CONFIG_FIELDS = (
+        "hidden_size", "num_hidden_layers", "attention_head_dim", "intermediate_size", "ffn_type",
+        "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
+        "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
+        "learned_rank_weighting",
+    )
+
+
+def build_model(args: ModelArguments, tokenizer, has_knowledge: bool):
+    """A fresh IAMM sized by `args` for `tokenizer` (or the saved one at `args.model_name_or_path`)."""
+    import logging
+
+    from .configuration_iamm import IAMMConfig
+    from .modeling_iamm import IAMMForConditionalGeneration
+    from .word_vectors import load_word_vectors
+
+    logger = logging.getLogger(__name__)
+    use_implicit = has_knowledge if args.use_implicit_association is None else args.use_implicit_association
+    if use_implicit and not has_knowledge:
+        raise ValueError("--use_implicit_association needs knowledge: pass --knowledge_file (scripts/generate_knowledge.py)")
+    logger.warning("implicit association (commonsense knowledge) is %s", "ON" if use_implicit else "OFF (w/o IA setting)")
+    if args.model_name_or_path:
+        model = IAMMForConditionalGeneration.from_pretrained(args.model_name_or_path)
+        if model.config.use_implicit_association != use_implicit:
+            raise ValueError(f"{args.model_name_or_path} has use_implicit_association={model.config.use_implicit_association}")
+        return model
+    config = IAMMConfig(
+        vocab_size=len(tokenizer), use_implicit_association=use_implicit,
+        **{name: getattr(args, name) for name in ModelArguments.CONFIG_FIELDS},
+    )
+    model = IAMMForConditionalGeneration(config)
+    if args.word_vectors:
+        load_word_vectors(args.word_vectors, tokenizer, model.get_input_embeddings())
+    return model

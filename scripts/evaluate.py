@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Evaluate a saved or Hub IAMM on a split with the paper's protocol; writes predictions.jsonl and metrics.json.
+
+    python scripts/evaluate.py --model_name_or_path runs/iamm --data path/to/ed --split valid --output_dir eval/valid
+    python scripts/evaluate.py --model_name_or_path runs/iamm --test_file ed/test.csv --split test --output_dir eval/test
+    python scripts/evaluate.py ... --use_situation false     # the same model without the situation text
+
+Greedy decoding up to 50 tokens by default (--num_beams / --do_sample for others). Re-running after an
+interruption continues where it stopped; a finished evaluation is kept unless --overwrite_output true.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from modeling_iamm.cli import parse_args
+from modeling_iamm.evaluation import run_evaluation
+from modeling_iamm.pipeline import DataArguments, prepare_data
+
+
+@dataclass
+class EvaluationArguments:
+    model_name_or_path: str = field(metadata={"help": "Saved folder or Hub id of an IAMM (its tokenizer included)."})
+    output_dir: str = field(metadata={"help": "Where predictions.jsonl and metrics.json go."})
+    split: str = field(default="valid", metadata={"help": "Split to evaluate (valid, test, ...)."})
+    batch_size: int = field(default=32, metadata={"help": "Samples per batch."})
+    max_new_tokens: int = field(default=50, metadata={"help": "Longest response (paper: 50)."})
+    num_beams: int = field(default=1, metadata={"help": "Beam search width (1: greedy, the paper's protocol)."})
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam decoding."})
+    top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling threshold (with --do_sample)."})
+    use_situation: Optional[bool] = field(
+        default=None, metadata={"help": "false: evaluate without the situation text (the model must have been saved with it)."}
+    )
+    with_associations: bool = field(default=True, metadata={"help": "Write the associated words of every sample."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace a finished evaluation in output_dir."})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
+    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16."})
+    trust_remote_code: bool = field(default=True, metadata={"help": "Load the checkpoint's own code (Hub ids)."})
+
+
+def main(argv=None):
+    args, data_args = parse_args((EvaluationArguments, DataArguments), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"use_situation": args.use_situation} if args.use_situation is not None else {}
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path, dtype=getattr(torch, args.dtype),
+                                                  trust_remote_code=args.trust_remote_code, **overrides)
+    model.to(args.device)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    data_args.splits = [args.split]
+    data, tokenizer = prepare_data(data_args, tokenizer)
+    generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample}
+    if args.top_p is not None:
+        generate_kwargs["top_p"] = args.top_p
+    metrics = run_evaluation(model, tokenizer, data[args.split], args.output_dir, args.batch_size,
+                             args.with_associations, args.overwrite_output, **generate_kwargs)
+    metrics.update({"model": args.model_name_or_path, "split": args.split,
+                    "use_situation": model.config.use_situation,
+                    "implicit_association": model.config.use_implicit_association})
+    with open(f"{args.output_dir}/metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The command-line scripts end to end on tiny configs: train (1 process, 2 accelerate ranks, resume after a kill),
+evaluate (both files, resume), the association plots and the TF-IDF baseline."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+SAMPLE = os.path.join(ROOT, "modeling_iamm", "sample_data")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+           OMP_NUM_THREADS="1")
+TINY = ["--preset", "tiny", "--data", SAMPLE, "--use_cpu", "true", "--max_samples", "64", "--disable_tqdm", "true"]
+
+
+def run(args, cwd, timeout=300, **kwargs):
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def weights(folder):
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "iamm"
+    stdout = run([os.path.join(SCRIPTS, "train.py"), *TINY, "--output_dir", str(out)], cwd=out.parent)
+    return out, stdout
+
+
+def test_train_single_process_writes_a_complete_folder(trained):
+    out, stdout = trained
+    assert "[rank 0/1] took part in 20 optimizer steps" in stdout
+    summary = json.load(open(out / "train_summary.json"))
+    assert summary["global_step"] == 20 and summary["implicit_association"] is False
+    for name in ("model.safetensors", "config.json", "configuration_iamm.py", "modeling_iamm.py", "tokenizer.json"):
+        assert (out / name).exists(), name
+    assert json.load(open(out / "config.json"))["auto_map"]["AutoModel"] == "modeling_iamm.IAMMForConditionalGeneration"
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    assert model.config.hidden_size == 32
+    # refuses to overwrite an existing run without being told
+    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "train.py"), *TINY, "--output_dir", str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "is not empty: pass --resume_from_checkpoint" in proc.stderr
+
+
+def test_train_with_two_accelerate_ranks(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", os.path.join(SCRIPTS, "train.py"), *TINY,
+           "--max_steps", "6", "--save_steps", "3", "--output_dir", str(out)]
+    stdout = run(cmd, cwd=tmp_path, timeout=600)
+    assert "[rank 0/2] took part in 6 optimizer steps" in stdout
+    assert "[rank 1/2] took part in 6 optimizer steps" in stdout
+    state = json.load(open(out / "checkpoint-6" / "trainer_state.json"))
+    assert state["global_step"] == 6
+    # 2 ranks x 8 samples per step: 6 steps cover 96 samples, i.e. 1.5 epochs of the 64
+    assert state["epoch"] == pytest.approx(1.5)
+    from modeling_iamm import IAMMForConditionalGeneration
+
+    IAMMForConditionalGeneration.from_pretrained(out)  # the saved checkpoint loads
+
+
+def test_resume_after_a_kill_loses_nothing(tmp_path, trained):
+    reference, _ = trained  # the same run (seed, data, 20 steps), never interrupted
+    out = tmp_path / "killed"
+    args = [sys.executable, os.path.join(SCRIPTS, "train.py"), *TINY, "--output_dir", str(out), "--save_steps", "4"]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not (out / "checkpoint-8" / "trainer_state.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()  # it did not finish
+    # resume: continues from the last checkpoint, same data order, same result as the uninterrupted run
+    run([os.path.join(SCRIPTS, "train.py"), *TINY, "--output_dir", str(out), "--save_steps", "4",
+         "--resume_from_checkpoint", "true"], cwd=tmp_path)
+    assert json.load(open(out / "train_summary.json"))["global_step"] == 20
+    a, b = weights(reference), weights(out)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_evaluate_writes_both_files_and_resumes(tmp_path, trained):
+    model_dir, _ = trained
+    out = tmp_path / "eval"
+    args = [os.path.join(SCRIPTS, "evaluate.py"), "--model_name_or_path", str(model_dir), "--data", SAMPLE,
+            "--split", "valid", "--output_dir", str(out), "--max_samples", "20", "--batch_size", "8",
+            "--max_new_tokens", "8"]
+    run(args, cwd=tmp_path)
+    records = [json.loads(l) for l in open(out / "predictions.jsonl")]
+    metrics = json.load(open(out / "metrics.json"))
+    assert len(records) == 20 and metrics["samples"] == 20
+    first = records[0]
+    for key in ("conv_id", "context", "gold_emotion", "predicted_emotion", "gold_response", "generated_response",
+                "associations", "nll_sum", "n_tokens"):
+        assert key in first, key
+    assert {"emotion_accuracy_x100", "ppl_paper", "ppl_corpus", "dist1_x100", "dist2_x100"} <= set(metrics)
+    # a finished evaluation is not overwritten by accident
+    proc = subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "already holds a finished evaluation" in proc.stderr
+    # an interrupted one (records 13-20 lost, a half-written line) resumes and gives the same file
+    lines = open(out / "predictions.jsonl").read().splitlines(keepends=True)
+    with open(out / "predictions.jsonl", "w") as f:
+        f.writelines(lines[:12])
+        f.write(lines[12][:30])
+    os.remove(out / "metrics.json")
+    run(args, cwd=tmp_path)
+    assert [json.loads(l)["id"] for l in open(out / "predictions.jsonl")] == [r["id"] for r in records]
+    assert json.load(open(out / "metrics.json"))["dist1_x100"] == pytest.approx(metrics["dist1_x100"])
+
+    plots = tmp_path / "plots"
+    stdout = run([os.path.join(SCRIPTS, "analyze_associations.py"), "--predictions", str(out / "predictions.jsonl"),
+                  "--train_data", SAMPLE, "--output_dir", str(plots), "--max_k", "4", "--heatmaps", "2"], cwd=tmp_path)
+    pngs = sorted(p for p in os.listdir(plots) if p.endswith(".png"))
+    assert "topk_intensity_idf.png" in pngs and sum(p.startswith("association_") for p in pngs) == 2
+    for png in pngs:
+        assert open(plots / png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    stats = json.load(open(plots / "topk_intensity_idf.json"))
+    assert stats["k"] == [1, 2, 3, 4] and stats["all_words_idf"] > 0
+
+
+def test_tfidf_baseline_runs(tmp_path):
+    stdout = run([os.path.join(SCRIPTS, "baseline_tfidf.py"), "--data", SAMPLE, "--inputs", "situation",
+                  "context"], cwd=tmp_path)
+    result = json.loads(stdout[stdout.index("{"):])
+    assert set(result) == {"accuracy_x100[situation]", "accuracy_x100[context]"}
+    assert all(0 <= v <= 100 for v in result.values())
