@@ -56,3 +56,46 @@ def test_trainer_overfits_a_tiny_set_and_predicts_with_generate(tmp_path, word_t
 def test_training_arguments_validate():
     with pytest.raises(ValueError, match="--schedule must be 'noam' or 'hf'"):
         IAMMTrainingArguments(output_dir="unused", schedule="cosine", use_cpu=True)
+
+
+def test_presets_files_and_flags(tmp_path):
+    from modeling_iamm.cli import parse_args
+    from modeling_iamm.pipeline import DataArguments
+    from modeling_iamm.training import ModelArguments
+
+    types = (DataArguments, ModelArguments, IAMMTrainingArguments)
+    data, model, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--use_cpu", "true"])
+    assert (train.max_steps, train.noam_warmup_steps, train.eval_steps, train.eval_start_step) == (17600, 8000, 800, 10000)
+    assert (train.adam_beta2, train.adam_epsilon, train.per_device_train_batch_size) == (0.98, 1e-9, 16)
+    assert train.max_grad_norm == 0.0 and train.load_best_model_at_end and train.metric_for_best_model == "eval_loss"
+    assert model.hidden_size == 300
+    # a flag beats the preset
+    _, _, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--max_steps", "5",
+                                     "--use_cpu", "true"])
+    assert train.max_steps == 5
+    # the same from a YAML file naming the preset
+    config = tmp_path / "run.yaml"
+    config.write_text("preset: tiny\ndata: d\noutput_dir: o\nmax_steps: 7\nuse_situation: false\nuse_cpu: true\n")
+    data, model, train = parse_args(types, [str(config)])
+    assert (data.data, train.max_steps, model.hidden_size, model.use_situation) == ("d", 7, 32, False)
+    config.write_text("data: d\noutput_dir: o\nnot_a_flag: 1\n")
+    with pytest.raises(SystemExit, match="unknown keys"):
+        parse_args(types, [str(config)])
+
+
+def test_bf16_autocast_trains(word_tokenizer, sample_samples):
+    """What --bf16 does on a GPU, checked with CPU autocast: finite loss, every parameter gets a gradient."""
+    batch = IAMMDataCollator(word_tokenizer)(list(sample_samples["train"].select(range(8))))
+    config = IAMMConfig(vocab_size=len(word_tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
+                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3,
+                        use_implicit_association=False)
+    model = IAMMForConditionalGeneration(config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")}
+        assert model.generate(**inputs, max_new_tokens=4).shape == (8, 5)
