@@ -1,6 +1,5 @@
 """Training IAMM with `transformers.Seq2SeqTrainer`: the authors' Noam schedule and the arguments it needs."""
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -80,11 +79,6 @@ class IAMMTrainer(Seq2SeqTrainer):
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
-
-
-def peak_noam_learning_rate(hidden_size: int, warmup_steps: int) -> float:
-    """The Noam schedule's highest learning rate (at step `warmup_steps`)."""
-    return hidden_size**-0.5 * warmup_steps**-0.5 if warmup_steps else math.inf
 
 
 class EvaluateFromStepCallback(TrainerCallback):
