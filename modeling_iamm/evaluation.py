@@ -11,10 +11,9 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from .collator import IAMMDataCollator, decode_extended
-from .inference import GENERATION_EXCLUDE
+from .collator import IAMMDataCollator
+from .inference import predict_batch
 from .metrics import compute_metrics
-from .modeling_iamm import IAMM_ENCODER_INPUTS, decode_associations
 
 logger = logging.getLogger(__name__)
 
@@ -53,31 +52,19 @@ def evaluate_records(
     """Yield one record per sample (from `skip` on): NLL of the gold response, greedy response, emotion, associations."""
     collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
     model.eval()
-    device = next(model.parameters()).device
-    id2label = model.config.id2label
     generate_kwargs.setdefault("max_new_tokens", model.config.max_new_tokens_default)
     bar = tqdm(total=len(samples), initial=skip, desc="Evaluating", unit="sample", disable=not progress)
     for start in range(skip, len(samples), batch_size):
         chunk = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
-        batch = collator(chunk)
-        tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        encoder_outputs = model.get_encoder()(
-            **{k: v for k, v in tensors.items() if k in IAMM_ENCODER_INPUTS}, output_associations=with_associations
-        )
-        # teacher-forced log-likelihood of the gold response (its [EOS] included), per sample
-        out = model(encoder_outputs=encoder_outputs, decoder_input_ids=tensors["decoder_input_ids"],
+        prediction = predict_batch(model, tokenizer, collator, chunk, with_associations, **generate_kwargs)
+        tensors = prediction.tensors
+        # teacher-forced log-likelihood of the gold response (its [EOS] included), per sample, same encoder outputs
+        out = model(encoder_outputs=prediction.encoder_outputs, decoder_input_ids=tensors["decoder_input_ids"],
                     labels=tensors["labels"], return_logits=True)
         labels = tensors["labels"]
         real = labels != -100
         token_log_probs = out.logits.gather(2, labels.clamp(min=0)[..., None]).squeeze(-1) * real
         nll_sums, n_tokens = (-token_log_probs.sum(1)).tolist(), real.sum(1).tolist()
-        generated = model.generate(
-            **{k: v for k, v in tensors.items() if k not in GENERATION_EXCLUDE}, encoder_outputs=encoder_outputs,
-            **generate_kwargs,
-        )
-        emotions = encoder_outputs.emotion_logits.argmax(-1).tolist()
-        associations = (decode_associations(encoder_outputs.associations, tensors, tokenizer, model.config)
-                        if with_associations else None)
         for i, sample in enumerate(chunk):
             record = {
                 "id": _key(sample),
@@ -86,14 +73,14 @@ def evaluate_records(
                 "situation": sample["situation"],
                 "context": sample["context"],
                 "gold_emotion": sample["emotion"],
-                "predicted_emotion": id2label[emotions[i]],
+                "predicted_emotion": prediction.emotions[i],
                 "gold_response": sample["target"],
-                "generated_response": decode_extended(generated[i, 1:].tolist(), tokenizer, batch["oov_words"][i]),
+                "generated_response": prediction.responses[i],
                 "nll_sum": nll_sums[i],
                 "n_tokens": n_tokens[i],
             }
-            if associations is not None:
-                record["associations"] = associations[i]
+            if prediction.associations is not None:
+                record["associations"] = prediction.associations[i]
             yield record
         bar.update(len(chunk))
     bar.close()
@@ -108,6 +95,7 @@ def run_evaluation(
     with_associations: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    extra_metrics: Optional[Dict[str, Any]] = None,
     **generate_kwargs: Any,
 ) -> Dict[str, Any]:
     """Evaluate `samples`, writing `predictions.jsonl` (one record per sample, appended and flushed as it goes)
@@ -140,7 +128,8 @@ def run_evaluation(
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
     metrics = compute_metrics(read_records(predictions_path))
-    metrics["generation"] = {k: v for k, v in generate_kwargs.items()}
+    metrics["generation"] = dict(generate_kwargs)
+    metrics.update(extra_metrics or {})
     with open(metrics_path, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

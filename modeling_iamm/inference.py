@@ -1,12 +1,13 @@
 """Running a trained IAMM on samples: emotion, response and associated words, as plain Python records."""
 
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from .collator import IAMMDataCollator, decode_extended
-from .modeling_iamm import decode_associations
+from .modeling_iamm import IAMM_ENCODER_INPUTS, decode_associations
 
 GENERATION_EXCLUDE = ("labels", "decoder_input_ids", "decoder_attention_mask", "emotion_labels")
 
@@ -33,7 +34,42 @@ def top_associations(associations: Dict[str, Any], per_pair: int = 3) -> Dict[st
     return view
 
 
+@dataclass
+class BatchPrediction:
+    """What one collated batch gives: its tensors (on the model's device), the encoder outputs, and per sample
+    the predicted emotion label, the generated response (copied OOV words as text) and the associated words."""
+
+    tensors: Dict[str, Any]
+    encoder_outputs: Any
+    emotions: List[str]
+    responses: List[str]
+    associations: Optional[List[Dict[str, Any]]]
+
+
 @torch.no_grad()
+def predict_batch(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataCollator, samples: List[Dict[str, Any]],
+                  with_associations: bool = True, **generate_kwargs: Any) -> BatchPrediction:
+    """Encode a batch once, then predict the emotion and generate from the same encoder outputs."""
+    batch = collator(samples)
+    device = next(model.parameters()).device
+    tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    encoder_outputs = model.get_encoder()(
+        **{k: v for k, v in tensors.items() if k in IAMM_ENCODER_INPUTS}, output_associations=with_associations
+    )
+    generated = model.generate(**{k: v for k, v in tensors.items() if k not in GENERATION_EXCLUDE},
+                               encoder_outputs=encoder_outputs, **generate_kwargs)
+    id2label = model.config.id2label
+    return BatchPrediction(
+        tensors=tensors,
+        encoder_outputs=encoder_outputs,
+        emotions=[id2label[i] for i in encoder_outputs.emotion_logits.argmax(-1).tolist()],
+        responses=[decode_extended(generated[i, 1:].tolist(), tokenizer, batch["oov_words"][i])
+                   for i in range(len(samples))],
+        associations=(decode_associations(encoder_outputs.associations, tensors, tokenizer, model.config)
+                      if with_associations else None),
+    )
+
+
 def predict(
     model,
     tokenizer: PreTrainedTokenizerBase,
@@ -49,37 +85,21 @@ def predict(
     """
     collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
     model.eval()
-    device = next(model.parameters()).device
-    id2label = model.config.id2label
-    batch_samples: List[Dict[str, Any]] = []
+    chunk: List[Dict[str, Any]] = []
 
     def run(chunk):
-        batch = collator(chunk)
-        tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        inputs = {k: v for k, v in tensors.items() if k not in GENERATION_EXCLUDE}
-        encoder_outputs = model.get_encoder()(
-            **{k: v for k, v in inputs.items() if k != "oov_words"}, output_associations=with_associations
-        )
-        generated = model.generate(**inputs, encoder_outputs=encoder_outputs, **generate_kwargs)
-        emotions = encoder_outputs.emotion_logits.argmax(-1).tolist()
-        associations = None
-        if with_associations:
-            associations = decode_associations(encoder_outputs.associations, tensors, tokenizer, model.config)
+        prediction = predict_batch(model, tokenizer, collator, chunk, with_associations, **generate_kwargs)
         for i, sample in enumerate(chunk):
-            record = {
-                "conv_id": sample.get("conv_id"),
-                "emotion": id2label[emotions[i]],
-                "response": decode_extended(generated[i, 1:].tolist(), tokenizer, batch["oov_words"][i]),
-            }
-            if associations is not None:
-                record["associations"] = associations[i]
+            record = {"conv_id": sample.get("conv_id"), "emotion": prediction.emotions[i],
+                      "response": prediction.responses[i]}
+            if prediction.associations is not None:
+                record["associations"] = prediction.associations[i]
             yield record
 
     for sample in samples:
-        batch_samples.append(sample)
-        if len(batch_samples) == batch_size:
-            yield from run(batch_samples)
-            batch_samples = []
-    if batch_samples:
-        yield from run(batch_samples)
-
+        chunk.append(sample)
+        if len(chunk) == batch_size:
+            yield from run(chunk)
+            chunk = []
+    if chunk:
+        yield from run(chunk)

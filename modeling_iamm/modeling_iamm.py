@@ -615,7 +615,6 @@ class IAMMModel(IAMMPreTrainedModel):
         """
         B, T, U, d = units.shape
         real = turn_mask  # (B, T)
-        n = int(real.sum())
         x, x_mask, x_refs = units[real], unit_mask[real], unit_refs[real]  # (n, U, d): every real utterance at once
         b_index = torch.arange(B, device=units.device)[:, None].expand(B, T)[real]  # (n,)
         t_index = torch.arange(T, device=units.device)[None, :].expand(B, T)[real]

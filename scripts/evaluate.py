@@ -55,13 +55,10 @@ def main(argv=None):
     generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample}
     if args.top_p is not None:
         generate_kwargs["top_p"] = args.top_p
+    extra = {"model": args.model_name_or_path, "split": args.split, "use_situation": model.config.use_situation,
+             "implicit_association": model.config.use_implicit_association}
     metrics = run_evaluation(model, tokenizer, data[args.split], args.output_dir, args.batch_size,
-                             args.with_associations, args.overwrite_output, **generate_kwargs)
-    metrics.update({"model": args.model_name_or_path, "split": args.split,
-                    "use_situation": model.config.use_situation,
-                    "implicit_association": model.config.use_implicit_association})
-    with open(f"{args.output_dir}/metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2)
+                             args.with_associations, args.overwrite_output, extra_metrics=extra, **generate_kwargs)
     print(json.dumps(metrics, indent=2))
 
 

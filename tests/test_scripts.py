@@ -3,7 +3,6 @@ evaluate (both files, resume), the association plots and the TF-IDF baseline."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -124,7 +123,7 @@ def test_evaluate_writes_both_files_and_resumes(tmp_path, trained):
     assert json.load(open(out / "metrics.json"))["dist1_x100"] == pytest.approx(metrics["dist1_x100"])
 
     plots = tmp_path / "plots"
-    stdout = run([os.path.join(SCRIPTS, "analyze_associations.py"), "--predictions", str(out / "predictions.jsonl"),
+    run([os.path.join(SCRIPTS, "analyze_associations.py"), "--predictions", str(out / "predictions.jsonl"),
                   "--train_data", SAMPLE, "--output_dir", str(plots), "--max_k", "4", "--heatmaps", "2"], cwd=tmp_path)
     pngs = sorted(p for p in os.listdir(plots) if p.endswith(".png"))
     assert "topk_intensity_idf.png" in pngs and sum(p.startswith("association_") for p in pngs) == 2
