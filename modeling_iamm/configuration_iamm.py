@@ -65,7 +65,9 @@ class IAMMConfig(PretrainedConfig):
             paper's "w/o explicit association" ablation.
         use_implicit_association (`bool`, *optional*, defaults to `True`):
             Use commonsense knowledge (encoders, association and emotion head). Off = "w/o implicit
-            association"; required when the data has no knowledge columns.
+            association"; required when the data has no knowledge columns. With both associations off there is
+            no memory (no memory encoder, memory emotion head or word selector): the "without any association"
+            model, which needs `use_word_selector=False`.
         use_word_selector (`bool`, *optional*, defaults to `True`):
             Keep the word selector and the association decoder with its gate. Off = "w/o word selector".
         use_situation (`bool`, *optional*, defaults to `True`):
@@ -131,10 +133,10 @@ class IAMMConfig(PretrainedConfig):
     ):
         if ffn_type not in ("conv", "linear"):
             raise ValueError(f"IAMMConfig.ffn_type must be 'conv' or 'linear', got {ffn_type!r}")
-        if not (use_explicit_association or use_implicit_association):
+        if not (use_explicit_association or use_implicit_association) and use_word_selector:
             raise ValueError(
-                "IAMMConfig: at least one of use_explicit_association / use_implicit_association must be True "
-                "(the memory would be empty)."
+                "IAMMConfig: without explicit and implicit association there is no memory to select words from: "
+                "set use_word_selector=False as well (the 'without any association' model)."
             )
         for name, value in (("num_keywords", num_keywords), ("num_associated_words", num_associated_words),
                             ("num_memory_words", num_memory_words), ("association_heads", association_heads)):

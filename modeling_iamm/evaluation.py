@@ -60,11 +60,8 @@ def evaluate_records(
         tensors = prediction.tensors
         # teacher-forced log-likelihood of the gold response (its [EOS] included), per sample, same encoder outputs
         out = model(encoder_outputs=prediction.encoder_outputs, decoder_input_ids=tensors["decoder_input_ids"],
-                    labels=tensors["labels"], return_logits=True)
-        labels = tensors["labels"]
-        real = labels != -100
-        token_log_probs = out.logits.gather(2, labels.clamp(min=0)[..., None]).squeeze(-1) * real
-        nll_sums, n_tokens = (-token_log_probs.sum(1)).tolist(), real.sum(1).tolist()
+                    labels=tensors["labels"], return_logits=False)
+        nll_sums, n_tokens = (-out.token_log_probs.sum(1)).tolist(), (tensors["labels"] != -100).sum(1).tolist()
         for i, sample in enumerate(chunk):
             record = {
                 "id": _key(sample),
@@ -133,3 +130,20 @@ def run_evaluation(
     with open(metrics_path, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+def results_table(runs: Dict[str, Dict[str, Any]]) -> str:
+    """A Markdown table of evaluation results, one row per run: `runs` maps a run name to its `metrics.json`
+    content, optionally with a `"train"` entry holding the run's `train_summary.json` (steps and best checkpoint)."""
+    header = ("| run | steps trained | best checkpoint | Acc | PPL (paper) | PPL (corpus) | Dist-1 | Dist-2 |\n"
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    rows = [header]
+    for name, metrics in runs.items():
+        train = metrics.get("train") or {}
+        best = train.get("best_checkpoint")
+        rows.append(
+            f"| {name} | {train.get('global_step', '')} | {os.path.basename(best) if best else ''} | "
+            f"{metrics['emotion_accuracy_x100']:.2f} | {metrics['ppl_paper']:.2f} | {metrics['ppl_corpus']:.2f} | "
+            f"{metrics['dist1_x100']:.2f} | {metrics['dist2_x100']:.2f} |"
+        )
+    return "\n".join(rows)

@@ -78,6 +78,8 @@ class IAMMSeq2SeqLMOutput(ModelOutput):
         loss: generation NLL (mean over real target tokens) + `emotion_loss_weight` x emotion loss.
         logits (`(B, Ly, V + n_oov)`): log of the final (pointer-generator) distribution over the extended vocabulary.
         generation_loss, emotion_loss: the two parts of `loss`.
+        token_log_probs (`(B, Ly)`): log-probability of each label token (0 on padding): the per-token terms of
+            `generation_loss`, for per-sample NLL / perplexity.
         emotion_logits and the per-head logits: as in `IAMMEncoderOutput`.
         associations: as in `IAMMEncoderOutput` (only with `output_associations=True`).
         cache: the decoders' `EncoderDecoderCache` (incremental decoding).
@@ -87,6 +89,7 @@ class IAMMSeq2SeqLMOutput(ModelOutput):
     logits: Optional[torch.FloatTensor] = None
     generation_loss: Optional[torch.FloatTensor] = None
     emotion_loss: Optional[torch.FloatTensor] = None
+    token_log_probs: Optional[torch.FloatTensor] = None
     emotion_logits: Optional[torch.FloatTensor] = None
     context_emotion_logits: Optional[torch.FloatTensor] = None
     situation_emotion_logits: Optional[torch.FloatTensor] = None
@@ -549,9 +552,11 @@ class IAMMModel(IAMMPreTrainedModel):
         self.utterance_encoder = IAMMEncoder(config)  # Enc_u, Eq. (1)
         self.context_encoder = IAMMEncoder(config)  # Enc_ctx, Eq. (2)
         self.situation_encoder = IAMMEncoder(config) if config.use_situation else None  # Enc_sit, Eq. (3)
-        self.memory_encoder = IAMMEncoder(config)  # Enc_m, Eq. (19)
         self.context_emotion_head = AggregationHead(config)  # shared by H_c and H_s
-        self.memory_emotion_head = AggregationHead(config)
+        self.memory_encoder = self.memory_emotion_head = None
+        if config.use_explicit_association or config.use_implicit_association:  # else: no memory at all
+            self.memory_encoder = IAMMEncoder(config)  # Enc_m, Eq. (19)
+            self.memory_emotion_head = AggregationHead(config)
         self.explicit_null_slot = self.implicit_null_slot = None
         if config.use_explicit_association:
             self.explicit_context_association = InformationAssociationModule(
@@ -812,15 +817,18 @@ class IAMMModel(IAMMPreTrainedModel):
             hidden_knowledge = self.knowledge_context_encoder(knowledge_input, knowledge_mask)  # H~_cs
 
         # V = V_explicit ++ V_implicit, packed (only real slots), encoded: H_m = Enc_m(V), Eq. (19)
-        memory, memory_mask = pack(torch.cat(memories, 1), torch.cat(memory_masks, 1))
-        packed_memory_refs, _ = pack(torch.cat(memory_refs, 1), torch.cat(memory_masks, 1))
-        hidden_memory = self.memory_encoder(memory, memory_mask)  # (B, M, d)
+        hidden_memory = memory_mask = None
+        if memories:
+            memory, memory_mask = pack(torch.cat(memories, 1), torch.cat(memory_masks, 1))
+            packed_memory_refs, _ = pack(torch.cat(memory_refs, 1), torch.cat(memory_masks, 1))
+            hidden_memory = self.memory_encoder(memory, memory_mask)  # (B, M, d)
 
         # ---- 3. emotion: Eq. (20-25), product of the heads' probabilities
         head_logits = {"context": self.context_emotion_head(hidden_context, packed_mask)}
         if use_situation:
             head_logits["situation"] = self.context_emotion_head(hidden_situation, situation_mask)
-        head_logits["memory"] = self.memory_emotion_head(hidden_memory, memory_mask)
+        if hidden_memory is not None:
+            head_logits["memory"] = self.memory_emotion_head(hidden_memory, memory_mask)
         if hidden_knowledge is not None:
             head_logits["knowledge"] = self.knowledge_emotion_head(hidden_knowledge, knowledge_mask)
         emotion_logits = sum(torch.log_softmax(v, dim=-1) for v in head_logits.values())
@@ -841,7 +849,7 @@ class IAMMModel(IAMMPreTrainedModel):
             emotion_logits=emotion_logits,
             context_emotion_logits=head_logits["context"],
             situation_emotion_logits=head_logits.get("situation"),
-            memory_emotion_logits=head_logits["memory"],
+            memory_emotion_logits=head_logits.get("memory"),
             knowledge_emotion_logits=head_logits.get("knowledge"),
             associations=associations if output_associations else None,
         )
@@ -1015,7 +1023,7 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
             logits = self.generator(hidden, copy_attention, source_ids, extended_size)  # (B, Ly, V + n_oov)
 
-        loss = generation_loss = emotion_loss = None
+        loss = generation_loss = emotion_loss = token_log_probs = None
         if labels is not None:
             targets = labels
             if not self.config.use_pointer_generator:  # no copying: OOV targets are [UNK]
@@ -1026,6 +1034,7 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             else:
                 target_log_probs = self.generator.target_log_probs(hidden, copy_attention, source_ids, targets)
             generation_loss = -target_log_probs[real].mean()  # token NLL, mean over real tokens
+            token_log_probs = target_log_probs * real
             loss = generation_loss
         if emotion_labels is not None:
             heads = [encoder_outputs.context_emotion_logits, encoder_outputs.situation_emotion_logits,
@@ -1038,6 +1047,7 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             logits=logits,
             generation_loss=generation_loss,
             emotion_loss=emotion_loss,
+            token_log_probs=token_log_probs,
             emotion_logits=encoder_outputs.emotion_logits,
             context_emotion_logits=encoder_outputs.context_emotion_logits,
             situation_emotion_logits=encoder_outputs.situation_emotion_logits,

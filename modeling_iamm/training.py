@@ -1,10 +1,13 @@
 """Training IAMM with `transformers.Seq2SeqTrainer`: the authors' Noam schedule and the arguments it needs."""
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers import EarlyStoppingCallback, EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+from .metrics import perplexities
 
 LABEL_NAMES = ["labels", "emotion_labels"]
 
@@ -33,6 +36,14 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
         noam_warmup_steps: Noam warm-up (authors: 8000).
         noam_hidden_size: the `d` of the Noam formula (default: the model's hidden size).
         eval_start_step: no periodic evaluation before this step (the authors validate from step 10k on).
+        early_stopping_patience: stop after this many evaluations without improvement of `metric_for_best_model`
+            (the authors' code stops after 3).
+        max_train_seconds: stop (after a last evaluation and checkpoint) once training has run this long.
+
+    Evaluation (without `predict_with_generate`) reports, besides `eval_loss`: `eval_ppl` (the paper's estimator:
+    exp of the mean over samples of each sample's mean token NLL), `eval_ppl_corpus` (exp of total NLL / total
+    tokens) and `eval_emotion_accuracy`. The authors pick the checkpoint with the lowest validation perplexity;
+    the `paper` preset does the same (`metric_for_best_model="eval_ppl"`).
 
     IAMM batches carry two label tensors: `label_names` defaults to `["labels", "emotion_labels"]`, and the
     collator's extra columns need `remove_unused_columns=False` (the default here).
@@ -43,6 +54,12 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
     noam_hidden_size: Optional[int] = field(default=None, metadata={"help": "d of the Noam formula (default: model's)."})
     eval_start_step: int = field(
         default=0, metadata={"help": "No periodic evaluation before this step (authors: 10000, then every 800)."}
+    )
+    early_stopping_patience: Optional[int] = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement (authors: 3)."}
+    )
+    max_train_seconds: Optional[float] = field(
+        default=None, metadata={"help": "Wall-clock budget: evaluate, save and stop once training has run this long."}
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start over in a non-empty output_dir (scripts/train.py refuses otherwise)."}
@@ -58,15 +75,65 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(f"--schedule must be 'noam' or 'hf', got {self.schedule!r}")
         if self.remove_unused_columns:
             raise ValueError("IAMM needs remove_unused_columns=False: its collator reads columns the model does not take")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
+            if not (self.load_best_model_at_end and self.metric_for_best_model and self.eval_strategy != "no"):
+                raise ValueError("--early_stopping_patience needs evaluation, --load_best_model_at_end true and "
+                                 "--metric_for_best_model")
+        if self.max_train_seconds is not None and self.max_train_seconds <= 0:
+            raise ValueError(f"--max_train_seconds must be > 0, got {self.max_train_seconds}")
+
+
+def compute_eval_metrics(prediction: EvalPrediction) -> Dict[str, float]:
+    """Validation metrics from `IAMMTrainer.prediction_step`'s per-sample statistics: both perplexities and the
+    emotion accuracy (the `compute_metrics` an `IAMMTrainer` uses unless given another)."""
+    stats = torch.as_tensor(prediction.predictions, dtype=torch.float64)  # (N, 3): nll_sum, n_tokens, emotion
+    emotion_labels = torch.as_tensor(prediction.label_ids).reshape(-1)
+    ppl = perplexities(stats[:, 0].tolist(), stats[:, 1].long().tolist())
+    return {
+        "ppl": ppl["ppl_paper"],
+        "ppl_corpus": ppl["ppl_corpus"],
+        "emotion_accuracy": (stats[:, 2].long() == emotion_labels).double().mean().item(),
+    }
 
 
 class IAMMTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` with the Noam schedule when `args.schedule == "noam"`, and `eval_start_step`."""
+    """`Seq2SeqTrainer` with the Noam schedule when `args.schedule == "noam"`, `eval_start_step`, early stopping,
+    a wall-clock budget, and validation perplexity / emotion accuracy (`compute_eval_metrics`).
+
+    Without `predict_with_generate`, evaluation gathers three numbers per sample (summed target NLL, target
+    tokens, predicted emotion) instead of the `(B, Ly, V)` logits, so it is cheap and works across processes.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.compute_metrics is None and not self.args.predict_with_generate:
+            self.compute_metrics = compute_eval_metrics
         if getattr(self.args, "eval_start_step", 0) > 0:
             self.add_callback(EvaluateFromStepCallback(self.args.eval_start_step))
+        if getattr(self.args, "early_stopping_patience", None):
+            self.add_callback(EarlyStoppingCallback(early_stopping_patience=self.args.early_stopping_patience))
+        if getattr(self.args, "max_train_seconds", None):
+            self.add_callback(TimeBudgetCallback(self.args.max_train_seconds))
+
+    def prediction_step(
+        self, model, inputs: Dict[str, Any], prediction_loss_only: bool, ignore_keys: Optional[List[str]] = None,
+        **gen_kwargs: Any,
+    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+        if self.args.predict_with_generate and not prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs, return_logits=False)
+        loss = outputs.loss.detach().mean()
+        if prediction_loss_only:
+            return loss, None, None
+        n_tokens = (inputs["labels"] != -100).sum(1)
+        stats = torch.stack(  # (B, 3)
+            [-outputs.token_log_probs.float().sum(1), n_tokens.float(), outputs.emotion_logits.argmax(-1).float()], 1
+        )
+        return loss, stats, inputs["emotion_labels"]
 
     def create_scheduler(self, num_training_steps: int, optimizer: Optional[torch.optim.Optimizer] = None):
         if getattr(self.args, "schedule", "hf") != "noam":
@@ -90,6 +157,25 @@ class EvaluateFromStepCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step < self.start_step:
             control.should_evaluate = False
+        return control
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training once it has run `seconds` (wall clock, from the first step of this process), evaluating and
+    saving first so that the stop point is a checkpoint and a candidate for the best model."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start: Optional[float] = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None and time.monotonic() - self.start >= self.seconds:
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"
+            control.should_evaluate = args.eval_strategy != "no"
         return control
 
 

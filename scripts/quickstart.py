@@ -57,7 +57,9 @@ def main():
         data_collator=IAMMDataCollator(tokenizer, return_oov_words=False),
     )
     trainer.train()
-    print(f"validation loss: {trainer.evaluate()['eval_loss']:.3f}")
+    metrics = trainer.evaluate()
+    print(f"validation: loss {metrics['eval_loss']:.3f}, perplexity {metrics['eval_ppl']:.1f}, "
+          f"emotion accuracy {100 * metrics['eval_emotion_accuracy']:.1f}%")
     model.save_pretrained(args.output_dir, tokenizer=tokenizer)
     print(f"saved to {os.path.abspath(args.output_dir)} (loads with AutoModel.from_pretrained(..., trust_remote_code=True))")
 

@@ -8,7 +8,8 @@
 
 Presets (modeling_iamm/cli.py) set defaults that any flag overrides: `paper` (the authors' schedule), `cpu-quick`,
 `tiny`. The final output directory is a complete save_pretrained folder (weights, config with auto_map, code,
-tokenizer): the best checkpoint by validation loss when the run evaluates, else the last.
+tokenizer): the best checkpoint by `--metric_for_best_model` (paper preset: validation perplexity, as the authors'
+code) when the run evaluates, else the last. `--max_train_seconds` stops a run on a wall-clock budget.
 """
 
 import json

@@ -268,3 +268,25 @@ def test_auto_classes_in_the_library(tmp_path, word_tokenizer):
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     encoder = IAMMModel.from_pretrained(tmp_path)  # the encoder side alone, from the full checkpoint
     assert torch.equal(encoder.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_without_any_association_there_is_no_memory_branch(word_tokenizer, collator, short_and_long):
+    """Both associations off (the w/o-EA ablation when no knowledge exists): no memory parts, every remaining
+    parameter is trained, and the model still predicts an emotion and generates."""
+    with pytest.raises(ValueError, match="set use_word_selector=False as well"):
+        tiny_config(len(word_tokenizer), use_explicit_association=False, use_implicit_association=False)
+    model = make(len(word_tokenizer), use_explicit_association=False, use_implicit_association=False,
+                 use_word_selector=False)
+    names = {n for n, _ in model.named_parameters()}
+    assert not any(n.startswith(("model.memory_encoder", "model.memory_emotion_head", "model.explicit_",
+                                 "model.implicit_", "model.knowledge_")) for n in names)
+    batch = {k: v for k, v in collator(short_and_long[0] + short_and_long[1]).items() if "knowledge" not in k}
+    model.train()
+    out = model(**batch)
+    assert out.memory_emotion_logits is None and out.situation_emotion_logits is not None
+    out.loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")}
+    generated = model.generate(**inputs, max_new_tokens=4)
+    assert generated.shape[0] == batch["context_ids"].shape[0]

@@ -122,6 +122,15 @@ def test_evaluate_writes_both_files_and_resumes(tmp_path, trained):
     assert [json.loads(l)["id"] for l in open(out / "predictions.jsonl")] == [r["id"] for r in records]
     assert json.load(open(out / "metrics.json"))["dist1_x100"] == pytest.approx(metrics["dist1_x100"])
 
+    # the results table reads metrics.json and the evaluated model's train_summary.json
+    table = run([os.path.join(SCRIPTS, "results_table.py"), "--eval_dirs", str(out), "--json_output",
+                 str(tmp_path / "results.json")], cwd=tmp_path)
+    row = next(line for line in table.splitlines() if line.startswith("| eval |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "20" and float(cells[3]) == pytest.approx(metrics["emotion_accuracy_x100"], abs=0.01)
+    assert float(cells[4]) == pytest.approx(metrics["ppl_paper"], abs=0.01)
+    assert json.load(open(tmp_path / "results.json"))["eval"]["train"]["global_step"] == 20
+
     plots = tmp_path / "plots"
     run([os.path.join(SCRIPTS, "analyze_associations.py"), "--predictions", str(out / "predictions.jsonl"),
                   "--train_data", SAMPLE, "--output_dir", str(plots), "--max_k", "4", "--heatmaps", "2"], cwd=tmp_path)

@@ -67,7 +67,8 @@ def test_presets_files_and_flags(tmp_path):
     data, model, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--use_cpu", "true"])
     assert (train.max_steps, train.noam_warmup_steps, train.eval_steps, train.eval_start_step) == (17600, 8000, 800, 10000)
     assert (train.adam_beta2, train.adam_epsilon, train.per_device_train_batch_size) == (0.98, 1e-9, 16)
-    assert train.max_grad_norm == 0.0 and train.load_best_model_at_end and train.metric_for_best_model == "eval_loss"
+    assert train.max_grad_norm == 0.0 and train.load_best_model_at_end and train.metric_for_best_model == "eval_ppl"
+    assert train.early_stopping_patience == 3 and train.greater_is_better is False
     assert model.hidden_size == 300
     # a flag beats the preset
     _, _, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--max_steps", "5",
@@ -99,3 +100,74 @@ def test_bf16_autocast_trains(word_tokenizer, sample_samples):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")}
         assert model.generate(**inputs, max_new_tokens=4).shape == (8, 5)
+
+
+def _tiny_model(tokenizer, seed=0):
+    config = IAMMConfig(vocab_size=len(tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
+                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3,
+                        use_implicit_association=False)
+    torch.manual_seed(seed)
+    return IAMMForConditionalGeneration(config)
+
+
+def test_evaluation_reports_perplexities_and_accuracy_computed_per_sample(tmp_path, word_tokenizer, sample_samples):
+    """eval_ppl / eval_ppl_corpus / eval_emotion_accuracy equal a direct per-sample computation (batching and
+    padding must not change them)."""
+    from modeling_iamm.metrics import perplexities
+
+    valid = encode_samples(sample_samples["valid"].select(range(13)))
+    model = _tiny_model(word_tokenizer).eval()
+    collator = IAMMDataCollator(word_tokenizer, return_oov_words=False)
+    nll, counts, hits = [], [], 0
+    with torch.no_grad():
+        for i in range(len(valid)):  # one sample at a time: no padding at all
+            batch = collator([valid[i]])
+            out = model(**batch, return_logits=True)
+            labels = batch["labels"][0]
+            log_probs = out.logits[0].gather(1, labels[:, None]).squeeze(1)
+            nll.append(-log_probs.sum().item())
+            counts.append(len(labels))
+            hits += int(out.emotion_logits.argmax(-1).item() == batch["emotion_labels"].item())
+    expected = perplexities(nll, counts)
+    args = IAMMTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=5, report_to=[], use_cpu=True,
+                                 disable_tqdm=True)
+    trainer = IAMMTrainer(model=model, args=args, eval_dataset=valid, data_collator=collator)
+    metrics = trainer.evaluate()
+    assert metrics["eval_ppl"] == pytest.approx(expected["ppl_paper"], rel=1e-4)
+    assert metrics["eval_ppl_corpus"] == pytest.approx(expected["ppl_corpus"], rel=1e-4)
+    assert metrics["eval_ppl"] != pytest.approx(metrics["eval_ppl_corpus"], rel=1e-4)  # two different estimators
+    assert metrics["eval_emotion_accuracy"] == pytest.approx(hits / len(valid))
+
+
+def test_early_stopping_and_time_budget_stop_training(tmp_path, word_tokenizer, sample_samples):
+    train = encode_samples(sample_samples["train"].select(range(16)))
+    collator = IAMMDataCollator(word_tokenizer, return_oov_words=False)
+    common = dict(per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=1.0, schedule="noam",
+                  noam_warmup_steps=10, report_to=[], use_cpu=True, seed=0, disable_tqdm=True, max_steps=40,
+                  eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                  load_best_model_at_end=True, metric_for_best_model="eval_ppl")
+    # a criterion that training on the evaluation set makes worse at every evaluation: patience 2 stops it at the
+    # third evaluation (step 6), and the best checkpoint is the first one
+    args = IAMMTrainingArguments(output_dir=str(tmp_path / "early"), greater_is_better=True, early_stopping_patience=2,
+                                 **common)
+    trainer = IAMMTrainer(model=_tiny_model(word_tokenizer), args=args, train_dataset=train, eval_dataset=train,
+                          data_collator=collator)
+    trainer.train()
+    ppls = [h["eval_ppl"] for h in trainer.state.log_history if "eval_ppl" in h]
+    assert ppls == sorted(ppls, reverse=True) and len(ppls) == 3
+    assert trainer.state.global_step == 6 and trainer.state.best_model_checkpoint.endswith("checkpoint-2")
+
+    # a wall-clock budget that is spent after the first step: it evaluates and saves that step, then stops
+    args = IAMMTrainingArguments(output_dir=str(tmp_path / "budget"), max_train_seconds=1e-6, greater_is_better=False,
+                                 eval_start_step=30, **common)
+    trainer = IAMMTrainer(model=_tiny_model(word_tokenizer), args=args, train_dataset=train, eval_dataset=train,
+                          data_collator=collator)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert [h["step"] for h in trainer.state.log_history if "eval_ppl" in h] == [1]
+    assert (tmp_path / "budget" / "checkpoint-1").is_dir()
+
+    with pytest.raises(ValueError, match="early_stopping_patience needs evaluation"):
+        IAMMTrainingArguments(output_dir="unused", early_stopping_patience=3, use_cpu=True)
+    with pytest.raises(ValueError, match="max_train_seconds must be > 0"):
+        IAMMTrainingArguments(output_dir="unused", max_train_seconds=0, use_cpu=True)
