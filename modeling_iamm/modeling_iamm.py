@@ -552,11 +552,11 @@ class IAMMModel(IAMMPreTrainedModel):
         self.utterance_encoder = IAMMEncoder(config)  # Enc_u, Eq. (1)
         self.context_encoder = IAMMEncoder(config)  # Enc_ctx, Eq. (2)
         self.situation_encoder = IAMMEncoder(config) if config.use_situation else None  # Enc_sit, Eq. (3)
+        # (registration order = parameter order, which saved optimizer states depend on: keep it)
+        has_memory = config.use_explicit_association or config.use_implicit_association  # else: no memory at all
+        self.memory_encoder = IAMMEncoder(config) if has_memory else None  # Enc_m, Eq. (19)
         self.context_emotion_head = AggregationHead(config)  # shared by H_c and H_s
-        self.memory_encoder = self.memory_emotion_head = None
-        if config.use_explicit_association or config.use_implicit_association:  # else: no memory at all
-            self.memory_encoder = IAMMEncoder(config)  # Enc_m, Eq. (19)
-            self.memory_emotion_head = AggregationHead(config)
+        self.memory_emotion_head = AggregationHead(config) if has_memory else None
         self.explicit_null_slot = self.implicit_null_slot = None
         if config.use_explicit_association:
             self.explicit_context_association = InformationAssociationModule(

@@ -117,6 +117,24 @@ class IAMMTrainer(Seq2SeqTrainer):
         if getattr(self.args, "max_train_seconds", None):
             self.add_callback(TimeBudgetCallback(self.args.max_train_seconds))
 
+    def _load_optimizer_and_scheduler(self, checkpoint: Optional[str]) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.optimizer is None:
+            return
+        # torch restores optimizer states by parameter position without checking shapes (the fused Adam kernels
+        # then read out of bounds): refuse a checkpoint whose parameters do not line up with this model's
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                state = self.optimizer.state.get(param, {})
+                moment = state.get("exp_avg")
+                if moment is not None and moment.shape != param.shape:
+                    raise ValueError(
+                        f"{checkpoint}: its optimizer state does not match this model's parameters (a state of shape "
+                        f"{tuple(moment.shape)} for a parameter of shape {tuple(param.shape)}): it was saved by a "
+                        f"model of another configuration or parameter order; resume with that model, or start "
+                        f"from its weights with --model_name_or_path instead"
+                    )
+
     def prediction_step(
         self, model, inputs: Dict[str, Any], prediction_loss_only: bool, ignore_keys: Optional[List[str]] = None,
         **gen_kwargs: Any,

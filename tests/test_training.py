@@ -171,3 +171,28 @@ def test_early_stopping_and_time_budget_stop_training(tmp_path, word_tokenizer, 
         IAMMTrainingArguments(output_dir="unused", early_stopping_patience=3, use_cpu=True)
     with pytest.raises(ValueError, match="max_train_seconds must be > 0"):
         IAMMTrainingArguments(output_dir="unused", max_train_seconds=0, use_cpu=True)
+
+
+def test_resume_refuses_an_optimizer_state_saved_for_another_parameter_order(tmp_path, word_tokenizer, sample_samples):
+    """torch restores optimizer states by position without checking shapes (fused Adam then crashes or reads out of
+    bounds): a checkpoint whose parameters do not line up must be refused with a clear error."""
+    train = encode_samples(sample_samples["train"].select(range(16)))
+    collator = IAMMDataCollator(word_tokenizer, return_oov_words=False)
+
+    def args(steps):
+        return IAMMTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=steps,
+                                     save_strategy="steps", save_steps=2, report_to=[], use_cpu=True, seed=0,
+                                     disable_tqdm=True)
+
+    IAMMTrainer(model=_tiny_model(word_tokenizer), args=args(2), train_dataset=train, data_collator=collator).train()
+    same = IAMMTrainer(model=_tiny_model(word_tokenizer), args=args(3), train_dataset=train, data_collator=collator)
+    same.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))  # the same model resumes
+    assert same.state.global_step == 3
+    reordered = _tiny_model(word_tokenizer)
+    modules = dict(reordered.model._modules)  # same weights by name, in another order
+    head = modules.pop("context_emotion_head")
+    object.__setattr__(reordered.model, "_modules", {"context_emotion_head": head, **modules})
+    assert [p.shape for p in reordered.parameters()] != [p.shape for p in _tiny_model(word_tokenizer).parameters()]
+    trainer = IAMMTrainer(model=reordered, args=args(4), train_dataset=train, data_collator=collator)
+    with pytest.raises(ValueError, match="optimizer state does not match this model's parameters"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
