@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from transformers import EarlyStoppingCallback, EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from .metrics import perplexities
 
@@ -134,6 +135,14 @@ class IAMMTrainer(Seq2SeqTrainer):
                         f"model of another configuration or parameter order; resume with that model, or start "
                         f"from its weights with --model_name_or_path instead"
                     )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Trainer indexes state.stateful_callbacks by every stateful callback's name when saving, so resuming from a
+        # checkpoint saved without one (say, a run continued with --early_stopping_patience) would crash there
+        for callback in self.callback_handler.callbacks + [self.control]:
+            if isinstance(callback, ExportableState):
+                self.state.stateful_callbacks.setdefault(callback.__class__.__name__, {})
+        super()._save_checkpoint(model, trial)
 
     def prediction_step(
         self, model, inputs: Dict[str, Any], prediction_loss_only: bool, ignore_keys: Optional[List[str]] = None,

@@ -173,7 +173,7 @@ def test_early_stopping_and_time_budget_stop_training(tmp_path, word_tokenizer, 
         IAMMTrainingArguments(output_dir="unused", max_train_seconds=0, use_cpu=True)
 
 
-def test_resume_refuses_an_optimizer_state_saved_for_another_parameter_order(tmp_path, word_tokenizer, sample_samples):
+def test_resume_with_new_callbacks_and_refusal_of_an_optimizer_state_of_another_parameter_order(tmp_path, word_tokenizer, sample_samples):
     """torch restores optimizer states by position without checking shapes (fused Adam then crashes or reads out of
     bounds): a checkpoint whose parameters do not line up must be refused with a clear error."""
     train = encode_samples(sample_samples["train"].select(range(16)))
@@ -188,6 +188,15 @@ def test_resume_refuses_an_optimizer_state_saved_for_another_parameter_order(tmp
     same = IAMMTrainer(model=_tiny_model(word_tokenizer), args=args(3), train_dataset=train, data_collator=collator)
     same.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))  # the same model resumes
     assert same.state.global_step == 3
+    # a run continued with a callback its checkpoint did not have (early stopping) saves checkpoints normally
+    more = IAMMTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, per_device_eval_batch_size=8,
+                                 max_steps=4, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
+                                 load_best_model_at_end=True, metric_for_best_model="eval_ppl", greater_is_better=False,
+                                 early_stopping_patience=2, report_to=[], use_cpu=True, seed=0, disable_tqdm=True)
+    continued = IAMMTrainer(model=_tiny_model(word_tokenizer), args=more, train_dataset=train, eval_dataset=train,
+                            data_collator=collator)
+    continued.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert continued.state.global_step == 4 and (tmp_path / "checkpoint-4" / "trainer_state.json").exists()
     reordered = _tiny_model(word_tokenizer)
     modules = dict(reordered.model._modules)  # same weights by name, in another order
     head = modules.pop("context_emotion_head")
