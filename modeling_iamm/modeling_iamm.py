@@ -473,7 +473,7 @@ class AggregationHead(nn.Module):
 
     def __init__(self, config: IAMMConfig):
         super().__init__()
-        self.score = nn.Linear(config.hidden_size, 1)
+        self.score = nn.Linear(config.hidden_size, 1, bias=False)  # a bias would be a no-op under the softmax
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 

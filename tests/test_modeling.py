@@ -86,7 +86,9 @@ def test_every_parameter_receives_a_gradient(word_tokenizer, collator, short_and
     model = make(len(word_tokenizer), **kwargs, learned_rank_weighting=switch is None)
     model.train()
     model(**collator(short_and_long[0] + short_and_long[1])).loss.backward()
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # "dead" includes gradients that are zero analytically but not numerically (rounding noise, ~1e-9 here; the
+    # smallest real gradients are ~1e-5): e.g. a bias before a softmax
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 1e-7]
     assert dead == []
 
 
@@ -285,7 +287,7 @@ def test_without_any_association_there_is_no_memory_branch(word_tokenizer, colla
     out = model(**batch)
     assert out.memory_emotion_logits is None and out.situation_emotion_logits is not None
     out.loss.backward()
-    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 1e-7] == []
     model.eval()
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")}
     generated = model.generate(**inputs, max_new_tokens=4)
