@@ -1034,7 +1034,8 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             else:
                 target_log_probs = self.generator.target_log_probs(hidden, copy_attention, source_ids, targets)
             generation_loss = -target_log_probs[real].mean()  # token NLL, mean over real tokens
-            token_log_probs = target_log_probs * real
+            # masked_fill, not `* real`: a -inf log-probability at a padded position would turn into NaN
+            token_log_probs = target_log_probs.masked_fill(~real, 0.0)
             loss = generation_loss
         if emotion_labels is not None:
             heads = [encoder_outputs.context_emotion_logits, encoder_outputs.situation_emotion_logits,

@@ -8,7 +8,7 @@ import torch
 from transformers import EarlyStoppingCallback, EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .metrics import perplexities
+from .metrics import emotion_accuracy, perplexities
 
 LABEL_NAMES = ["labels", "emotion_labels"]
 
@@ -95,7 +95,7 @@ def compute_eval_metrics(prediction: EvalPrediction) -> Dict[str, float]:
     return {
         "ppl": ppl["ppl_paper"],
         "ppl_corpus": ppl["ppl_corpus"],
-        "emotion_accuracy": (stats[:, 2].long() == emotion_labels).double().mean().item(),
+        "emotion_accuracy": emotion_accuracy(stats[:, 2].long().tolist(), emotion_labels.tolist()),
     }
 
 
