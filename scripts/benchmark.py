@@ -37,6 +37,9 @@ class BenchmarkArguments:
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16 (autocast on CUDA)."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: leave the default)."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic data and the model."})
+    count_ops: bool = field(
+        default=False, metadata={"help": "Also count the top-level operators of one train step (torch.profiler)."}
+    )
     json: bool = field(default=False, metadata={"help": "Print one JSON object instead of a table."})
 
 
@@ -72,6 +75,20 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def count_top_level_ops(model, optimizer, batch, autocast) -> int:
+    """Operators of one train step (forward, backward, optimizer) not called from inside another operator."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
 
 
 def main():
@@ -111,6 +128,8 @@ def main():
                 times.append(time.perf_counter() - start)
         results["train_step_s"][f"context_{turns}"] = statistics.median(times)
         step_times += times
+    if args.count_ops:  # kernel launches bound a GPU step at batch 16: how many operators one step issues
+        results["train_step_top_level_ops"] = count_top_level_ops(model, optimizer, batches[-1], autocast)
     results["train_step_median_s"] = statistics.median(step_times)
     results["train_step_mean_s"] = statistics.mean(step_times)
 
