@@ -1,4 +1,4 @@
-"""Publishing IAMM checkpoints and LoRA adapters to the Hugging Face Hub.
+"""Publishing IAMM checkpoints, LoRA adapters and instruction datasets to the Hugging Face Hub.
 
-Not implemented yet (a later issue); this package is importable so that the layout is stable.
+Installed as `iamm.hub`.
 """
