@@ -127,6 +127,9 @@ class IAMMDataCollator:
         for f in features:
             ctx = self._words(f, "context_words", "context")
             ctx_roles = list(f["context_roles"])
+            if len(ctx) == 0:
+                raise ValueError(f"sample {f.get('conv_id', '?')}: the context is empty; a sample needs at least the "
+                                 "speaker's utterance")
             if len(ctx) != len(ctx_roles):
                 raise ValueError(
                     f"sample {f.get('conv_id', '?')}: {len(ctx)} context utterances but {len(ctx_roles)} context_roles"

@@ -932,6 +932,23 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             tokenizer.save_pretrained(save_directory)
         return result
 
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, taking a whole collated batch.
+
+        Keys that only training uses (`labels`, `emotion_labels`, `decoder_attention_mask`, `oov_words`, and
+        `decoder_input_ids` when it came with `labels`) are dropped. Precomputed `encoder_outputs` are copied
+        before generation: beam search and sampling with several returns expand them row-wise, and the caller's
+        object (its emotion logits included) must keep one row per dialogue.
+        """
+        if kwargs.get("labels") is not None:
+            kwargs.pop("decoder_input_ids", None)
+        for key in TRAINING_ONLY_INPUTS:
+            kwargs.pop(key, None)
+        encoder_outputs = kwargs.get("encoder_outputs")
+        if encoder_outputs is not None:
+            kwargs["encoder_outputs"] = type(encoder_outputs)(**encoder_outputs)
+        return super().generate(*args, **kwargs)
+
     def get_encoder(self) -> IAMMModel:
         return self.model
 
@@ -1089,6 +1106,9 @@ IAMM_ENCODER_INPUTS = (
     "context_ids", "context_mask", "role_ids", "context_ids_extended", "situation_ids", "situation_mask",
     "situation_knowledge_ids", "situation_knowledge_mask", "context_knowledge_ids", "context_knowledge_mask",
 )
+
+TRAINING_ONLY_INPUTS = ("labels", "emotion_labels", "decoder_attention_mask", "oov_words")
+"""Batch keys that `generate()` drops (`decoder_input_ids` too, when it comes with `labels`)."""
 
 PAIR_NAMES = {"situation": "utterance-situation", "history": "utterance-history", "memory": "utterance-memory"}
 

@@ -139,12 +139,11 @@ def main():
     gen_times: List[float] = []
     for turns in args.context_turns:
         batch = to_device(collator(synthetic_samples(args, turns, words, rng)), args.device)
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")}
         times = []
         with torch.no_grad(), autocast:
             for i in range(args.generation_runs + 1):
                 start = time.perf_counter()
-                out = model.generate(**inputs, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+                out = model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 if i:

@@ -19,7 +19,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from modeling_iamm.cli import parse_args
 from modeling_iamm.evaluation import run_evaluation
-from modeling_iamm.pipeline import DataArguments, prepare_data
+from modeling_iamm.preparation import DataArguments, prepare_data
 
 
 @dataclass

@@ -20,7 +20,7 @@ from transformers import HfArgumentParser, set_seed
 
 from modeling_iamm import SAMPLE_DATA_DIR, IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration
 from modeling_iamm.inference import predict, top_associations
-from modeling_iamm.pipeline import DataArguments, prepare_data
+from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments
 
 

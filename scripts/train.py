@@ -22,7 +22,7 @@ from transformers import TrainerCallback, set_seed
 
 from modeling_iamm.cli import parse_args
 from modeling_iamm.collator import IAMMDataCollator
-from modeling_iamm.pipeline import DataArguments, prepare_data
+from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model
 
 logger = logging.getLogger("train")

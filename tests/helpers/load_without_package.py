@@ -32,12 +32,11 @@ def main(folder: str, batch_file: str, out_file: str) -> None:
         assert "transformers_modules" in type(model).__module__, type(model).__module__
         with torch.no_grad():
             out = model(**batch)
-        gen_inputs = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids", "decoder_attention_mask")}
         results[name] = {
             "class": type(model).__name__,
             "logits": out.logits,
             "emotion_logits": out.emotion_logits,
-            "generated": model.generate(**gen_inputs, max_new_tokens=12),
+            "generated": model.generate(**batch, max_new_tokens=12),
         }
     tokenizer = AutoTokenizer.from_pretrained(folder)
     results["tokenizer_vocab_size"] = len(tokenizer)
