@@ -1,0 +1,215 @@
+"""Run a trained IAMM over ED samples and keep, per listener turn, its associated words with their weights.
+
+Only the encoder runs (`model.get_encoder()`: encoders, iterative association, emotion heads); nothing is generated.
+Each sample's associations (`modeling_iamm.modeling_iamm.decode_associations`) are reduced to its ranked dialogue
+words (:func:`iamm.llm.instructions.aggregate_word_weights`) and IAMM's predicted emotion, and cached as one JSONL
+line per sample, keyed by `id` (`"<conv_id>#<turn>"`), written and fsynced as soon as its batch is done:
+
+    {"__header__": {"format": 1, "aggregation": 1, "fingerprint": "...", "dtype": "torch.float32", ...}}
+    {"id": "hit:0_conv:1#1", "input_sha": "...", "iamm_emotion": "afraid", "words": [["scared", 0.886], ...]}
+
+A killed run continues where it stopped (finished samples are read back, not recomputed). A cache written by
+another checkpoint (a hash of its weights and vocabulary), dtype, knowledge setting or aggregation rule is refused,
+and so is a cached sample whose dialogue text has changed. Samples are batched in order of length (fewer padded
+positions), so the cache's line order is not the data's.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from modeling_iamm import IAMMDataCollator
+from modeling_iamm.modeling_iamm import IAMM_ENCODER_INPUTS, decode_associations
+from modeling_iamm.tokenization import SPECIAL_TOKENS
+
+from .instructions import (
+    INSTRUCTION_FEATURES,
+    InstructionConfig,
+    aggregate_word_weights,
+    instruction_row,
+    parquet_path,
+    save_instruction_split,
+)
+from .records import open_records
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+AGGREGATION_VERSION = 1  # bump when aggregate_word_weights changes what it keeps
+COMPARED_HEADER_KEYS = ("format", "aggregation", "fingerprint", "dtype", "knowledge")
+
+
+def sample_id(sample: Dict[str, Any]) -> str:
+    """The key of a listener-turn sample: `"<conv_id>#<turn>"` (as in IAMM's evaluation records)."""
+    return f"{sample['conv_id']}#{sample['turn']}"
+
+
+def input_sha(sample: Dict[str, Any]) -> str:
+    """A hash of what the model reads of a sample (situation, context, roles): a cached sample must match it."""
+    payload = json.dumps([sample["situation"], list(sample["context"]), list(sample["context_roles"])],
+                         ensure_ascii=False)
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+
+def checkpoint_fingerprint(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of the model's weights (names, dtypes, shapes, bytes) and of the tokenizer's vocabulary."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode("utf-8"))
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def extract_word_weights(model, tokenizer: PreTrainedTokenizerBase, samples: Sequence[Dict[str, Any]],
+                         collator: Optional[IAMMDataCollator] = None) -> List[Dict[str, Any]]:
+    """For one batch of samples: `{"iamm_emotion": label, "words": [[word, weight], ...]}` each (encoder only)."""
+    collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
+    batch = collator(list(samples))
+    device = next(model.parameters()).device
+    tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    model.eval()
+    out = model.get_encoder()(**{k: v for k, v in tensors.items() if k in IAMM_ENCODER_INPUTS},
+                              output_associations=True)
+    associations = decode_associations(out.associations, tensors, tokenizer, model.config)
+    id2label = model.config.id2label
+    special = set(SPECIAL_TOKENS) | set(getattr(tokenizer, "all_special_tokens", []))
+    return [
+        {"iamm_emotion": id2label[int(label)],
+         "words": [[w, round(x, 4)] for w, x in aggregate_word_weights(assoc, special)]}
+        for label, assoc in zip(out.emotion_logits.argmax(-1).tolist(), associations)
+    ]
+
+
+def cache_header(model, tokenizer: PreTrainedTokenizerBase, with_knowledge: bool, model_name: str = "") -> Dict[str, Any]:
+    """The header of an association cache: what produced it (the compared keys are :data:`COMPARED_HEADER_KEYS`)."""
+    return {
+        "format": CACHE_FORMAT,
+        "aggregation": AGGREGATION_VERSION,
+        "fingerprint": checkpoint_fingerprint(model, tokenizer),
+        "dtype": str(next(model.parameters()).dtype),
+        "knowledge": bool(with_knowledge),
+        "model": model_name,  # informational only
+    }
+
+
+def cache_associations(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    samples,
+    cache_path: str,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    model_name: str = "",
+    progress: bool = True,
+    on_batch: Optional[Callable[[int], None]] = None,
+) -> Dict[str, Dict[str, Any]]:
+    """Make sure `cache_path` holds the associated words of every sample; return them by sample id.
+
+    Args:
+        model: a trained IAMM (`AutoModel.from_pretrained(path, trust_remote_code=True)`), on its device.
+        tokenizer: its tokenizer.
+        samples: listener-turn samples (a `datasets.Dataset` or list of dicts from `modeling_iamm.build_samples`,
+            optionally with knowledge attached).
+        cache_path: the JSONL cache (created, or continued if it was made with the same checkpoint and settings).
+        batch_size: samples per encoder call.
+        overwrite: discard an existing cache first.
+        model_name: the model's path or Hub id, written into the header (not compared).
+        on_batch: called with the number of samples just written, after each batch (progress hooks, tests).
+
+    Raises:
+        ValueError: the cache was made with another checkpoint/settings, or a cached sample's text has changed.
+    """
+    rows = samples if isinstance(samples, list) else [samples[i] for i in range(len(samples))]
+    with_knowledge = bool(rows) and ("situation_knowledge" in rows[0] or "situation_knowledge_words" in rows[0])
+    header = cache_header(model, tokenizer, with_knowledge, model_name)
+    done_records, writer = open_records(cache_path, header, COMPARED_HEADER_KEYS, overwrite, what="IAMM associations")
+    done = {r["id"]: r for r in done_records}
+    with writer:
+        pending = []
+        for index, row in enumerate(rows):
+            key = sample_id(row)
+            cached = done.get(key)
+            if cached is None:
+                pending.append(index)
+            elif cached["input_sha"] != input_sha(row):
+                raise ValueError(f"{cache_path}: sample {key} was cached for another dialogue text (the data changed); "
+                                 "use another output location or --overwrite_output true")
+        if done:
+            logger.info("%s: %d of %d samples already cached; computing %d", cache_path, len(rows) - len(pending),
+                        len(rows), len(pending))
+        pending.sort(key=lambda i: len(rows[i]["situation"]) + sum(len(u) for u in rows[i]["context"]))
+        collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
+        bar = tqdm(total=len(pending), desc="IAMM associations", unit="sample", disable=not progress)
+        for start in range(0, len(pending), batch_size):
+            chunk = [rows[i] for i in pending[start:start + batch_size]]
+            for row, result in zip(chunk, extract_word_weights(model, tokenizer, chunk, collator)):
+                record = {"id": sample_id(row), "input_sha": input_sha(row), **result}
+                writer.write(record)
+                done[record["id"]] = record
+            bar.update(len(chunk))
+            if on_batch is not None:
+                on_batch(len(chunk))
+        bar.close()
+    return {sample_id(row): done[sample_id(row)] for row in rows}
+
+
+def build_instruction_data(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    samples: Dict[str, Any],
+    output_dir: str,
+    config: Optional[InstructionConfig] = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    model_name: str = "",
+    progress: bool = True,
+    on_batch: Optional[Callable[[int], None]] = None,
+) -> Dict[str, str]:
+    """Associated words (cached, resumable) -> instruction rows -> one parquet file per split; returns the paths.
+
+    `samples` maps split names to listener-turn samples. In `output_dir`: `associations/<split>.jsonl` (the caches),
+    `data/<split>-00000-of-00001.parquet` (:data:`INSTRUCTION_FEATURES`, load with
+    :func:`iamm.llm.instructions.load_instruction_dataset`) and `instruction_config.json` (the settings). A folder
+    built with other word-split settings is refused unless `overwrite` (which also discards the caches).
+    """
+    config = config or InstructionConfig()
+    settings_path = os.path.join(output_dir, "instruction_config.json")
+    settings = asdict(config)
+    if overwrite:
+        for split in samples:
+            for path in (os.path.join(output_dir, "associations", f"{split}.jsonl"), parquet_path(output_dir, split)):
+                if os.path.exists(path):
+                    os.remove(path)
+    elif os.path.exists(settings_path):
+        with open(settings_path) as f:
+            old = json.load(f)
+        differ = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if differ:
+            raise ValueError(f"{output_dir} was built with other settings "
+                             f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in differ.items())}); use "
+                             "another --output_dir or pass --overwrite_output true")
+    os.makedirs(output_dir, exist_ok=True)
+    with open(settings_path, "w") as f:
+        json.dump({**settings, "model": model_name}, f, indent=2)
+    paths = {}
+    for split, split_samples in samples.items():
+        rows = split_samples if isinstance(split_samples, list) else [split_samples[i] for i in range(len(split_samples))]
+        cached = cache_associations(model, tokenizer, rows, os.path.join(output_dir, "associations", f"{split}.jsonl"),
+                                    batch_size, model_name=model_name, progress=progress, on_batch=on_batch)
+        instructions = [instruction_row(row, cached[sample_id(row)]["words"], cached[sample_id(row)]["iamm_emotion"],
+                                        config) for row in rows]
+        paths[split] = save_instruction_split(Dataset.from_list(instructions, features=INSTRUCTION_FEATURES),
+                                              output_dir, split)
+        logger.info("%s: %d instructions -> %s", split, len(instructions), paths[split])
+    return paths

@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Build IAMM_large instruction data: a trained IAMM's associated words for every listener turn -> instructions.
+
+    python scripts/build_instructions.py --model_name_or_path runs/iamm --data path/to/ed --splits train valid test \
+        --output_dir instructions/ed
+    python scripts/build_instructions.py ... --num_high_words 5 --max_low_words 20 --max_samples 100
+
+Writes `associations/<split>.jsonl` (the cached associated words), `data/<split>-00000-of-00001.parquet` (load with
+`iamm.llm.instructions.load_instruction_dataset` or `datasets.load_dataset("parquet", ...)`) and
+`instruction_config.json`. An interrupted run continues where it stopped (finished samples are not recomputed);
+`--overwrite_output true` starts over.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from iamm.llm.associations import build_instruction_data
+from iamm.llm.instructions import InstructionConfig
+from modeling_iamm.cli import parse_args
+from modeling_iamm.preparation import DataArguments, prepare_data
+
+
+@dataclass
+class BuildInstructionsArguments:
+    model_name_or_path: str = field(metadata={"help": "Saved folder or Hub id of a trained IAMM (tokenizer included)."})
+    output_dir: str = field(metadata={"help": "Where the association caches and the instruction data set go."})
+    batch_size: int = field(default=64, metadata={"help": "Samples per encoder call."})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Discard the caches and data in output_dir first."})
+    trust_remote_code: bool = field(default=True, metadata={"help": "Load the checkpoint's own code (Hub ids)."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+def main(argv=None):
+    args, config, data_args = parse_args((BuildInstructionsArguments, InstructionConfig, DataArguments), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = AutoModel.from_pretrained(args.model_name_or_path, dtype=getattr(torch, args.dtype),
+                                      trust_remote_code=args.trust_remote_code).to(args.device)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    if model.config.use_implicit_association and not data_args.knowledge_file:
+        raise SystemExit(f"{args.model_name_or_path} uses knowledge (implicit association): pass --knowledge_file "
+                         "(from scripts/generate_knowledge.py)")
+    samples, _ = prepare_data(data_args, tokenizer)
+    paths = build_instruction_data(model, tokenizer, dict(samples), args.output_dir, config, args.batch_size,
+                                   args.overwrite_output, args.model_name_or_path, progress=not args.disable_tqdm)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()
