@@ -16,6 +16,7 @@ SAMPLE_DATA_DIR = os.path.join(os.path.dirname(__file__), "sample_data")
 __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM  # noqa: E402
+from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
 
 from .modeling_iamm import (  # noqa: E402
     IAMMEncoderOutput,
@@ -25,6 +26,7 @@ from .modeling_iamm import (  # noqa: E402
     IAMMSeq2SeqLMOutput,
     InformationAssociationModule,
 )
+from .pipeline_iamm import EmpatheticResponsePipeline  # noqa: E402
 
 AutoConfig.register("iamm", IAMMConfig)
 AutoModel.register(IAMMConfig, IAMMForConditionalGeneration)
@@ -32,3 +34,5 @@ AutoModelForSeq2SeqLM.register(IAMMConfig, IAMMForConditionalGeneration)
 # save_pretrained copies configuration_iamm.py and modeling_iamm.py next to the weights (remote code)
 IAMMConfig.register_for_auto_class()
 IAMMForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+# pipeline("empathetic-response", model=..., tokenizer=...) with the in-package classes
+PIPELINE_REGISTRY.register_pipeline("empathetic-response", pipeline_class=EmpatheticResponsePipeline, pt_model=AutoModel)
