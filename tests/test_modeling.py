@@ -1,4 +1,4 @@
-"""IAMM model behaviour (tiny-config tester pattern)."""
+"""IAMM model behaviour (tiny-config tester pattern: `tests/helpers/tiny_model.py`)."""
 
 import os
 import subprocess
@@ -10,33 +10,47 @@ import torch
 from modeling_iamm import (IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, IAMMModel, RELATIONS,
                            decode_extended)
 from modeling_iamm.modeling_iamm import INVALID_REF
+from tests.helpers.tiny_model import IAMMModelTester, generation_inputs
 
 RELS = ["to help", "a vet", "to rest", "cries", "sad"]
-GEN_EXCLUDE = ("labels", "decoder_input_ids", "decoder_attention_mask", "emotion_labels")
-
-
-def tiny_config(vocab_size, **kwargs):
-    defaults = dict(vocab_size=vocab_size, hidden_size=32, attention_head_dim=8, intermediate_size=16,
-                    association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3)
-    defaults.update(kwargs)
-    return IAMMConfig(**defaults)
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "old_checkpoint")
+tester = IAMMModelTester()
 
 
 def gen_inputs(batch):
-    return {k: v for k, v in batch.items() if k not in GEN_EXCLUDE}
+    return generation_inputs(batch)
+
+
+def make(vocab=None, **kwargs):
+    """The tiny model (for the tokenizer's vocabulary when `vocab` is given)."""
+    if vocab is not None:
+        kwargs["vocab_size"] = vocab
+    return tester.create_model(**kwargs)
+
+
+def dead_parameters(model):
+    # "dead" includes gradients that are zero analytically but not numerically (rounding noise, ~1e-9 here; the
+    # smallest real gradients are ~1e-5): e.g. a bias before a softmax
+    return [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 1e-7]
 
 
 @pytest.fixture(scope="module")
-def samples(sample_samples):
-    """Training samples with (synthetic) knowledge text for every situation and utterance."""
-    ds = sample_samples["train"].select(range(300))
-    return ds.map(lambda r: {"situation_knowledge": RELS,
-                             "context_knowledge": [[f"{w} {i}" for w in RELS] for i, _ in enumerate(r["context"])]})
+def batch():
+    """Synthetic: dialogues of 1, 3 and 5 utterances, knowledge, copyable context words outside the vocabulary."""
+    return tester.prepare_batch(turns=(1, 3, 5, 1, 5), seed=0)
 
 
 @pytest.fixture(scope="module")
 def collator(word_tokenizer):
     return IAMMDataCollator(word_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def samples(sample_samples):
+    """Real training samples with (synthetic) knowledge text, for the tests that read words as text."""
+    ds = sample_samples["train"].select(range(300))
+    return ds.map(lambda r: {"situation_knowledge": RELS,
+                             "context_knowledge": [[f"{w} {i}" for w in RELS] for i, _ in enumerate(r["context"])]})
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +61,11 @@ def short_and_long(samples):
     return short, long
 
 
-def make(vocab, **kwargs):
-    torch.manual_seed(0)
-    return IAMMForConditionalGeneration(tiny_config(vocab, **kwargs))
-
-
-def test_forward_outputs_and_joint_loss(word_tokenizer, collator, short_and_long):
-    model = make(len(word_tokenizer)).eval()
-    batch = collator(short_and_long[0] + short_and_long[1])
+def test_forward_outputs_and_joint_loss(batch):
+    model = make().eval()
     out = model(**batch)
     B, Ly = batch["labels"].shape
-    assert out.logits.shape[:2] == (B, Ly) and out.logits.shape[2] >= len(word_tokenizer)
+    assert out.logits.shape == (B, Ly, tester.vocab_size + max(len(o) for o in batch["oov_words"]))
     # logits are the log of a distribution over the extended vocabulary
     assert torch.allclose(out.logits.exp().sum(-1), torch.ones(B, Ly), atol=1e-4)
     heads = [out.context_emotion_logits, out.situation_emotion_logits, out.memory_emotion_logits,
@@ -73,7 +81,7 @@ def test_forward_outputs_and_joint_loss(word_tokenizer, collator, short_and_long
     assert torch.allclose(out.generation_loss, nll[labels != -100].mean(), atol=1e-5)  # mean over real tokens
     # training mode computes the loss from the target columns alone: same value, no (B, Ly, V) logits
     for copy in (True, False):
-        m = make(len(word_tokenizer), use_pointer_generator=copy)
+        m = make(use_pointer_generator=copy)
         train_out = m.train()(**batch)
         assert train_out.logits is None
         assert torch.allclose(train_out.loss, m.eval()(**batch).loss, atol=1e-5)
@@ -81,15 +89,12 @@ def test_forward_outputs_and_joint_loss(word_tokenizer, collator, short_and_long
 
 @pytest.mark.parametrize("switch", [None, "use_explicit_association", "use_implicit_association",
                                     "use_word_selector", "use_situation", "use_pointer_generator"])
-def test_every_parameter_receives_a_gradient(word_tokenizer, collator, short_and_long, switch):
+def test_every_parameter_receives_a_gradient(batch, switch):
     kwargs = {switch: False} if switch else {}
-    model = make(len(word_tokenizer), **kwargs, learned_rank_weighting=switch is None)
+    model = make(**kwargs, learned_rank_weighting=switch is None)
     model.train()
-    model(**collator(short_and_long[0] + short_and_long[1])).loss.backward()
-    # "dead" includes gradients that are zero analytically but not numerically (rounding noise, ~1e-9 here; the
-    # smallest real gradients are ~1e-5): e.g. a bias before a softmax
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 1e-7]
-    assert dead == []
+    model(**batch).loss.backward()
+    assert dead_parameters(model) == []
 
 
 ABLATION_PARTS = {
@@ -105,16 +110,15 @@ ABLATION_PARTS = {
 
 
 @pytest.mark.parametrize("switch", list(ABLATION_PARTS))
-def test_ablation_removes_exactly_its_part_and_trains(word_tokenizer, collator, short_and_long, switch):
-    full = {n for n, _ in make(len(word_tokenizer)).named_parameters()}
-    model = make(len(word_tokenizer), **{switch: False})
+def test_ablation_removes_exactly_its_part_and_trains(batch, switch):
+    full = {n for n, _ in make().named_parameters()}
+    model = make(**{switch: False})
     names = {n for n, _ in model.named_parameters()}
     removed = full - names
     assert names <= full
     assert {p for p in ABLATION_PARTS[switch] if any(n.startswith(p) for n in full)} == \
         {p for p in ABLATION_PARTS[switch] if any(n.startswith(p) for n in removed)}
     assert all(any(n.startswith(p) for p in ABLATION_PARTS[switch]) for n in removed)
-    batch = collator(short_and_long[1])
     if switch == "use_implicit_association":  # it must run without knowledge inputs
         batch = {k: v for k, v in batch.items() if "knowledge" not in k}
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -128,12 +132,12 @@ def test_ablation_removes_exactly_its_part_and_trains(word_tokenizer, collator, 
     assert losses[-1] < losses[0] * 0.9
 
 
-def test_batch_invariance(word_tokenizer, collator, short_and_long):
+def test_batch_invariance():
     """A sample's emotion logits, loss, associated words and response do not depend on its batch."""
-    model = make(len(word_tokenizer)).eval()
-    short, long = short_and_long
-    alone = collator(short[:1])
-    batched = collator(long[:1] + short[:1] + long[1:])  # longer dialogues, more padding
+    model = make().eval()
+    samples = tester.make_samples(turns=(5, 1, 3, 5), seed=3)
+    alone = tester.collate(samples[1:2])
+    batched = tester.collate(samples)  # longer dialogues, more padding
     assert batched["context_ids"].shape[1] > alone["context_ids"].shape[1]
     a = model(**alone, output_associations=True)
     b = model(**batched, output_associations=True)
@@ -163,20 +167,19 @@ def test_batch_invariance(word_tokenizer, collator, short_and_long):
         assert torch.equal(g_alone[0], g_batch[1]), kwargs
 
 
-def test_generate_greedy_cached_equals_uncached_and_other_modes(word_tokenizer, collator, short_and_long):
-    model = make(len(word_tokenizer)).eval()
-    batch = collator(short_and_long[0] + short_and_long[1])
+def test_generate_greedy_cached_equals_uncached_and_other_modes(batch):
+    model = make().eval()
     inputs = gen_inputs(batch)
     cached = model.generate(**inputs, max_new_tokens=15, use_cache=True)
     uncached = model.generate(**inputs, max_new_tokens=15, use_cache=False)
     assert torch.equal(cached, uncached)
-    assert (cached[:, 0] == word_tokenizer.bos_token_id).all()
+    assert (cached[:, 0] == model.config.bos_token_id).all()
     beams = model.generate(**inputs, max_new_tokens=8, num_beams=3, num_return_sequences=2)
     assert beams.shape[0] == 2 * len(batch["labels"])
     torch.manual_seed(1)
     sampled = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_k=10)
     assert sampled.shape[0] == len(batch["labels"])
-    extended = len(word_tokenizer) + max(len(o) for o in batch["oov_words"])
+    extended = tester.vocab_size + max(len(o) for o in batch["oov_words"])
     assert beams.max() < extended and sampled.max() < extended
 
 
@@ -226,10 +229,10 @@ def test_extract_associations_as_text(word_tokenizer, collator, short_and_long):
     assert 0 < len(many["selected_memory_words"]) <= 3
 
 
-def test_missing_knowledge_is_a_clear_error(word_tokenizer, collator, short_and_long):
-    batch = {k: v for k, v in collator(short_and_long[0]).items() if "knowledge" not in k}
+def test_missing_knowledge_is_a_clear_error(batch):
+    batch = {k: v for k, v in batch.items() if "knowledge" not in k}
     with pytest.raises(ValueError, match="generate_knowledge.py, or set use_implicit_association=False"):
-        make(len(word_tokenizer))(**batch)
+        make()(**batch)
 
 
 def test_save_and_load_with_remote_code_in_a_fresh_process(tmp_path, word_tokenizer, collator, short_and_long):
@@ -258,10 +261,10 @@ def test_save_and_load_with_remote_code_in_a_fresh_process(tmp_path, word_tokeni
     assert results["tokenizer_vocab_size"] == len(word_tokenizer)
 
 
-def test_auto_classes_in_the_library(tmp_path, word_tokenizer):
+def test_auto_classes_in_the_library(tmp_path):
     from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-    model = make(len(word_tokenizer), use_implicit_association=False)
+    model = make(use_implicit_association=False)
     model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), IAMMConfig)
     for auto in (AutoModel, AutoModelForSeq2SeqLM):
@@ -272,22 +275,53 @@ def test_auto_classes_in_the_library(tmp_path, word_tokenizer):
     assert torch.equal(encoder.embed_tokens.weight, model.model.embed_tokens.weight)
 
 
-def test_without_any_association_there_is_no_memory_branch(word_tokenizer, collator, short_and_long):
+def test_without_any_association_there_is_no_memory_branch(batch):
     """Both associations off (the w/o-EA ablation when no knowledge exists): no memory parts, every remaining
     parameter is trained, and the model still predicts an emotion and generates."""
     with pytest.raises(ValueError, match="set use_word_selector=False as well"):
-        tiny_config(len(word_tokenizer), use_explicit_association=False, use_implicit_association=False)
-    model = make(len(word_tokenizer), use_explicit_association=False, use_implicit_association=False,
-                 use_word_selector=False)
+        tester.get_config(use_explicit_association=False, use_implicit_association=False)
+    model = make(use_explicit_association=False, use_implicit_association=False, use_word_selector=False)
     names = {n for n, _ in model.named_parameters()}
     assert not any(n.startswith(("model.memory_encoder", "model.memory_emotion_head", "model.explicit_",
                                  "model.implicit_", "model.knowledge_")) for n in names)
-    batch = {k: v for k, v in collator(short_and_long[0] + short_and_long[1]).items() if "knowledge" not in k}
+    batch = {k: v for k, v in batch.items() if "knowledge" not in k}
     model.train()
     out = model(**batch)
     assert out.memory_emotion_logits is None and out.situation_emotion_logits is not None
     out.loss.backward()
-    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 1e-7] == []
+    assert dead_parameters(model) == []
     model.eval()
     generated = model.generate(**batch, max_new_tokens=4)  # generate() drops the training-only keys itself
     assert generated.shape[0] == batch["context_ids"].shape[0]
+
+
+@pytest.mark.parametrize("variant", ["full", "explicit_linear"])
+def test_old_checkpoint_loads_with_identical_outputs(variant):
+    """Checkpoints saved by an earlier version of the model code (tests/fixtures/make_old_checkpoint.py) load and
+    compute what they computed then: logits, losses, emotion logits, associations, greedy responses."""
+    folder = os.path.join(FIXTURES, variant)
+    expected = torch.load(os.path.join(folder, "expected.pt"))
+    model = IAMMForConditionalGeneration.from_pretrained(folder).eval()
+    batch = expected["batch"]
+    with torch.no_grad():
+        out = model(**batch, output_associations=True)
+    assert torch.allclose(out.logits, expected["logits"], atol=1e-5)
+    assert torch.allclose(out.loss, expected["loss"], atol=1e-5)
+    assert torch.allclose(out.token_log_probs, expected["token_log_probs"], atol=1e-5)
+    assert torch.allclose(out.emotion_logits, expected["emotion_logits"], atol=1e-5)
+    for head, logits in expected["head_logits"].items():
+        got = getattr(out, f"{head}_emotion_logits")
+        assert (got is None) == (logits is None), head
+        assert logits is None or torch.allclose(got, logits, atol=1e-5), head
+    assert set(out.associations) == set(expected["associations"])
+    for key, value in expected["associations"].items():
+        if "refs" in key:
+            assert torch.equal(out.associations[key], value), key
+        else:
+            assert torch.allclose(out.associations[key], value, atol=1e-5), key
+    model.train()
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).loss, expected["train_loss"], atol=1e-5)
+    model.eval()
+    greedy = model.generate(**gen_inputs(batch), max_new_tokens=8, min_new_tokens=8)
+    assert torch.equal(greedy, expected["greedy"])
