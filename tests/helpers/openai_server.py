@@ -1,0 +1,133 @@
+"""An OpenAI-compatible chat server on 127.0.0.1 for offline tests, with scripted faults.
+
+`POST /v1/chat/completions` answers `Emotion: <label>\\nResponse: <text>` for the sample named in the `X-Sample-Id`
+header (or a fixed answer). For each sample, `faults[sample_id]` lists what the server does on its 1st, 2nd, ...
+request; once the list is used up, it answers normally ("ok"). Faults:
+
+* `"429"` / `"429-date"`: rate limited, with `retry-after` in seconds / as an HTTP date;
+* `"500"`, `"503"`, `"400"`: that status with an OpenAI-style error body;
+* `"slow"`: waits `slow_seconds` (longer than the client's timeout), then tries to answer;
+* `"drop"`: closes the connection without a reply;
+* `"malformed"`: status 200 with a body that is not JSON; `"no-choices"`: valid JSON without `choices`.
+
+`server.log` keeps `(sample_id, action)` for every request in arrival order; :meth:`OpenAIServer.successes` counts
+the delivered good answers per sample (`"ok"` requests only: a slow reply arrives after the client gave up).
+"""
+
+import email.utils
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, List, Optional
+
+SAMPLE_ID_HEADER = "X-Sample-Id"
+
+
+class OpenAIServer:
+    def __init__(self, faults: Optional[Dict[str, List[str]]] = None, answer: Optional[Callable[[str], str]] = None,
+                 retry_after: float = 0.05, slow_seconds: float = 1.5, delay: float = 0.0):
+        self.faults = {k: list(v) for k, v in (faults or {}).items()}
+        self.answer = answer or (lambda sample_id: f"Emotion: sad\nResponse: I am sorry to hear that ({sample_id}).")
+        self.retry_after, self.slow_seconds, self.delay = retry_after, slow_seconds, delay
+        self.log: List[tuple] = []
+        self._lock = threading.Lock()
+        self._seen: Counter = Counter()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                sample_id = self.headers.get(SAMPLE_ID_HEADER, "?")
+                with server._lock:
+                    n = server._seen[sample_id]
+                    server._seen[sample_id] += 1
+                    script = server.faults.get(sample_id, [])
+                    action = script[n] if n < len(script) else "ok"
+                    server.log.append((sample_id, action))
+                if server.delay:
+                    time.sleep(server.delay)
+                if action == "ok":
+                    return self._send(200, server.completion(sample_id, body))
+                if action == "429":
+                    return self._send(429, _error("rate limited", "rate_limit_exceeded"),
+                                      {"retry-after": str(server.retry_after)})
+                if action == "429-date":
+                    date = email.utils.formatdate(time.time() + 1, usegmt=True)  # whole seconds: waits 0..1 s
+                    return self._send(429, _error("rate limited", "rate_limit_exceeded"), {"retry-after": date})
+                if action in ("500", "503", "400"):
+                    return self._send(int(action), _error(f"injected {action}", "server_error"))
+                if action == "slow":
+                    time.sleep(server.slow_seconds)
+                    try:
+                        return self._send(200, server.completion(sample_id, body))
+                    except OSError:  # the client has gone
+                        return None
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
+                if action == "malformed":
+                    return self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [{"message": ', "application/json")
+                if action == "no-choices":
+                    return self._send(200, {"id": "chatcmpl-x", "object": "chat.completion", "model": body.get("model")})
+                raise ValueError(f"unknown action {action!r}")
+
+            def _send(self, status, payload, headers=None):
+                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_raw(self, status, data, content_type, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def completion(self, sample_id: str, body: dict) -> dict:
+        text = self.answer(sample_id)
+        prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        completion_tokens = len(text.split())
+        return {
+            "id": f"chatcmpl-{sample_id}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "test"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    def requests_of(self, sample_id: str) -> List[str]:
+        with self._lock:
+            return [action for sid, action in self.log if sid == sample_id]
+
+    def successes(self) -> Counter:
+        with self._lock:
+            return Counter(sid for sid, action in self.log if action == "ok")
+
+    def __enter__(self) -> "OpenAIServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _error(message: str, code: str) -> dict:
+    return {"error": {"message": message, "type": code, "code": code, "param": None}}
