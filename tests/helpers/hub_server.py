@@ -4,7 +4,7 @@ Storage is in memory: per repository, its branches and commits; a commit is a fu
 failed commit changes nothing (as on the Hub). Every file is answered `uploadMode: "regular"` at preupload, so
 uploads travel base64-encoded inside the commit's NDJSON body (no LFS/Xet transfer).
 
-Endpoints: `GET /api/whoami-v2`; `POST /api/repos/create`; `GET /api/{type}s/{repo}[/revision/{rev}]`;
+Endpoints: `GET /api/whoami-v2`; `POST /api/validate-yaml`; `POST /api/repos/create`; `GET /api/{type}s/{repo}[/revision/{rev}]`;
 `POST /api/{type}s/{repo}/preupload/{rev}`; `POST /api/{type}s/{repo}/commit/{rev}`;
 `POST /api/{type}s/{repo}/branch/{branch}`; `GET /api/{type}s/{repo}/refs`; `GET /api/{type}s/{repo}/commits/{rev}`;
 `GET /api/{type}s/{repo}/tree/{rev}[/{path}]`; `POST /api/{type}s/{repo}/paths-info/{rev}`;
@@ -72,7 +72,7 @@ class FakeHub:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.repos: Dict[Tuple[str, str], Repo] = {}
         self.lock = threading.Lock()
-        self.failures: Dict[str, int] = {}
+        self.failures: Dict[str, List[int]] = {}
         self.unhandled: List[str] = []
         self.requests: List[str] = []
         hub = self
@@ -101,10 +101,11 @@ class FakeHub:
         self.server.server_close()
 
     # ---- test controls and inspection --------------------------------------------------------------------------
-    def fail_next(self, endpoint: str, times: int = 1) -> None:
-        """Answer the next `times` requests to `endpoint` ("commit", "preupload", "resolve", ...) with a 500."""
+    def fail_next(self, endpoint: str, times: int = 1, status: int = 500) -> None:
+        """Answer the next `times` requests to `endpoint` ("commit", "preupload", "resolve") with `status`
+        (huggingface_hub retries 408/429/500/502/503/504 with back-off; other codes fail at once)."""
         with self.lock:
-            self.failures[endpoint] = self.failures.get(endpoint, 0) + times
+            self.failures.setdefault(endpoint, []).extend([status] * times)
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
         return self.repos[(repo_type, repo_id)]
@@ -117,11 +118,10 @@ class FakeHub:
         return len(self.repo(repo_id, repo_type).history(revision))
 
     # ---- storage operations (called with the lock held) -------------------------------------------------------
-    def _should_fail(self, endpoint: str) -> bool:
-        if self.failures.get(endpoint, 0) > 0:
-            self.failures[endpoint] -= 1
-            return True
-        return False
+    def _should_fail(self, endpoint: str) -> Optional[int]:
+        """The status to fail this request with, if a failure is pending for `endpoint`."""
+        pending = self.failures.get(endpoint)
+        return pending.pop(0) if pending else None
 
     def create_repo(self, repo_type: str, repo_id: str, private: bool) -> Optional[Repo]:
         key = (repo_type, repo_id)
@@ -256,6 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
                                     "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
         if path == "/api/agent-harnesses" and method == "GET":  # the client's user-agent telemetry registry
             return self._json(200, {"standardEnvVars": [], "harnesses": {}})
+        if path == "/api/validate-yaml" and method == "POST":  # the README's metadata, checked before a commit
+            return self._validate_yaml(json.loads(body or b"{}").get("content", ""))
         if path == "/api/repos/create" and method == "POST":
             payload = json.loads(body or b"{}")
             repo_type = payload.get("type") or "model"
@@ -279,12 +281,26 @@ class _Handler(BaseHTTPRequestHandler):
                                  unquote(m.group(4)))
         return False
 
+    def _validate_yaml(self, content: str):
+        import yaml
+
+        match = re.match(r"^---\s*\n(.*?)\n---\s*\n", content, flags=re.S)
+        try:
+            metadata = yaml.safe_load(match.group(1)) if match else {}
+        except yaml.YAMLError as e:
+            return self._error(400, f"Invalid YAML metadata: {e}")
+        if metadata is not None and not isinstance(metadata, dict):
+            return self._error(400, "The YAML metadata must be a mapping")
+        warnings = [] if metadata else [{"message": "empty or missing yaml metadata in repo card"}]
+        return self._json(200, {"errors": [], "warnings": warnings})
+
     def _api(self, method, repo_type, repo_id, rest, query, body):
         hub = self.hub
         endpoint, _, tail = rest.partition("/")
         with hub.lock:
-            if endpoint in ("preupload", "commit") and hub._should_fail(endpoint):
-                return self._error(500, f"Internal Error (injected failure of {endpoint})")
+            status = hub._should_fail(endpoint) if endpoint in ("preupload", "commit") else None
+            if status:
+                return self._error(status, f"Injected failure of {endpoint}")
             repo = self._repo(repo_type, repo_id)
             if repo is None:
                 return None
@@ -378,8 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _resolve(self, method, repo_type, repo_id, revision, filename):
         hub, head = self.hub, method == "HEAD"
         with hub.lock:
-            if hub._should_fail("resolve"):
-                return self._error(500, "Internal Error (injected failure of resolve)", head=head)
+            status = hub._should_fail("resolve")
+            if status:
+                return self._error(status, "Injected failure of resolve", head=head)
             repo = self._repo(repo_type, repo_id, head=head)
             if repo is None:
                 return None

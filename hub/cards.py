@@ -1,0 +1,327 @@
+"""Model, adapter and dataset cards for the Hub, built with `huggingface_hub.ModelCard`/`DatasetCard`.
+
+The templates are Jinja strings in this module (so they ship with the package); the YAML metadata (licence,
+`model-index` with the evaluation results, `base_model`, dataset `configs`) comes from the card data objects.
+"""
+
+import json
+from typing import Any, Dict, List, Optional
+
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+ED_HUB_ID = "facebook/empathetic_dialogues"
+DATA_LICENSE = "cc-by-nc-4.0"
+PAPER = ("Yang et al., *An Iterative Associative Memory Model for Empathetic Response Generation*, ACL 2024 "
+         "(https://aclanthology.org/2024.acl-long.202/)")
+
+MODEL_METRICS = (
+    # (metrics.json key, metric type, metric name)
+    ("emotion_accuracy_x100", "accuracy", "Emotion accuracy (x100)"),
+    ("ppl_paper", "perplexity", "Perplexity (paper's estimator: exp of the mean per-sample NLL)"),
+    ("ppl_corpus", "perplexity", "Perplexity (corpus estimator: exp of total NLL / total tokens)"),
+    ("dist1_x100", "dist-1", "Dist-1 (x100)"),
+    ("dist2_x100", "dist-2", "Dist-2 (x100)"),
+)
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+IAMM, the Iterative Associative Memory Model of {{ paper }}, trained on EmpatheticDialogues. Given a dialogue
+(the speaker's utterances and the listener's earlier turns) and the speaker's situation, it predicts the speaker's
+emotion (32 labels), generates an empathetic listener response, and returns the words it associated across the
+utterances, the situation and its memory.
+
+## Intended use and limits
+
+Research on empathetic response generation and on interpretable associations; not a counselling or mental-health
+tool. The model is small (one-layer encoders and decoders, a word-level vocabulary built from the training split),
+answers in lowercase English, and knows only the words of EmpatheticDialogues (others are copied from the context
+or become `[UNK]`). The training data is licensed CC BY-NC 4.0, so these weights are for non-commercial use
+(`license: cc-by-nc-4.0`); the code (`*.py` in this repository) is Apache-2.0.
+
+## Setting
+
+{{ setting }}
+
+## Training data
+
+{{ training_data }}
+
+## Hyperparameters
+
+| parameter | value |
+| --- | --- |
+{% for name, value in hyperparameters %}| {{ name }} | {{ value }} |
+{% endfor %}
+## Evaluation
+
+{{ evaluation }}
+
+## Usage
+
+The model code and the `empathetic-response` pipeline ship with the weights (`trust_remote_code=True`).
+
+```python
+{{ usage }}
+```
+
+The pipeline takes a dialogue (a list of utterances, the last one the speaker's, or
+`{"turns": [...], "situation": "..."}`) or a list of them, passes generation arguments (`num_beams`, `do_sample`,
+`top_p`, `max_new_tokens`, ...) to `generate`, and returns per dialogue `emotion`, `emotion_scores`,
+`head_probabilities` (context/situation/memory/knowledge heads), `response` and `associated_words`.
+
+## Citation
+
+{{ paper }}
+"""
+
+ADAPTER_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A LoRA adapter for `{{ base_model }}`: the IAMM_large setting of {{ paper }}, where an LLM is fine-tuned on
+empathetic-dialogue instructions. {{ instruction_format }}
+
+## Intended use and limits
+
+Research on empathetic response generation; not a counselling or mental-health tool. The instructions are built
+from EmpatheticDialogues (CC BY-NC 4.0), so the adapter is for non-commercial use. The base model's own licence
+applies to the base weights.
+
+## Adapter
+
+| parameter | value |
+| --- | --- |
+{% for name, value in adapter_settings %}| {{ name }} | {{ value }} |
+{% endfor %}
+## Usage
+
+```python
+{{ usage }}
+```
+"""
+
+DATASET_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ pretty_name }}
+
+Instructions for the IAMM_large setting of {{ paper }}: one record per listener turn of EmpatheticDialogues
+({{ source_url }}), with the dialogue context, the speaker's situation, the emotion label, the gold response, and the
+words that a trained IAMM associated (`associations`, JSON; `high_weight_words` / `low_weight_words`). `messages`
+is the chat-format instruction with the associated words, `plain_messages` the same instruction without them, and
+`answer` the target text.
+
+## Source and licence
+
+Derived from EmpatheticDialogues (Rashkin et al., 2019), licensed CC BY-NC 4.0; this derivative keeps that licence
+(non-commercial use only).
+
+## Splits
+
+| split | records |
+| --- | ---: |
+{% for split, count in counts %}| {{ split }} | {{ count }} |
+{% endfor %}
+## Processing
+
+Text is normalised as the IAMM model sees it: NFKC, typographic apostrophes made plain, lowercase, the authors'
+contraction list expanded, and ED's `_comma_` placeholder turned back into commas.
+
+## Associations
+
+{{ associations_source }}
+
+## Usage
+
+```python
+from datasets import load_dataset
+
+instructions = load_dataset("{{ repo_id }}")
+print(instructions["train"][0]["messages"])
+```
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def knowledge_setting(config: Dict[str, Any]) -> str:
+    """Say, in a sentence per switch, which parts of IAMM this configuration uses (the paper's ablations)."""
+    implicit = config.get("use_implicit_association", True)
+    lines = [
+        "- explicit association (words of utterances, situation, history): "
+        + ("on" if config.get("use_explicit_association", True) else "OFF (ablation: without explicit association)"),
+        "- implicit association (COMET knowledge of the situation and utterances): "
+        + ("on" if implicit else "OFF: trained without commonsense knowledge, the paper's \"w/o implicit "
+                                  "association\" ablation (Table 1), not the full IAMM"),
+        "- word selector and association decoder: "
+        + ("on" if config.get("use_word_selector", True) else "OFF (ablation: without word selector)"),
+        "- situation text read: " + ("yes" if config.get("use_situation", True) else "no"),
+        "- pointer-generator (copy from the context): " + ("on" if config.get("use_pointer_generator", True) else "off"),
+    ]
+    return "\n".join(lines)
+
+
+def model_hyperparameters(config: Dict[str, Any], summary: Dict[str, Any]) -> List[List[str]]:
+    """Rows `[name, value]` of the model's size and training, from config.json and train_summary.json."""
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "attention_head_dim", "intermediate_size",
+            "association_heads", "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
+            "vocab_size", "ffn_type", "emotion_loss_weight")
+    rows = [[k, _fmt(config[k])] for k in keys if k in config]
+    for key in ("global_step", "train_loss", "best_checkpoint", "best_metric", "vocabulary", "samples",
+                "train_seconds"):
+        if summary.get(key) is not None:
+            rows.append([f"training: {key}", _fmt(summary[key])])
+    return rows
+
+
+def model_eval_results(metrics: Dict[str, Any], dataset_split: str, dataset_name: str = "EmpatheticDialogues"
+                       ) -> List[EvalResult]:
+    """`EvalResult`s (the card's `model-index`) from a `metrics.json` of `scripts/evaluate.py`."""
+    results = []
+    for key, metric_type, metric_name in MODEL_METRICS:
+        if metrics.get(key) is None:
+            continue
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Empathetic response generation", dataset_type=ED_HUB_ID,
+            dataset_name=dataset_name, dataset_split=dataset_split, metric_type=metric_type,
+            metric_name=metric_name, metric_value=round(float(metrics[key]), 4),
+        ))
+    return results
+
+
+def model_usage(repo_id: str, revision: Optional[str] = None) -> str:
+    """The usage snippet of the model card (loads the model and runs the pipeline from the Hub)."""
+    rev = f', revision="{revision}"' if revision and revision != "main" else ""
+    return (
+        "from transformers import AutoModel, AutoTokenizer, pipeline\n\n"
+        f'model = AutoModel.from_pretrained("{repo_id}"{rev}, trust_remote_code=True)\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{rev})\n'
+        f'chat = pipeline("empathetic-response", model="{repo_id}"{rev}, trust_remote_code=True)\n'
+        'result = chat({"turns": ["I finally passed my driving test after three tries!"],\n'
+        '               "situation": "I passed my driving test."})\n'
+        'print(result["emotion"], "->", result["response"])\n'
+        'print(result["associated_words"]["memory_words"])'
+    )
+
+
+def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, Any],
+                     metrics: Optional[Dict[str, Any]] = None, eval_split: str = "test",
+                     revision: Optional[str] = None) -> ModelCard:
+    """The model card of an IAMM checkpoint (config.json, train_summary.json, optionally evaluate.py's metrics)."""
+    model_name = repo_id.split("/")[-1]
+    eval_results = model_eval_results(metrics, eval_split) if metrics else None
+    card_data = ModelCardData(
+        language="en", license=DATA_LICENSE, library_name="transformers", pipeline_tag="text-generation",
+        tags=["iamm", "empathetic-dialogues", "emotion-recognition", "custom_code"], datasets=[ED_HUB_ID],
+        model_name=model_name, eval_results=eval_results,
+        metrics=sorted({r.metric_type for r in eval_results}) if eval_results else None,
+    )
+    if metrics:
+        evaluation = (
+            f"On the {eval_split} split ({metrics.get('samples', '?')} samples), greedy decoding"
+            f" ({json.dumps(metrics.get('generation') or {})} as generation arguments): "
+            + "; ".join(f"{name} {float(metrics[key]):.2f}" for key, _, name in MODEL_METRICS
+                        if metrics.get(key) is not None)
+            + ". Perplexity is reported with both estimators; the paper's Table 1 uses the per-sample one. "
+              "Dist-n counts distinct n-grams over all generated responses, with the model's word tokenisation."
+        )
+    else:
+        evaluation = "No evaluation results were given when this checkpoint was published."
+    samples = summary.get("samples") or {}
+    training_data = (
+        f"EmpatheticDialogues ({ED_HUB_ID}, CC BY-NC 4.0), one sample per listener turn"
+        + (f": {', '.join(f'{k} {v}' for k, v in samples.items())} samples" if samples else "")
+        + (f", vocabulary of {summary['vocabulary']} words built from the training split only"
+           if summary.get("vocabulary") else "") + "."
+    )
+    if not config.get("use_implicit_association", True) or summary.get("implicit_association") is False:
+        training_data += " No commonsense knowledge (COMET) was used."
+    return ModelCard.from_template(
+        card_data, template_str=MODEL_CARD_TEMPLATE, model_name=model_name, paper=PAPER,
+        setting=knowledge_setting(config), training_data=training_data,
+        hyperparameters=model_hyperparameters(config, summary), evaluation=evaluation,
+        usage=model_usage(repo_id, revision),
+    )
+
+
+INSTRUCTION_FORMATS = {
+    "messages": "It was trained on the `messages` column: instructions that include the words IAMM associated "
+                "(high- and low-weight words), as in the paper's IAMM_large.",
+    "plain_messages": "It was trained on the `plain_messages` column: the same instructions without the associated "
+                      "words (the paper's plain fine-tuning baseline).",
+}
+
+
+def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], instruction_format: str,
+                       dataset_repo: Optional[str] = None, revision: Optional[str] = None) -> ModelCard:
+    """The card of a LoRA adapter trained on IAMM instructions (`base_model` from adapter_config.json)."""
+    if instruction_format not in INSTRUCTION_FORMATS:
+        raise ValueError(f"instruction_format must be one of {sorted(INSTRUCTION_FORMATS)}, got {instruction_format!r}")
+    base_model = adapter_config.get("base_model_name_or_path")
+    model_name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        language="en", license=DATA_LICENSE, library_name="peft", base_model=base_model,
+        pipeline_tag="text-generation", tags=["lora", "peft", "iamm", "empathetic-dialogues"],
+        datasets=[dataset_repo] if dataset_repo else [ED_HUB_ID], model_name=model_name,
+    )
+    keys = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "task_type", "bias")
+    settings = [[k, _fmt(adapter_config[k])] for k in keys if adapter_config.get(k) is not None]
+    settings.append(["instruction format", instruction_format])
+    rev = f', revision="{revision}"' if revision and revision != "main" else ""
+    usage = (
+        "from peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")\n'
+        f'model = PeftModel.from_pretrained(base, "{repo_id}"{rev})'
+    )
+    return ModelCard.from_template(
+        card_data, template_str=ADAPTER_CARD_TEMPLATE, model_name=model_name, base_model=base_model, paper=PAPER,
+        instruction_format=INSTRUCTION_FORMATS[instruction_format], adapter_settings=settings, usage=usage,
+    )
+
+
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` bucket for `n` records."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "n>1M"
+
+
+def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[str, str],
+                       build_info: Optional[Dict[str, Any]] = None) -> DatasetCard:
+    """The card of the instruction dataset: splits and counts, `configs` for `load_dataset`, association source."""
+    card_data = DatasetCardData(
+        language=["en"], license=DATA_LICENSE, task_categories=["text-generation"], source_datasets=[ED_HUB_ID],
+        size_categories=size_category(sum(counts.values())), pretty_name="IAMM instructions (EmpatheticDialogues)",
+        tags=["iamm", "empathetic-dialogues", "instructions"],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": split, "path": path} for split, path in data_files.items()]}],
+    )
+    if build_info:
+        checkpoint = build_info.get("checkpoint") or build_info.get("model") or build_info.get("iamm_checkpoint")
+        associations_source = (
+            f"The associated words come from the IAMM checkpoint `{checkpoint or 'not recorded'}`. Build settings:\n\n"
+            f"```json\n{json.dumps(build_info, indent=2, sort_keys=True)}\n```"
+        )
+    else:
+        associations_source = ("The folder held no `build_info.json`: which IAMM checkpoint produced the "
+                               "associations was not recorded.")
+    return DatasetCard.from_template(
+        card_data, template_str=DATASET_CARD_TEMPLATE, pretty_name=card_data.pretty_name, paper=PAPER,
+        source_url=f"https://huggingface.co/datasets/{ED_HUB_ID}", counts=sorted(counts.items()),
+        associations_source=associations_source, repo_id=repo_id,
+    )
