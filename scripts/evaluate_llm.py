@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Score LLM answers to IAMM_large instructions and print them beside the paper's Table 3.
+
+    python scripts/evaluate_llm.py --predictions llm_runs/gpt35_assoc.jsonl --instructions instructions/ed \
+        --split test --name "GPT-3.5 with associations"
+
+Predictions: JSONL records with `id` and the raw answer under `output` (or `answer`), as written by
+scripts/prompt_openai.py or a fine-tuned model's generation script. Writes the metrics to --output_file
+(default: `<predictions without .jsonl>.metrics.json`).
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from iamm.llm.evaluation import comparison_table, evaluate_predictions_file
+from iamm.llm.instructions import load_instruction_dataset
+from modeling_iamm.cli import parse_args
+
+
+@dataclass
+class EvaluateLLMArguments:
+    predictions: str = field(metadata={"help": "Predictions JSONL (id + output/answer per line)."})
+    instructions: str = field(metadata={"help": "Instruction data set folder holding the gold labels."})
+    split: str = field(default="test", metadata={"help": "Split the predictions are for."})
+    output_file: Optional[str] = field(default=None, metadata={"help": "Metrics JSON (default: beside the predictions)."})
+    name: str = field(default="this run", metadata={"help": "Row name of this run in the printed table."})
+
+
+def main(argv=None):
+    args, = parse_args((EvaluateLLMArguments,), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gold = load_instruction_dataset(args.instructions, [args.split])[args.split].select_columns(["id", "emotion"])
+    output_file = args.output_file or (args.predictions[: -len(".jsonl")] if args.predictions.endswith(".jsonl")
+                                       else args.predictions) + ".metrics.json"
+    metrics = evaluate_predictions_file(args.predictions, gold.to_list(), output_file,
+                                        extra={"instructions": args.instructions, "split": args.split, "name": args.name})
+    print(json.dumps(metrics, indent=2))
+    print(comparison_table(metrics, args.name))
+    if metrics["missing"]:
+        print(f"\n{metrics['missing']} of {metrics['samples']} samples have no prediction ({metrics['failed']} failed); "
+              "they count as wrong in the accuracies above")
+    print(f"metrics: {output_file}")
+
+
+if __name__ == "__main__":
+    main()
