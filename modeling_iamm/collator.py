@@ -25,8 +25,10 @@ key                            shape             content
 =============================  ================  =========================================================
 """
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -37,6 +39,22 @@ from .text import word_tokenize
 from .tokenization import ROLE_TOKENS, check_tokenizer
 
 IGNORE_INDEX = -100
+logger = logging.getLogger(__name__)
+
+# Length limits (in words, [CLS]/[EOS] not counted) that every script applies unless told otherwise. They cover
+# EmpatheticDialogues with room to spare: its longest utterance has 145 words (valid; train: 137), its longest
+# situation 149, its longest conversation 8 utterances (so at most 7 context turns), as split by
+# `modeling_iamm.text.word_tokenize`; COMET generations are a few words. They exist to bound memory on other data
+# (one 5,000-word utterance makes every (B, T, L) tensor of its batch that long).
+LENGTH_LIMIT_NAMES = ("max_context_turns", "max_utterance_length", "max_situation_length", "max_knowledge_length",
+                      "max_target_length")
+DEFAULT_LENGTH_LIMITS: Dict[str, int] = {
+    "max_context_turns": 16,
+    "max_utterance_length": 200,
+    "max_situation_length": 200,
+    "max_knowledge_length": 50,
+    "max_target_length": 200,
+}
 
 
 def _words_of_batch(batch: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
@@ -77,6 +95,10 @@ class IAMMDataCollator:
             this many words of each text (the first ones), `[CLS]`/`[EOS]` not counted. None: no limit.
         relation_names: knowledge relations, in the model's order.
         return_oov_words: include the per-sample OOV word lists (needed to decode copied words back to text).
+
+    Every cut is counted in `truncated` (texts cut, per limit name; `max_context_turns` counts samples whose oldest
+    turns were dropped) and logged as a warning the first time it happens for each limit; :meth:`truncation_report`
+    gives the totals. :data:`DEFAULT_LENGTH_LIMITS` are the limits the scripts use.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -87,8 +109,13 @@ class IAMMDataCollator:
     max_target_length: Optional[int] = None
     relation_names: Sequence[str] = tuple(RELATIONS)
     return_oov_words: bool = True
+    truncated: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def __post_init__(self):
+        for name in LENGTH_LIMIT_NAMES:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"IAMMDataCollator: {name} must be >= 1 or None (no limit), got {value}")
         check_tokenizer(self.tokenizer)
         self.vocab: Dict[str, int] = self.tokenizer.get_vocab()
         self.vocab_size = len(self.tokenizer)
@@ -99,13 +126,31 @@ class IAMMDataCollator:
         self.eos_id = self.tokenizer.eos_token_id
         self.role_ids = {role: self.vocab[token] for role, token in ROLE_TOKENS.items()}
 
+    @property
+    def length_limits(self) -> Dict[str, Optional[int]]:
+        """The limits this collator applies, by name (None: no limit)."""
+        return {name: getattr(self, name) for name in LENGTH_LIMIT_NAMES}
+
+    def truncation_report(self) -> Dict[str, int]:
+        """How many texts each limit cut so far (turn limit: samples), only the limits that cut something."""
+        return {name: n for name, n in self.truncated.items() if n}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if self.truncated[name] == 0:
+            logger.warning("IAMMDataCollator: truncating to %s=%s (first time; totals are reported at the end)",
+                           name, getattr(self, name))
+        self.truncated[name] += n
+
     # ---- words -> ids ----------------------------------------------------------------------------------
-    def _ids(self, words: Sequence[str], limit: Optional[int]) -> List[int]:
-        words = words[:limit] if limit is not None else words
+    def _ids(self, words: Sequence[str], limit: Optional[int], limit_name: Optional[str] = None) -> List[int]:
+        if limit is not None and len(words) > limit:
+            words = words[:limit]
+            if limit_name is not None:
+                self._count(limit_name)
         return [self.vocab.get(w, self.unk_id) for w in words]
 
-    def _cls_ids(self, words: Sequence[str], limit: Optional[int]) -> List[int]:
-        return [self.cls_id] + self._ids(words, limit)
+    def _cls_ids(self, words: Sequence[str], limit: Optional[int], limit_name: Optional[str] = None) -> List[int]:
+        return [self.cls_id] + self._ids(words, limit, limit_name)
 
     @staticmethod
     def _words(feature: Dict[str, Any], name: str, text_key: str):
@@ -134,7 +179,8 @@ class IAMMDataCollator:
                 raise ValueError(
                     f"sample {f.get('conv_id', '?')}: {len(ctx)} context utterances but {len(ctx_roles)} context_roles"
                 )
-            if self.max_context_turns is not None:
+            if self.max_context_turns is not None and len(ctx) > self.max_context_turns:
+                self._count("max_context_turns")
                 ctx, ctx_roles = ctx[-self.max_context_turns :], ctx_roles[-self.max_context_turns :]
             contexts.append(ctx)
             roles.append(ctx_roles)
@@ -152,7 +198,7 @@ class IAMMDataCollator:
             for t, (utterance, role) in enumerate(zip(ctx, ctx_roles)):
                 if role not in self.role_ids:
                     raise ValueError(f"sample {features[b].get('conv_id', '?')}: unknown role {role!r}")
-                ids = self._cls_ids(utterance, self.max_utterance_length)
+                ids = self._cls_ids(utterance, self.max_utterance_length, "max_utterance_length")
                 # Extended vocabulary (See et al., 2017): each distinct OOV word of the context gets V + j.
                 extended = [self.cls_id] + [
                     i if i != self.unk_id else self.vocab_size + oov.setdefault(w, len(oov))
@@ -161,7 +207,7 @@ class IAMMDataCollator:
                 context_ids[b, t, : len(ids)] = torch.as_tensor(ids)
                 context_ids_extended[b, t, : len(ids)] = torch.as_tensor(extended)
                 role_ids[b, t] = self.role_ids[role]
-            target_ids = self._ids(target, self.max_target_length)
+            target_ids = self._ids(target, self.max_target_length, "max_target_length")
             target_words = target[: len(target_ids)]
             decoder_inputs.append([self.sos_id] + target_ids)
             labels.append(
@@ -170,7 +216,8 @@ class IAMMDataCollator:
             )
             oov_words.append(sorted(oov, key=oov.get))
 
-        situation_ids = _pad([self._cls_ids(s, self.max_situation_length) for s in situations], self.pad_id)
+        situation_ids = _pad([self._cls_ids(s, self.max_situation_length, "max_situation_length") for s in situations],
+                             self.pad_id)
         decoder_input_ids = _pad(decoder_inputs, self.pad_id)
         batch: Dict[str, Any] = {
             "context_ids": context_ids,
@@ -208,8 +255,9 @@ class IAMMDataCollator:
                     f"sample {f.get('conv_id', '?')}: knowledge must have {R} relations ({', '.join(self.relation_names)}) "
                     f"for the situation and each utterance"
                 )
-            sit_rows.append([self._cls_ids(k, self.max_knowledge_length) for k in sit])
-            ctx_rows.append([[self._cls_ids(k, self.max_knowledge_length) for k in rels] for rels in ctx])
+            sit_rows.append([self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length") for k in sit])
+            ctx_rows.append([[self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length") for k in rels]
+                             for rels in ctx])
         Lk = max(len(k) for rows in sit_rows for k in rows)
         Lk = max([Lk] + [len(k) for rows in ctx_rows for rels in rows for k in rels])
         sit_ids = torch.full((len(features), R, Lk), self.pad_id, dtype=torch.long)

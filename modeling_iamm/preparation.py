@@ -2,15 +2,15 @@
 
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from datasets import DatasetDict
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from .collator import encode_samples
+from .collator import DEFAULT_LENGTH_LIMITS, LENGTH_LIMIT_NAMES, encode_samples
 from .data import build_samples, describe, load_empathetic_dialogues
 from .knowledge import KnowledgeCache, attach_knowledge
-from .tokenization import build_tokenizer, check_tokenizer
+from .tokenization import build_tokenizer, check_tokenizer, conversation_texts, count_words, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +42,53 @@ class DataArguments:
     max_samples: Optional[int] = field(
         default=None, metadata={"help": "Keep only the first N samples of each split (quick runs and debugging)."}
     )
+    # Length limits (words; 0 = no limit). Unset: the limits saved with the model (config.length_limits), else
+    # DEFAULT_LENGTH_LIMITS, which cover EmpatheticDialogues (see modeling_iamm/collator.py).
+    max_context_turns: Optional[int] = field(
+        default=None, metadata={"help": f"Keep the last N context utterances (0: all; default: the model's, else "
+                                        f"{DEFAULT_LENGTH_LIMITS['max_context_turns']}; ED has at most 7)."}
+    )
+    max_utterance_length: Optional[int] = field(
+        default=None, metadata={"help": f"Words kept per context utterance (0: all; default: the model's, else "
+                                        f"{DEFAULT_LENGTH_LIMITS['max_utterance_length']}; ED's longest: 145)."}
+    )
+    max_situation_length: Optional[int] = field(
+        default=None, metadata={"help": f"Words kept of the situation (0: all; default: the model's, else "
+                                        f"{DEFAULT_LENGTH_LIMITS['max_situation_length']}; ED's longest: 149)."}
+    )
+    max_knowledge_length: Optional[int] = field(
+        default=None, metadata={"help": f"Words kept per knowledge text (0: all; default: the model's, else "
+                                        f"{DEFAULT_LENGTH_LIMITS['max_knowledge_length']})."}
+    )
+    max_target_length: Optional[int] = field(
+        default=None, metadata={"help": f"Words kept of the gold response (0: all; default: the model's, else "
+                                        f"{DEFAULT_LENGTH_LIMITS['max_target_length']}; ED's longest: 145)."}
+    )
 
     def __post_init__(self):
         if self.min_frequency < 1:
             raise ValueError(f"--min_frequency must be >= 1, got {self.min_frequency}")
+        for name in LENGTH_LIMIT_NAMES:
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name} must be >= 1, or 0 for no limit, got {value}")
         files = {"train": self.train_file, "valid": self.validation_file, "test": self.test_file}
         if self.data is None and not any(files.values()):
             raise ValueError("pass --data (a folder, a file or a Hub dataset id) or --train_file/--validation_file")
         if self.data is not None and any(files.values()):
             raise ValueError("pass either --data or --train_file/--validation_file/--test_file, not both")
+
+    def length_limits(self, saved: Optional[Mapping[str, Any]] = None) -> Dict[str, Optional[int]]:
+        """The collator's length limits: the flags given, else `saved` (a model's `config.length_limits`), else
+        :data:`DEFAULT_LENGTH_LIMITS`. None means no limit (a flag of 0, or a saved None)."""
+        saved = dict(saved or {})
+        limits: Dict[str, Optional[int]] = {}
+        for name in LENGTH_LIMIT_NAMES:
+            value = getattr(self, name)
+            if value is None:
+                value = saved[name] if name in saved else DEFAULT_LENGTH_LIMITS[name]
+            limits[name] = value or None
+        return limits
 
     @property
     def source(self):
@@ -62,16 +100,20 @@ class DataArguments:
 
 
 def prepare_data(
-    args: DataArguments, tokenizer: Optional[PreTrainedTokenizerBase] = None
-) -> Tuple[DatasetDict, PreTrainedTokenizerBase]:
+    args: DataArguments, tokenizer: Optional[PreTrainedTokenizerBase] = None, return_train_word_counts: bool = False
+):
     """Load ED, build listener-turn samples, attach knowledge (if a cache is given), split texts into words.
 
     The tokenizer is, in order of preference: the one passed, the one at `args.tokenizer_name_or_path`, or a new
     one built from the `train` split (never from other splits).
+
+    Returns:
+        `(samples, tokenizer)`, and with `return_train_word_counts` also the word counts of the train split's
+        conversations (each situation and utterance once; None without a train split).
     """
     conversations = load_empathetic_dialogues(args.source, splits=args.splits, skip_invalid=args.skip_invalid)
     if tokenizer is None and args.tokenizer_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path)
     if tokenizer is None:
         if "train" not in conversations:
             raise ValueError(f"{args.source}: no train split to build the vocabulary from; pass --tokenizer_name_or_path")
@@ -83,4 +125,7 @@ def prepare_data(
     if args.knowledge_file:
         samples = attach_knowledge(samples, KnowledgeCache(args.knowledge_file))
     logger.info("samples per split: %s; vocabulary: %d", describe(samples), len(tokenizer))
+    if return_train_word_counts:
+        counts = count_words(conversation_texts(conversations["train"])) if "train" in conversations else None
+        return encode_samples(samples), tokenizer, counts
     return encode_samples(samples), tokenizer

@@ -16,12 +16,15 @@ ids of :func:`modeling_iamm.text.word_tokenize`'s words. Ids 0-6 are the special
 Save it with `save_pretrained` and load it with `AutoTokenizer.from_pretrained` like any other tokenizer.
 """
 
+import hashlib
+import json
+import os
 from collections import Counter
-from typing import Iterable, List, Optional, Union
+from typing import Any, Iterable, List, Optional, Union
 
 from datasets import Dataset
 from tokenizers import Tokenizer, models
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .text import build_normalizer, build_pre_tokenizer, word_tokenize
 
@@ -90,12 +93,78 @@ def build_tokenizer(
     )
 
 
-def check_tokenizer(tokenizer: PreTrainedTokenizerFast) -> None:
-    """Raise if `tokenizer` does not have IAMM's special tokens at ids 0-6 (e.g. a foreign tokenizer was passed)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+CONFIG_TOKEN_IDS = {
+    "pad_token_id": PAD, "unk_token_id": UNK, "bos_token_id": SOS, "eos_token_id": EOS, "cls_token_id": CLS,
+    "speaker_token_id": SPK, "listener_token_id": LSN,
+}
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short hash of the vocabulary (every token and its id): two tokenizers with the same fingerprint map every
+    word to the same id. Training stores it in the model's config (`config.tokenizer_fingerprint`)."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, config: Optional[Any] = None, source: str = "the tokenizer") -> None:
+    """Raise a `ValueError` if `tokenizer` is not an IAMM word-level tokenizer (special tokens at ids 0-6), or,
+    given a model `config`, if it is not the one the model was trained with: another vocabulary size, other
+    special-token ids, or (when the config records one) another vocabulary fingerprint. `source` names the
+    tokenizer (a folder) in the message."""
     ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     if ids != list(range(len(SPECIAL_TOKENS))):
         found = dict(zip(SPECIAL_TOKENS, ids))
         raise ValueError(
-            f"not an IAMM word-level tokenizer: special tokens must have ids 0-6 in the order {SPECIAL_TOKENS}, "
-            f"found {found}. Build one with modeling_iamm.build_tokenizer()."
+            f"{source} is not an IAMM word-level tokenizer: special tokens must have ids 0-6 in the order "
+            f"{SPECIAL_TOKENS}, found {found}. Build one with modeling_iamm.build_tokenizer()."
         )
+    if config is None:
+        return
+    what = "pass --tokenizer_name_or_path with the folder the model was trained with (its training output_dir)"
+    if len(tokenizer) != config.vocab_size:
+        raise ValueError(
+            f"{source} has {len(tokenizer)} tokens but the model was trained with a vocabulary of {config.vocab_size}: "
+            f"it is another run's tokenizer, and would turn every word into the wrong id; {what}"
+        )
+    for name, token in CONFIG_TOKEN_IDS.items():
+        expected = getattr(config, name, None)
+        if expected is not None and tokenizer.convert_tokens_to_ids(token) != expected:
+            raise ValueError(f"{source}: {token} has id {tokenizer.convert_tokens_to_ids(token)} but the model's "
+                             f"config.{name} is {expected}; {what}")
+    expected = getattr(config, "tokenizer_fingerprint", None)
+    if expected is not None and tokenizer_fingerprint(tokenizer) != expected:
+        raise ValueError(
+            f"{source} has the model's vocabulary size but other words (vocabulary fingerprint "
+            f"{tokenizer_fingerprint(tokenizer)}, the model's config.tokenizer_fingerprint is {expected}): it is "
+            f"another run's tokenizer; {what}"
+        )
+
+
+def load_tokenizer(name_or_path: str, config: Optional[Any] = None) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained` with errors that say what to do: a folder without tokenizer files, a path
+    that does not exist, or (given the model's `config`) a tokenizer the model was not trained with
+    (:func:`check_tokenizer`)."""
+    if os.path.isdir(name_or_path):
+        if not any(os.path.isfile(os.path.join(name_or_path, name)) for name in TOKENIZER_FILES):
+            raise FileNotFoundError(
+                f"{name_or_path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}): pass --tokenizer_name_or_path "
+                f"with the folder of the tokenizer the model was trained with (scripts/train.py saves it in its "
+                f"output_dir next to the model)"
+            )
+    elif not _could_be_hub_id(name_or_path):
+        raise FileNotFoundError(f"no such folder {name_or_path!r} (and it is not a Hub id): pass the folder that holds "
+                                f"tokenizer.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as e:
+        raise FileNotFoundError(f"no such folder {name_or_path!r} (and it is not a Hub id you can reach: {e})") from e
+    check_tokenizer(tokenizer, config, source=name_or_path)
+    return tokenizer
+
+
+def _could_be_hub_id(name: str) -> bool:
+    """A Hub id is `name` or `owner/name`, without `.`-relative or absolute path syntax."""
+    if name.startswith((".", "/", "~")) or os.sep != "/" and os.sep in name:
+        return False
+    return name.count("/") <= 1 and bool(name.strip())

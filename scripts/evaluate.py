@@ -1,64 +1,93 @@
 #!/usr/bin/env python
-"""Evaluate a saved or Hub IAMM on a split with the paper's protocol; writes predictions.jsonl and metrics.json.
+"""Evaluate a saved or Hub IAMM on a split with the paper's protocol; writes predictions.jsonl, manifest.json and
+metrics.json.
 
     python scripts/evaluate.py --model_name_or_path runs/iamm --data path/to/ed --split valid --output_dir eval/valid
     python scripts/evaluate.py --model_name_or_path runs/iamm --test_file ed/test.csv --split test --output_dir eval/test
     python scripts/evaluate.py ... --use_situation false     # the same model without the situation text
 
 Greedy decoding up to 50 tokens by default (--num_beams / --do_sample for others). Re-running after an
-interruption continues where it stopped; a finished evaluation is kept unless --overwrite_output true.
+interruption continues where it stopped, only with the same model, tokenizer, data and settings (manifest.json
+records them; a difference is refused, naming it); a finished evaluation is kept unless --overwrite_output true.
+The length limits are the model's (saved by train.py) unless given; non-finite metrics fail the run.
 """
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import DTYPES, parse_args, parse_dtype
+from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import run_evaluation
 from modeling_iamm.preparation import DataArguments, prepare_data
+from modeling_iamm.tokenization import load_tokenizer
+from modeling_iamm.training import load_model
 
 
 @dataclass
 class EvaluationArguments:
     model_name_or_path: str = field(metadata={"help": "Saved folder or Hub id of an IAMM (its tokenizer included)."})
-    output_dir: str = field(metadata={"help": "Where predictions.jsonl and metrics.json go."})
+    output_dir: str = field(metadata={"help": "Where predictions.jsonl, manifest.json and metrics.json go."})
     split: str = field(default="valid", metadata={"help": "Split to evaluate (valid, test, ...)."})
     batch_size: int = field(default=32, metadata={"help": "Samples per batch."})
     max_new_tokens: int = field(default=50, metadata={"help": "Longest response (paper: 50)."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: greedy, the paper's protocol)."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam decoding."})
     top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling threshold (with --do_sample)."})
+    num_return_sequences: Optional[int] = field(
+        default=None, metadata={"help": "Responses per sample (with --do_sample or beams; >1 gives a list per record)."}
+    )
     use_situation: Optional[bool] = field(
         default=None, metadata={"help": "false: evaluate without the situation text (the model must have been saved with it)."}
     )
     with_associations: bool = field(default=True, metadata={"help": "Write the associated words of every sample."})
-    overwrite_output: bool = field(default=False, metadata={"help": "Replace a finished evaluation in output_dir."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace the evaluation in output_dir (finished or not)."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
-    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16."})
+    dtype: str = field(default="float32", metadata={"help": f"Weights' dtype: one of {', '.join(DTYPES)}."})
     trust_remote_code: bool = field(default=True, metadata={"help": "Load the checkpoint's own code (Hub ids)."})
+
+    def __post_init__(self):
+        parse_dtype(self.dtype)
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+
+
+def _where(path):
+    """A local path as an absolute path (the manifest compares them), anything else (a Hub id) as it is."""
+    if isinstance(path, dict):
+        return {k: _where(v) for k, v in path.items()}
+    return os.path.abspath(path) if isinstance(path, str) and os.path.exists(path) else path
 
 
 def main(argv=None):
     args, data_args = parse_args((EvaluationArguments, DataArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"use_situation": args.use_situation} if args.use_situation is not None else {}
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path, dtype=getattr(torch, args.dtype),
-                                                  trust_remote_code=args.trust_remote_code, **overrides)
+    model = load_model(args.model_name_or_path, dtype=parse_dtype(args.dtype),
+                       trust_remote_code=args.trust_remote_code, **overrides)
     model.to(args.device)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(data_args.tokenizer_name_or_path or args.model_name_or_path, model.config)
     data_args.splits = [args.split]
     data, tokenizer = prepare_data(data_args, tokenizer)
+    limits = data_args.length_limits(getattr(model.config, "length_limits", None))
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, **limits)
     generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample}
     if args.top_p is not None:
         generate_kwargs["top_p"] = args.top_p
+    if args.num_return_sequences is not None:
+        generate_kwargs["num_return_sequences"] = args.num_return_sequences
+    run_info = {"model": _where(args.model_name_or_path), "data": _where(data_args.source), "split": args.split,
+                "max_samples": data_args.max_samples, "skip_invalid": data_args.skip_invalid,
+                "knowledge_file": _where(data_args.knowledge_file), "dtype": str(parse_dtype(args.dtype))}
     extra = {"model": args.model_name_or_path, "split": args.split, "use_situation": model.config.use_situation,
              "implicit_association": model.config.use_implicit_association}
     metrics = run_evaluation(model, tokenizer, data[args.split], args.output_dir, args.batch_size,
-                             args.with_associations, args.overwrite_output, extra_metrics=extra, **generate_kwargs)
+                             args.with_associations, args.overwrite_output, extra_metrics=extra, collator=collator,
+                             run_info=run_info, **generate_kwargs)
     print(json.dumps(metrics, indent=2))
 
 

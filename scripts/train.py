@@ -10,6 +10,11 @@ Presets (modeling_iamm/cli.py) set defaults that any flag overrides: `paper` (th
 `tiny`. The final output directory is a complete save_pretrained folder (weights, config with auto_map, code,
 tokenizer): the best checkpoint by `--metric_for_best_model` (paper preset: validation perplexity, as the authors'
 code) when the run evaluates, else the last. `--max_train_seconds` stops a run on a wall-clock budget.
+
+`--overwrite_output_dir true` moves an existing run aside (to `<output_dir>.replaced-<time>`, logged) so that no old
+checkpoint is resumed by mistake. Length limits (`--max_utterance_length`, ...; defaults cover ED) are saved in the
+model's config, with the tokenizer's fingerprint and the word-vector initialisation (`--word_vectors`), so that
+evaluation applies the same; how many texts they cut is logged and written to train_summary.json.
 """
 
 import json
@@ -23,7 +28,9 @@ from transformers import TrainerCallback, set_seed
 from modeling_iamm.cli import parse_args
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.preparation import DataArguments, prepare_data
-from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model
+from modeling_iamm.tokenization import check_tokenizer, tokenizer_fingerprint
+from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model,
+                                    prepare_output_dir, resolve_resume_checkpoint)
 
 logger = logging.getLogger("train")
 
@@ -42,35 +49,41 @@ def main(argv=None):
     data_args, model_args, training_args = parse_args((DataArguments, ModelArguments, IAMMTrainingArguments), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
-    if (os.path.isdir(training_args.output_dir) and os.listdir(training_args.output_dir)
-            and not training_args.resume_from_checkpoint and not training_args.overwrite_output_dir):
-        sys.exit(f"{training_args.output_dir} is not empty: pass --resume_from_checkpoint true to continue that run, "
-                 f"or --overwrite_output_dir true to start over (its checkpoints will be replaced)")
+    with training_args.main_process_first(desc="checking output_dir"):
+        aside = prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
+                                   training_args.resume_from_checkpoint, training_args.process_index == 0)
+    if aside:
+        logger.warning("--overwrite_output_dir: moved the previous contents of %s to %s", training_args.output_dir, aside)
+    resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     set_seed(training_args.seed)
     if model_args.model_name_or_path and not data_args.tokenizer_name_or_path:
         data_args.tokenizer_name_or_path = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing data"):
-        data, tokenizer = prepare_data(data_args)
+        data, tokenizer, word_counts = prepare_data(data_args, return_train_word_counts=True)
     has_knowledge = "situation_knowledge" in data["train"].column_names
-    model = build_model(model_args, tokenizer, has_knowledge)
+    model = build_model(model_args, tokenizer, has_knowledge, token_counts=word_counts)
+    check_tokenizer(tokenizer, model.config, source=data_args.tokenizer_name_or_path or "the tokenizer")
+    limits = data_args.length_limits(getattr(model.config, "length_limits", None))
+    # saved with every checkpoint: evaluation applies the same limits and checks it has the same tokenizer
+    model.config.update({"length_limits": limits, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)})
     eval_split = "valid" if "valid" in data else None
     if training_args.eval_strategy != "no" and eval_split is None:
         sys.exit("evaluation is on but the data has no valid split (pass it, or --eval_strategy no)")
     counter = CountBatches()
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, return_oov_words=False, **limits)
     trainer = IAMMTrainer(
         model=model, args=training_args, train_dataset=data["train"],
         eval_dataset=data[eval_split] if eval_split else None, processing_class=tokenizer,
-        data_collator=IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, return_oov_words=False),
-        callbacks=[counter],
+        data_collator=collator, callbacks=[counter],
     )
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "false"):
-        resume = resume.lower() == "true"
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.time() - start
     print(f"[rank {training_args.process_index}/{training_args.world_size}] took part in {counter.steps} optimizer "
           f"steps (global step {trainer.state.global_step})", flush=True)
+    truncated = collator.truncation_report()
+    if truncated:
+        logger.warning("length limits %s cut %s (texts per limit; turns: samples) on this process", limits, truncated)
     trainer.save_model(training_args.output_dir)  # the best checkpoint when load_best_model_at_end, else the last
     if trainer.is_world_process_zero():
         summary = {
@@ -79,11 +92,12 @@ def main(argv=None):
             "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
             "train_loss": result.training_loss, "implicit_association": model.config.use_implicit_association,
             "samples": {split: ds.num_rows for split, ds in data.items()}, "vocabulary": len(tokenizer),
+            "length_limits": limits, "truncated": truncated,
+            "word_vectors": getattr(model.config, "word_vectors", None),
         }
         with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps(summary, indent=2))
-
 
 if __name__ == "__main__":
     main()
