@@ -1,0 +1,223 @@
+"""Failure modes of the scripts and their package code: resumed evaluations that would mix runs, overwritten runs
+whose checkpoints survive, unbounded lengths, unhelpful errors, NaN metrics."""
+
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import EvalPrediction
+
+from modeling_iamm import SAMPLE_DATA_DIR, IAMMDataCollator, build_tokenizer
+from modeling_iamm.cli import parse_dtype
+from modeling_iamm.evaluation import NonFiniteMetricError, check_finite_metrics
+from modeling_iamm.tokenization import check_tokenizer, load_tokenizer
+from modeling_iamm.training import (IAMMTrainingArguments, check_checkpoint_files, compute_eval_metrics, load_model,
+                                    prepare_output_dir)
+
+TINY = ["--preset", "tiny", "--data", SAMPLE_DATA_DIR, "--use_cpu", "true", "--max_samples", "32",
+        "--disable_tqdm", "true", "--max_steps", "4", "--save_steps", "2", "--report_to", "none"]
+
+
+def train(argv):
+    from scripts.train import main
+
+    main(TINY + argv)
+
+
+def evaluate(model_dir, out, *extra):
+    from scripts.evaluate import main
+
+    main(["--model_name_or_path", str(model_dir), "--data", SAMPLE_DATA_DIR, "--split", "valid", "--output_dir",
+          str(out), "--max_samples", "12", "--batch_size", "5", "--max_new_tokens", "6", *extra])
+    return [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "iamm"
+    train(["--output_dir", str(out), "--max_utterance_length", "12"])
+    return out
+
+
+# ---- 1. resumed evaluations --------------------------------------------------------------------------------
+
+
+def test_resume_refuses_other_settings_and_model_and_completes_with_the_same(tmp_path, model_dir):
+    out = tmp_path / "eval"
+    records = evaluate(model_dir, out)
+    manifest = json.load(open(out / "manifest.json"))
+    assert manifest["length_limits"]["max_utterance_length"] == 12  # the limits saved by train.py
+    assert manifest["generation"]["num_beams"] == 1 and manifest["max_samples"] == 12
+    # interrupted after 4 records
+    lines = open(out / "predictions.jsonl").read().splitlines(keepends=True)
+    (out / "predictions.jsonl").write_text("".join(lines[:4]))
+    os.remove(out / "metrics.json")
+    with pytest.raises(ValueError, match=r"another evaluation \(generation: .*'num_beams': 1.* there, .*'num_beams': 3"):
+        evaluate(model_dir, out, "--num_beams", "3")
+    with pytest.raises(ValueError, match=r"max_samples: 12 there, 10 now"):
+        from scripts.evaluate import main
+
+        main(["--model_name_or_path", str(model_dir), "--data", SAMPLE_DATA_DIR, "--output_dir", str(out),
+              "--max_samples", "10", "--max_new_tokens", "6"])
+    with pytest.raises(ValueError, match=r"use_situation: True there, False now"):
+        evaluate(model_dir, out, "--use_situation", "false")
+    # another model (same path layout, one weight changed)
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    weights = load_file(other / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model_fingerprint: '\w+' there, '\w+' now"):
+        evaluate(other, out)
+    assert len(open(out / "predictions.jsonl").read().splitlines()) == 4  # nothing was appended by the refusals
+    # an empty metrics.json is not a finished evaluation; the same settings resume and give the same records
+    (out / "metrics.json").write_text("")
+    resumed = evaluate(model_dir, out)
+    assert [r["id"] for r in resumed] == [r["id"] for r in records]
+    assert [r["predicted_emotion"] for r in resumed] == [r["predicted_emotion"] for r in records]
+    assert json.load(open(out / "metrics.json"))["samples"] == 12
+    with pytest.raises(FileExistsError, match="already holds a finished evaluation"):
+        evaluate(model_dir, out)
+    # --overwrite_output starts over with the new settings
+    evaluate(model_dir, out, "--num_beams", "3", "--overwrite_output", "true")
+    assert json.load(open(out / "manifest.json"))["generation"]["num_beams"] == 3
+
+
+def test_beam_search_and_sampling_keep_each_samples_emotion(tmp_path, model_dir):
+    greedy = evaluate(model_dir, tmp_path / "greedy")
+    beams = evaluate(model_dir, tmp_path / "beams", "--num_beams", "3")
+    sampled = evaluate(model_dir, tmp_path / "sampled", "--do_sample", "true", "--num_return_sequences", "1")
+    emotions = [r["predicted_emotion"] for r in greedy]
+    assert len(set(emotions)) >= 1 and len(emotions) == 12
+    assert [r["predicted_emotion"] for r in beams] == emotions
+    assert [r["predicted_emotion"] for r in sampled] == emotions
+    assert all(isinstance(r["generated_response"], str) for r in beams + sampled)
+    assert [r["nll_sum"] for r in beams] == pytest.approx([r["nll_sum"] for r in greedy], rel=1e-4)
+
+
+def test_records_keep_the_samples_order_although_batches_are_sorted_by_length(tmp_path, model_dir):
+    from datasets import load_dataset  # noqa: F401  (datasets is what the script uses)
+
+    records = evaluate(model_dir, tmp_path / "eval")
+    from modeling_iamm.preparation import DataArguments, prepare_data
+
+    data, _ = prepare_data(DataArguments(data=SAMPLE_DATA_DIR, splits=["valid"], max_samples=12),
+                           load_tokenizer(str(model_dir)))
+    assert [r["id"] for r in records] == [f"{s['conv_id']}#{s['turn']}" for s in data["valid"]]
+
+
+# ---- 2. overwrite ------------------------------------------------------------------------------------------
+
+
+def test_overwrite_output_dir_moves_the_old_run_and_its_checkpoints_aside(tmp_path):
+    out = tmp_path / "run"
+    train(["--output_dir", str(out)])
+    old = load_file(out / "model.safetensors")
+    assert (out / "checkpoint-4").is_dir()
+    train(["--output_dir", str(out), "--overwrite_output_dir", "true", "--max_steps", "2", "--seed", "1"])
+    assert not (out / "checkpoint-4").exists()  # a later --resume_from_checkpoint cannot continue the old run
+    assert json.load(open(out / "train_summary.json"))["global_step"] == 2
+    aside = [p for p in os.listdir(tmp_path) if p.startswith("run.replaced-")]
+    assert len(aside) == 1 and (tmp_path / aside[0] / "checkpoint-4").is_dir()
+    assert torch.equal(load_file(tmp_path / aside[0] / "model.safetensors")[next(iter(old))], old[next(iter(old))])
+    with pytest.raises(SystemExit, match="is not empty"):
+        prepare_output_dir(str(out), overwrite=False, resume=None)
+    with pytest.raises(ValueError, match="contradict"):
+        IAMMTrainingArguments(output_dir=str(out), overwrite_output_dir=True, resume_from_checkpoint="true", use_cpu=True)
+
+
+# ---- 4. length limits --------------------------------------------------------------------------------------
+
+
+def test_length_limits_bound_the_batch_and_count_cuts(word_tokenizer):
+    collator = IAMMDataCollator(word_tokenizer, max_utterance_length=150, max_target_length=150, max_context_turns=2)
+    huge = " ".join(["word"] * 5000)
+    sample = {"conv_id": "x", "situation": "s", "context": ["a b", huge, "c"], "context_roles": ["speaker", "listener", "speaker"],
+              "target": huge, "emotion_id": 0}
+    batch = collator([sample, dict(sample, context=["a"], context_roles=["speaker"])])
+    assert batch["context_ids"].shape == (2, 2, 151) and batch["labels"].shape == (2, 151)
+    assert collator.truncation_report() == {"max_context_turns": 1, "max_utterance_length": 1, "max_target_length": 2}
+    with pytest.raises(ValueError, match="max_target_length must be >= 1"):
+        IAMMDataCollator(word_tokenizer, max_target_length=0)
+
+
+def test_data_arguments_resolve_limits_flag_then_saved_then_default():
+    from modeling_iamm.collator import DEFAULT_LENGTH_LIMITS
+    from modeling_iamm.preparation import DataArguments
+
+    args = DataArguments(data="x", max_utterance_length=30, max_target_length=0)
+    limits = args.length_limits({"max_situation_length": 40, "max_utterance_length": 99})
+    assert limits["max_utterance_length"] == 30 and limits["max_target_length"] is None
+    assert limits["max_situation_length"] == 40
+    assert limits["max_context_turns"] == DEFAULT_LENGTH_LIMITS["max_context_turns"]
+
+
+# ---- 5/8. errors that say what to fix ----------------------------------------------------------------------
+
+
+def test_tokenizer_errors(tmp_path, model_dir, word_tokenizer):
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json", "checkpoint-*"))
+    with pytest.raises(FileNotFoundError, match="has no tokenizer .* pass --tokenizer_name_or_path"):
+        evaluate(bare, tmp_path / "e1")
+    # --tokenizer_name_or_path is used: with the right tokenizer the bare folder evaluates
+    assert len(evaluate(bare, tmp_path / "e2", "--tokenizer_name_or_path", str(model_dir))) == 12
+    # another run's tokenizer is refused, by vocabulary size, and by fingerprint when the size is the same
+    other = tmp_path / "other_tok"
+    word_tokenizer.save_pretrained(other)
+    with pytest.raises(ValueError, match=r"tokens but the model was trained with a vocabulary of"):
+        evaluate(bare, tmp_path / "e3", "--tokenizer_name_or_path", str(other))
+    model = load_model(str(model_dir))
+    same_size = build_tokenizer([f"w{i}" for i in range(model.config.vocab_size - 7)])
+    assert len(same_size) == model.config.vocab_size
+    with pytest.raises(ValueError, match="other words .*fingerprint"):
+        check_tokenizer(same_size, model.config)
+    with pytest.raises(FileNotFoundError, match=r"no such folder 'runs/nope' \(and it is not a Hub id you can reach"):
+        load_model("runs/nope")
+    with pytest.raises(FileNotFoundError, match=r"no such folder '\./nope'"):
+        load_tokenizer("./nope")
+
+
+def test_truncated_checkpoint_files_are_named_with_the_previous_checkpoint(tmp_path, model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    check_checkpoint_files(str(run / "checkpoint-4"))  # intact: no error
+    path = run / "checkpoint-4" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"checkpoint-4/model.safetensors: .* truncated\. resume from the previous "
+                                         r"checkpoint instead \(--resume_from_checkpoint .*checkpoint-2\)"):
+        load_model(str(run / "checkpoint-4"))
+    optimizer = run / "checkpoint-2" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"checkpoint-2/optimizer.pt: not a complete torch file"):
+        train(["--output_dir", str(run), "--resume_from_checkpoint", str(run / "checkpoint-2")])
+
+
+def test_dtype_names_and_fp16_on_cpu():
+    assert parse_dtype("bf16") is parse_dtype("bfloat16") is torch.bfloat16
+    assert parse_dtype("FP16") is torch.float16 and parse_dtype("fp32") is torch.float32
+    with pytest.raises(ValueError, match=r"--dtype 'half' is not one of: float32, fp32, bfloat16, bf16"):
+        parse_dtype("half")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--fp16 true needs a CUDA GPU"):
+            IAMMTrainingArguments(output_dir="x", fp16=True, use_cpu=True)
+
+
+# ---- 6. non-finite metrics ---------------------------------------------------------------------------------
+
+
+def test_non_finite_metrics_fail_loudly():
+    stats = torch.tensor([[3.0, 2, 1], [float("nan"), 2, 1], [4.0, 3, 0]])
+    with pytest.raises(ValueError, match=r"eval_ppl=nan.* is not finite: 1 of 3 samples have a non-finite NLL"):
+        compute_eval_metrics(EvalPrediction(predictions=stats.numpy(), label_ids=torch.tensor([1, 1, 0]).numpy()))
+    finite = compute_eval_metrics(EvalPrediction(predictions=stats[[0, 2]].numpy(), label_ids=torch.tensor([1, 0]).numpy()))
+    assert math.isfinite(finite["ppl"])
+    records = [{"id": "a#1", "nll_sum": 1.0}, {"id": "b#1", "nll_sum": float("nan")}]
+    with pytest.raises(NonFiniteMetricError, match=r"ppl_paper=nan is not finite; 1 of 2 samples .*\(first: b#1\)"):
+        check_finite_metrics({"ppl_paper": float("nan"), "dist1_x100": 3.0}, records)
+    check_finite_metrics({"ppl_paper": 3.0}, records[:1])
