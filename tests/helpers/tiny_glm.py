@@ -107,3 +107,43 @@ def tiny_chatglm3_checkpoint(directory: str, with_tokenizer: bool = True, fmt: s
     if with_tokenizer:
         train_tiny_sentencepiece(directory)
     return directory
+
+
+def tiny_glm_folder(directory: str) -> str:
+    """The tiny ChatGLM3 checkpoint converted to a standard transformers `glm` folder (model + chat tokenizer)."""
+    from iamm.llm.chatglm3 import convert_chatglm3
+
+    source = os.path.join(directory, "chatglm3")
+    tiny_chatglm3_checkpoint(source)
+    return convert_chatglm3(source, os.path.join(directory, "glm"))
+
+
+EMOTIONS = ["joyful", "sad", "angry", "proud"]
+
+
+def write_instruction_dataset(directory: str, rows_per_split: int = 6, seed: int = 0) -> str:
+    """A small instruction dataset with the columns of `scripts/build_instructions.py`, as data/{split}.parquet."""
+    import pandas as pd
+
+    rng = random.Random(seed)
+    os.makedirs(os.path.join(directory, "data"), exist_ok=True)
+    for split in ("train", "valid", "test"):
+        rows = []
+        for i in range(rows_per_split):
+            context = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(rng.randint(1, 3))]
+            emotion, response = rng.choice(EMOTIONS), " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
+            situation = " ".join(rng.choice(WORDS) for _ in range(5))
+            system = "You are an empathetic listener."
+            user = f"Dialogue context: {' | '.join(context)}\nDialogue situation: {situation}"
+            rows.append({
+                "id": f"{split}{i}:{len(context)}", "conv_id": f"{split}{i}", "turn": len(context),
+                "situation": situation, "context": context, "context_roles": ["speaker"] * len(context),
+                "emotion": emotion, "response": response, "high_weight_words": ["dog"], "low_weight_words": ["my"],
+                "associations": json.dumps([["dog", "lost", 0.9]]),
+                "messages": [{"role": "system", "content": system},
+                             {"role": "user", "content": user + "\nHigh weight words: dog\nLow weight words: my"}],
+                "plain_messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "answer": f"Emotion: {emotion}\nResponse: {response}",
+            })
+        pd.DataFrame(rows).to_parquet(os.path.join(directory, "data", f"{split}.parquet"))
+    return directory

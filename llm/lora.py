@@ -1,0 +1,512 @@
+"""LoRA / QLoRA fine-tuning of a causal LM on IAMM_large's instruction data, and batched generation from it.
+
+The instruction data (`scripts/build_instructions.py`) has one row per listener turn; a row becomes
+`messages + [{"role": "assistant", "content": answer}]` rendered with the tokenizer's chat template. Only the answer
+tokens and the end-of-text token are trained (prompt labels are -100), as ChatGLM3's own fine-tuning recipe does.
+The base model is any causal LM (a Hub id or folder, e.g. Qwen, Llama, a ChatGLM3 folder converted with
+`scripts/convert_chatglm3.py`) or a raw ChatGLM3 folder (`model_type: chatglm`, loaded through `load_chatglm3`).
+
+Defaults follow the authors' IAMM_large run: LoRA r=8 on the attention's query/key/value projection (ChatGLM3's
+fused `query_key_value`; `q_proj,k_proj,v_proj` in the native `glm` architecture, the same parameters), lr 1e-3
+with a cosine schedule and no warm-up, batch 12 x 2 accumulation steps, 3 epochs, base model in 8 bits when CUDA
+is available. alpha 32 and dropout 0.1 are the common peft choices (the authors' values are not published).
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from transformers import TrainingArguments
+
+from .chatglm3 import chatglm3_stop_token_ids, is_chatglm3_checkpoint, load_chatglm3, load_chatglm3_tokenizer
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+INSTRUCTION_COLUMNS = ("messages", "plain_messages")
+_QKV_MODULES = {"glm": ["q_proj", "k_proj", "v_proj"], "glm4": ["q_proj", "k_proj", "v_proj"],
+                "chatglm": ["query_key_value"]}
+
+
+@dataclass
+class ModelLoadingArguments:
+    """How to load the base model.
+
+    Args:
+        model_name_or_path: Hub id or folder of a causal LM; a raw ChatGLM3 folder (`model_type: chatglm`) is
+            converted on the fly (`load_chatglm3`).
+        tokenizer_name_or_path: tokenizer to use (default: the model's).
+        load_in_8bit: bitsandbytes 8-bit base (default: on when CUDA is available and 4-bit is off).
+        load_in_4bit: QLoRA: bitsandbytes 4-bit NF4 base with double quantisation.
+        bnb_4bit_compute_dtype: compute dtype of 4-bit layers.
+        torch_dtype: dtype of the non-quantised weights.
+        trust_remote_code: allow model code from the checkpoint (not needed for ChatGLM3 here).
+    """
+
+    model_name_or_path: str = field(metadata={"help": "Hub id or folder of a causal LM, or a raw ChatGLM3 folder"})
+    tokenizer_name_or_path: Optional[str] = field(default=None, metadata={"help": "Default: the model's"})
+    load_in_8bit: Optional[bool] = field(default=None, metadata={
+        "help": "Base in 8 bits (bitsandbytes); default: true when CUDA is available and 4-bit is off"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: base in 4-bit NF4 with double quantisation"})
+    bnb_4bit_compute_dtype: str = field(default="bfloat16", metadata={
+        "help": "Compute dtype of the 4-bit layers: bfloat16, float16 or float32"})
+    torch_dtype: str = field(default="auto", metadata={
+        "help": "dtype of the non-quantised weights: auto, bfloat16, float16 or float32"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code shipped with the checkpoint"})
+
+    def __post_init__(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("--load_in_4bit and --load_in_8bit exclude each other: pick one")
+        if self.load_in_8bit is None:
+            self.load_in_8bit = torch.cuda.is_available() and not self.load_in_4bit
+        for name in ("bnb_4bit_compute_dtype", "torch_dtype"):
+            value = getattr(self, name)
+            if value not in ("auto", "bfloat16", "float16", "float32") or (name == "bnb_4bit_compute_dtype"
+                                                                          and value == "auto"):
+                raise ValueError(f"--{name} {value!r}: choose bfloat16, float16 or float32")
+
+
+@dataclass
+class LoraArguments(ModelLoadingArguments):
+    """Model, data and adapter options of `train_lora.py` (training options are `LoraTrainingArguments`).
+
+    Args:
+        data_dir: folder of the instruction dataset (`data/{split}.parquet` or `{split}.parquet`).
+        instruction_column: `messages` (with associated words) or `plain_messages` (without).
+        train_split, eval_split: split names.
+        max_length: longest training sequence; longer rows lose prompt tokens from the left, the answer is kept.
+        max_train_samples: use only the first N training rows (smoke runs).
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout.
+        target_modules: comma-separated module names (default: the attention's q/k/v projections).
+        merge: also write base + adapter merged into one model under `output_dir/merged`.
+    """
+
+    data_dir: str = field(default="", metadata={"help": "Instruction dataset folder (data/{split}.parquet)"})
+    instruction_column: str = field(default="messages", metadata={
+        "help": "messages (with associated words) or plain_messages (without)"})
+    train_split: str = field(default="train", metadata={"help": "Training split"})
+    eval_split: str = field(default="valid", metadata={"help": "Split evaluated when --eval_strategy is not no"})
+    max_length: int = field(default=1024, metadata={
+        "help": "Longest training sequence in tokens; the prompt is cut from the left, the answer kept"})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N training rows"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input"})
+    target_modules: Optional[str] = field(default=None, metadata={
+        "help": "Comma-separated modules to adapt; default the attention's query/key/value projections"})
+    merge: bool = field(default=False, metadata={"help": "Also save base + adapter merged (output_dir/merged)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.data_dir:
+            raise ValueError("--data_dir is required: the folder written by scripts/build_instructions.py")
+        if self.instruction_column not in INSTRUCTION_COLUMNS:
+            raise ValueError(f"--instruction_column {self.instruction_column!r}: choose one of {INSTRUCTION_COLUMNS}")
+        if self.max_length < 8:
+            raise ValueError(f"--max_length {self.max_length} is too small")
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r {self.lora_r} must be at least 1")
+
+
+@dataclass
+class LoraTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the authors' IAMM_large schedule as defaults (lr 1e-3, cosine, no warm-up, batch
+    12 x 2 accumulation, 3 epochs)."""
+
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (authors: 1e-3)"})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule (authors: cosine)"})
+    warmup_steps: float = field(default=0, metadata={"help": "Warm-up steps (authors: none)"})
+    per_device_train_batch_size: int = field(default=12, metadata={"help": "Batch per device (authors: 12)"})
+    gradient_accumulation_steps: int = field(default=2, metadata={"help": "Accumulation steps (authors: 2)"})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs (authors: 3)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns"})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps"})
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def load_instruction_splits(data_dir: str, splits: Sequence[str]):
+    """Load splits of the instruction dataset from `data_dir/data/{split}.parquet` (or `data_dir/{split}.parquet`)."""
+    from datasets import load_dataset
+
+    files = {}
+    for split in splits:
+        for candidate in (os.path.join(data_dir, "data", f"{split}.parquet"), os.path.join(data_dir, f"{split}.parquet")):
+            if os.path.isfile(candidate):
+                files[split] = candidate
+                break
+        else:
+            raise FileNotFoundError(f"{data_dir}: no data/{split}.parquet; build the instruction data with "
+                                    "scripts/build_instructions.py, or pick an existing split")
+    return load_dataset("parquet", data_files=files)
+
+
+def _render_ids(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool) -> List[int]:
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_ids(tokenizer, messages: List[Dict[str, str]], max_length: Optional[int] = None) -> List[int]:
+    """The chat prompt ending in the assistant's turn; cut from the left to `max_length` tokens if given."""
+    ids = _render_ids(tokenizer, messages, add_generation_prompt=True)
+    return ids[-max_length:] if max_length else ids
+
+
+def encode_training_example(tokenizer, messages: List[Dict[str, str]], answer: str, max_length: int) -> Dict[str, Any]:
+    """Token ids and labels of one instruction row: labels are -100 on the prompt, the answer ids then eos.
+
+    The answer tokens are what the full chat (with the assistant's answer) adds after the generation prompt, so the
+    training input equals the inference prompt followed by what the model must write. Too long: prompt tokens are
+    dropped from the left (`truncated` True); an answer alone longer than `max_length` is cut on the right.
+    """
+    prompt = _render_ids(tokenizer, messages, add_generation_prompt=True)
+    full = _render_ids(tokenizer, list(messages) + [{"role": "assistant", "content": answer}],
+                       add_generation_prompt=False)
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the chat template renders the conversation with the answer differently from the prompt "
+                         "it gives for generation; LoRA training needs a template whose prompt is a prefix")
+    target = full[len(prompt):]
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token; set one so that the model learns to stop")
+    if not target or target[-1] != tokenizer.eos_token_id:
+        target = target + [tokenizer.eos_token_id]
+    truncated = len(prompt) + len(target) > max_length
+    if truncated:
+        target = target[:max_length - 1]
+        prompt = prompt[-(max_length - len(target)):]
+    input_ids = prompt + target
+    return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt) + target, "truncated": truncated}
+
+
+def build_training_dataset(dataset, tokenizer, instruction_column: str, max_length: int):
+    """Tokenise instruction rows (`instruction_column` + `answer`) into `input_ids`/`labels`; logs truncations."""
+    for column in (instruction_column, "answer"):
+        if column not in dataset.column_names:
+            raise ValueError(f"instruction dataset has no {column!r} column (has {dataset.column_names})")
+
+    def encode(row):
+        return encode_training_example(tokenizer, row[instruction_column], row["answer"], max_length)
+
+    encoded = dataset.map(encode, remove_columns=dataset.column_names, desc="tokenising")
+    n_truncated = sum(encoded["truncated"])
+    logger.info("%d of %d rows longer than max_length=%d lost prompt tokens from the left", n_truncated,
+                len(encoded), max_length)
+    return encoded.remove_columns("truncated")
+
+
+@dataclass
+class CausalLMCollator:
+    """Right-pads `input_ids` with the pad id and `labels` with -100; builds the attention mask."""
+
+    pad_token_id: int
+
+    def __call__(self, features: List[Dict[str, List[int]]]) -> Dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# --------------------------------------------------------------------------------------------------------- model
+def _dtype(name: str):
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def quantization_config(args: ModelLoadingArguments):
+    """`BitsAndBytesConfig` for `--load_in_4bit` (NF4, double quant) or `--load_in_8bit`; None otherwise."""
+    if not (args.load_in_4bit or args.load_in_8bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if args.load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=_dtype(args.bnb_4bit_compute_dtype))
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The model's tokenizer (ChatGLM3's built from `tokenizer.model` for a raw ChatGLM3 folder), with a pad token."""
+    from transformers import AutoTokenizer
+
+    if os.path.isdir(name_or_path) and is_chatglm3_checkpoint(name_or_path):
+        tokenizer = load_chatglm3_tokenizer(name_or_path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{name_or_path}: the tokenizer has no chat template; use a chat model's tokenizer")
+    return tokenizer
+
+
+def load_base_model(args: ModelLoadingArguments, quantize: bool = True, device_map: Any = None):
+    """The base causal LM, quantised as `args` asks (unless `quantize` is False, e.g. for merging)."""
+    from transformers import AutoModelForCausalLM
+
+    qconfig = quantization_config(args) if quantize else None
+    if qconfig is not None and device_map is None:
+        device_map = {"": _local_device()}
+    kwargs = dict(dtype=_dtype(args.torch_dtype), device_map=device_map, quantization_config=qconfig)
+    if os.path.isdir(args.model_name_or_path) and is_chatglm3_checkpoint(args.model_name_or_path):
+        return load_chatglm3(args.model_name_or_path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code,
+                                                **kwargs)
+
+
+def _local_device() -> Any:
+    if torch.cuda.is_available():
+        return int(os.environ.get("LOCAL_RANK", 0))
+    return "cpu"
+
+
+def default_target_modules(model) -> Optional[List[str]]:
+    """The attention's query/key/value projections: `query_key_value` (ChatGLM), `q_proj,k_proj,v_proj` (glm and
+    any model with those names), or None (peft's own default for the model type)."""
+    model_type = getattr(model.config, "model_type", "")
+    if model_type in _QKV_MODULES:
+        return _QKV_MODULES[model_type]
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if {"q_proj", "k_proj", "v_proj"} <= names:
+        return ["q_proj", "k_proj", "v_proj"]
+    return None
+
+
+def add_lora(model, args: LoraArguments, gradient_checkpointing: bool = False):
+    """Wrap `model` with a LoRA adapter (after `prepare_model_for_kbit_training` for a quantised base)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets = args.target_modules.split(",") if args.target_modules else default_target_modules(model)
+    config = LoraConfig(task_type="CAUSAL_LM", r=args.lora_r, lora_alpha=args.lora_alpha,
+                        lora_dropout=args.lora_dropout, target_modules=targets)
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA on %s: %d trainable of %d parameters", config.target_modules, trainable, total)
+    return model
+
+
+def merge_adapter(base_args: ModelLoadingArguments, adapter_dir: str, output_dir: str, tokenizer=None) -> str:
+    """Reload the base unquantised, apply the adapter, merge and save one standard model folder."""
+    from peft import PeftModel
+
+    base = load_base_model(base_args, quantize=False)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -> Dict[str, Any]:
+    """Fine-tune a LoRA adapter on the instruction data; saves adapter, tokenizer and `lora_args.json` in
+    `training_args.output_dir` (and the merged model under `merged/` with `--merge`). Resumable with
+    `--resume_from_checkpoint`. Returns the training metrics."""
+    from transformers import Trainer
+
+    if training_args.gradient_checkpointing and training_args.gradient_checkpointing_kwargs is None:
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    tokenizer = load_tokenizer(lora_args.tokenizer_name_or_path or lora_args.model_name_or_path,
+                               lora_args.trust_remote_code)
+    do_eval = training_args.eval_strategy != "no"
+    splits = [lora_args.train_split] + ([lora_args.eval_split] if do_eval else [])
+    data = load_instruction_splits(lora_args.data_dir, splits)
+    train = data[lora_args.train_split]
+    if lora_args.max_train_samples is not None:
+        train = train.select(range(min(lora_args.max_train_samples, len(train))))
+    with training_args.main_process_first(desc="tokenising"):
+        train = build_training_dataset(train, tokenizer, lora_args.instruction_column, lora_args.max_length)
+        evaluation = (build_training_dataset(data[lora_args.eval_split], tokenizer, lora_args.instruction_column,
+                                             lora_args.max_length) if do_eval else None)
+    model = load_base_model(lora_args)
+    model = add_lora(model, lora_args, training_args.gradient_checkpointing)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+                      data_collator=CausalLMCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "1", "yes"):
+        resume = True
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model(training_args.output_dir)  # the adapter (and tokenizer), not the base
+    if trainer.is_world_process_zero():
+        with open(os.path.join(training_args.output_dir, "lora_args.json"), "w", encoding="utf-8") as f:
+            json.dump(asdict(lora_args), f, indent=2)
+        if lora_args.merge:
+            merge_adapter(lora_args, training_args.output_dir, os.path.join(training_args.output_dir, "merged"),
+                          tokenizer)
+    return result.metrics
+
+
+# ---------------------------------------------------------------------------------------------------- generation
+@dataclass
+class GenerationArguments(ModelLoadingArguments):
+    """Options of `generate_lora.py`.
+
+    Args:
+        adapter_dir: the LoRA adapter folder written by `train_lora.py` (None: the base model alone).
+        data_dir, split, instruction_column: which instruction rows to answer (column default: the adapter's).
+        output_file: predictions as JSONL lines `{"id", "output"}`, appended as batches finish; a sidecar
+            `<output_file>.manifest.json` records what produced them.
+        batch_size, max_new_tokens, max_prompt_length, do_sample, num_beams, temperature, top_p, seed: decoding.
+        max_samples: answer only the first N rows.
+    """
+
+    adapter_dir: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder (train_lora.py output)"})
+    data_dir: str = field(default="", metadata={"help": "Instruction dataset folder (data/{split}.parquet)"})
+    split: str = field(default="test", metadata={"help": "Split to answer"})
+    instruction_column: Optional[str] = field(default=None, metadata={
+        "help": "messages or plain_messages; default: the column the adapter was trained on"})
+    output_file: str = field(default="predictions.jsonl", metadata={"help": "JSONL of {id, output}"})
+    batch_size: int = field(default=8, metadata={"help": "Rows per generate() call"})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest reply"})
+    max_prompt_length: int = field(default=1024, metadata={"help": "Prompts are cut from the left to this length"})
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam search"})
+    num_beams: int = field(default=1, metadata={"help": "Beam width"})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass"})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling"})
+    max_samples: Optional[int] = field(default=None, metadata={"help": "Answer only the first N rows"})
+
+    def __post_init__(self):
+        if self.load_in_8bit is None:
+            self.load_in_8bit = False  # generation: full precision unless asked
+        super().__post_init__()
+        if not self.data_dir:
+            raise ValueError("--data_dir is required: the folder written by scripts/build_instructions.py")
+        if self.instruction_column is None and self.adapter_dir:
+            saved = os.path.join(self.adapter_dir, "lora_args.json")
+            if os.path.isfile(saved):
+                with open(saved, encoding="utf-8") as f:
+                    self.instruction_column = json.load(f).get("instruction_column")
+        self.instruction_column = self.instruction_column or "messages"
+        if self.instruction_column not in INSTRUCTION_COLUMNS:
+            raise ValueError(f"--instruction_column {self.instruction_column!r}: choose one of {INSTRUCTION_COLUMNS}")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("--batch_size and --max_new_tokens must be positive")
+
+
+def _fingerprint(folder: Optional[str]) -> Optional[str]:
+    """sha256 of the adapter weights, so predictions of a retrained adapter in the same folder are not mixed."""
+    if not folder:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("adapter_model") or name == "adapter_config.json":
+            with open(os.path.join(folder, name), "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def generation_manifest(args: GenerationArguments) -> Dict[str, Any]:
+    """What determines the predictions: base, adapter (path and weight hash), data, column and decoding."""
+    keys = ("model_name_or_path", "load_in_8bit", "load_in_4bit", "torch_dtype", "split", "instruction_column",
+            "max_new_tokens", "max_prompt_length", "do_sample", "num_beams", "temperature", "top_p", "seed",
+            "max_samples")
+    manifest = {k: getattr(args, k) for k in keys}
+    manifest["data_dir"] = os.path.abspath(args.data_dir)
+    manifest["adapter_dir"] = os.path.abspath(args.adapter_dir) if args.adapter_dir else None
+    manifest["adapter_sha256"] = _fingerprint(args.adapter_dir)
+    return manifest
+
+
+def read_finished_ids(output_file: str) -> set:
+    """Ids already in a predictions file; an incomplete last line (an interrupted write) is removed."""
+    if not os.path.isfile(output_file):
+        return set()
+    done, keep = set(), 0
+    with open(output_file, "rb") as f:
+        for line in f:
+            try:
+                done.add(json.loads(line)["id"])
+            except (ValueError, KeyError):
+                if line.endswith(b"\n"):
+                    raise ValueError(f"{output_file}: line {len(done) + 1} is not a prediction record; "
+                                     "remove the file or pick another --output_file") from None
+                logger.warning("%s: dropping an incomplete last line (interrupted write)", output_file)
+                break
+            keep += len(line)
+    with open(output_file, "rb+") as f:
+        f.truncate(keep)
+    return done
+
+
+def _check_manifest(args: GenerationArguments) -> None:
+    path = args.output_file + ".manifest.json"
+    manifest = generation_manifest(args)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        diff = {k: (previous.get(k), v) for k, v in manifest.items() if previous.get(k) != v}
+        if diff:
+            raise ValueError(f"{args.output_file} was written with other settings {diff} (old, new); pick another "
+                             "--output_file or delete it and its .manifest.json")
+    elif os.path.isfile(args.output_file) and os.path.getsize(args.output_file) > 0:
+        raise ValueError(f"{args.output_file} exists without {path}: cannot tell what produced it; pick another "
+                         "--output_file")
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+
+
+def _batches(rows: List[Dict[str, Any]], size: int) -> Iterable[List[Dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def generate_predictions(args: GenerationArguments) -> int:
+    """Answer the rows of `args.split` not yet in `args.output_file`; returns how many were written now."""
+    from transformers import set_seed
+
+    _check_manifest(args)
+    done = read_finished_ids(args.output_file)
+    rows = load_instruction_splits(args.data_dir, [args.split])[args.split]
+    if args.max_samples is not None:
+        rows = rows.select(range(min(args.max_samples, len(rows))))
+    todo = [r for r in rows.select_columns(["id", args.instruction_column]) if r["id"] not in done]
+    logger.info("%d rows to answer (%d already in %s)", len(todo), len(done), args.output_file)
+    if not todo:
+        return 0
+    set_seed(args.seed)
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.adapter_dir or args.model_name_or_path,
+                               args.trust_remote_code)
+    tokenizer.padding_side = "left"
+    model = load_base_model(args)
+    if args.adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter_dir)
+    model.eval()
+    device = next(model.parameters()).device
+    stop_ids = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    if "<|assistant|>" in tokenizer.get_vocab() and "[gMASK]" in tokenizer.get_vocab():
+        stop_ids = chatglm3_stop_token_ids(tokenizer)
+    written = 0
+    with open(args.output_file, "a", encoding="utf-8") as out:
+        for batch in _batches(todo, args.batch_size):
+            prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length) for r in batch]
+            enc = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
+            with torch.no_grad():
+                generated = model.generate(
+                    **enc, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams,
+                    temperature=args.temperature if args.do_sample else None,
+                    top_p=args.top_p if args.do_sample else None, eos_token_id=stop_ids,
+                    pad_token_id=tokenizer.pad_token_id)
+            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            for row, ids in zip(batch, new_tokens):
+                text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                out.write(json.dumps({"id": row["id"], "output": text}, ensure_ascii=False) + "\n")
+            out.flush()
+            written += len(batch)
+    return written

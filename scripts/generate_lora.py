@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Answer a split of the instruction data with a base model + LoRA adapter; JSONL predictions, resumable.
+
+    python scripts/generate_lora.py --model_name_or_path models/chatglm3-6b-glm \
+        --adapter_dir runs/iamm-large-lora --data_dir data/iamm_instructions --split test \
+        --output_file runs/iamm-large-lora/test_predictions.jsonl --batch_size 16
+
+Each line is `{"id": "<conv>:<turn>", "output": "<generated text>"}`, appended as batches finish. Run the same
+command again to continue: finished ids are skipped. A sidecar `<output_file>.manifest.json` records the base,
+the adapter (path and weight hash), the data and the decoding settings; other settings refuse the file.
+Greedy decoding by default; prompts are left-padded.
+"""
+
+import logging
+import sys
+
+from iamm.llm.lora import GenerationArguments, generate_predictions
+from modeling_iamm.cli import parse_args
+
+
+def main(argv=None):
+    (args,) = parse_args((GenerationArguments,), argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        written = generate_predictions(args)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"generate_lora: {err}")
+    logging.getLogger("generate_lora").info("wrote %d predictions to %s", written, args.output_file)
+
+
+if __name__ == "__main__":
+    main()

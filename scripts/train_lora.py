@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""LoRA / QLoRA fine-tuning of a causal LM on IAMM_large's instruction data (Trainer; `accelerate launch` works).
+
+    python scripts/train_lora.py --model_name_or_path models/chatglm3-6b-glm --data_dir data/iamm_instructions \
+        --output_dir runs/iamm-large-lora --fp16 true
+    python scripts/train_lora.py ... --instruction_column plain_messages   # the ablation without associated words
+    python scripts/train_lora.py ... --load_in_4bit true --bf16 true        # QLoRA (NF4, double quantisation)
+    python scripts/train_lora.py ... --resume_from_checkpoint true          # continue an interrupted run
+
+Defaults are the authors' run: LoRA r=8 on the query/key/value projection, lr 1e-3 cosine without warm-up, batch
+12 x 2 accumulation, 3 epochs, base in 8 bits when CUDA is available. The output folder holds the adapter, the
+tokenizer and `lora_args.json` (plus `merged/` with `--merge true`).
+"""
+
+import logging
+import os
+import sys
+
+from transformers import set_seed
+
+from iamm.llm.lora import LoraArguments, LoraTrainingArguments, train_lora
+from modeling_iamm.cli import parse_args
+
+
+def main(argv=None):
+    lora_args, training_args = parse_args((LoraArguments, LoraTrainingArguments), argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
+    out = training_args.output_dir
+    if (os.path.isdir(out) and os.listdir(out) and not training_args.resume_from_checkpoint
+            and not training_args.overwrite_output_dir):
+        sys.exit(f"{out} is not empty: pass --resume_from_checkpoint true to continue that run, or "
+                 "--overwrite_output_dir true to start over")
+    set_seed(training_args.seed)
+    metrics = train_lora(lora_args, training_args)
+    logging.getLogger("train_lora").info("done: %s", metrics)
+
+
+if __name__ == "__main__":
+    main()
