@@ -14,6 +14,17 @@ the speaker is the one who wrote the situation and speaks at odd `utterance_idx`
 and `dev` are renamed `valid`. Text keeps its case here (normalisation happens in the tokenizer, see
 :mod:`modeling_iamm.text`); only the release's `_comma_` escaping is undone.
 
+The release format is read strictly. A line must have the 8 columns (a 9th is the test split's inline label
+candidates, accepted only when `selfeval` still has its `a|b|c_d|e|f` shape, i.e. no text comma shifted the
+columns); more fields mean a comma inside `prompt` or `utterance` not written as `_comma_`, which cannot be undone
+unambiguously (either text could hold it), so it is an error naming the line, never a silently cut text; fewer
+mean a cut line. A quoted CSV row must have as many values as the header and close its quotes. Rows of one
+conversation must agree on the emotion, `speaker` (when given) must match the parity of `utterance_idx` (odd: the
+speaker), and turns must be numbered 1..n without gaps. A split may come from one file or from shards
+(`train-00000-of-00002.parquet`, ...), never from two files of different names or formats (`train.csv` and
+`train.jsonl` would load every conversation twice). A file that is not UTF-8, holds no conversation or whose every
+conversation is invalid is an error naming it.
+
 Bad input raises :class:`EDFormatError` naming the file, the line (or row) and the field. With
 `skip_invalid=True` the affected conversations are dropped instead, and a :class:`SkipReport` counts them by
 reason (logged, and returned with `return_report=True`): nothing is ever dropped silently.
@@ -28,6 +39,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
@@ -117,6 +129,31 @@ def _open_text(path: str) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
+_SELFEVAL = re.compile(r"^(\d+\|\d+\|\d+_\d+\|\d+\|\d+)?$")  # the release's self-evaluation scores, or empty
+_SHARD = re.compile(r"^[^-]+-\d+-of-\d+\.")  # Hub shards: train-00000-of-00002.parquet
+
+
+def _release_row(path: str, lineno: int, line: str) -> Union[Dict[str, Any], EDFormatError]:
+    """One line of the release format (no quoting, `_comma_` escapes) as a row, or the error that says why not."""
+    parts = line.split(",")
+    where = f"line {lineno}"
+    conv_id = parts[0].strip() or None
+    n = len(RELEASE_COLUMNS)
+    if len(parts) < n:
+        return EDFormatError(path, where, "line",
+                             f"broken CSV line: {len(parts)} comma-separated fields, expected {n} "
+                             f"({','.join(RELEASE_COLUMNS)}): the line is cut before '{RELEASE_COLUMNS[len(parts)]}'",
+                             conv_id=conv_id)
+    shifted = not parts[4].strip().isdigit() or not _SELFEVAL.match(parts[6].strip())
+    if len(parts) > n + 1 or (len(parts) == n + 1 and shifted):
+        field = "prompt" if not parts[4].strip().isdigit() else "utterance"
+        return EDFormatError(path, where, field,
+                             f"broken CSV line: {len(parts)} comma-separated fields for the {n} columns: the {field} "
+                             f"text has a comma not written as _comma_ (the release's escape); escape it, or write "
+                             f"the file with a CSV library (quoted fields)", conv_id=conv_id)
+    return dict(zip(RELEASE_COLUMNS, parts[:n]))
+
+
 def _iter_csv(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatError]]]:
     with _open_text(path) as f:
         header = f.readline().rstrip("\r\n").split(",")
@@ -128,33 +165,35 @@ def _iter_csv(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatEr
             # (A quoted CSV, written by a CSV library, has no `_comma_` and quotes fields with commas.)
             for lineno, line in enumerate(f, start=2):
                 line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                parts = line.split(",")
-                if len(parts) < 6:
-                    yield f"line {lineno}", EDFormatError(
-                        path, f"line {lineno}", "line",
-                        f"broken CSV line: expected at least 6 comma-separated fields "
-                        f"({','.join(RELEASE_COLUMNS[:6])}), got {len(parts)}",
-                        conv_id=parts[0].strip() or None,
-                    )
-                    continue
-                yield f"line {lineno}", dict(zip(RELEASE_COLUMNS, parts[:8]))
+                if line.strip():
+                    yield f"line {lineno}", _release_row(path, lineno, line)
             return
         f.seek(0)
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, strict=True)
         try:
             for row in reader:
+                where = f"line {reader.line_num}"
                 if None in row:  # more values than header columns
-                    yield f"line {reader.line_num}", EDFormatError(
-                        path, f"line {reader.line_num}", "line",
+                    yield where, EDFormatError(
+                        path, where, "line",
                         f"broken CSV line: {len(reader.fieldnames) + len(row[None])} values for "
-                        f"{len(reader.fieldnames)} header columns",
+                        f"{len(reader.fieldnames)} header columns (a text with an unquoted comma?)",
+                        conv_id=(row.get("conv_id") or "").strip() or None,
                     )
                     continue
-                yield f"line {reader.line_num}", row
+                missing = [name for name in reader.fieldnames if row.get(name) is None]
+                if missing:
+                    yield where, EDFormatError(
+                        path, where, "line",
+                        f"broken CSV line: {len(reader.fieldnames) - len(missing)} of {len(reader.fieldnames)} "
+                        f"values; the line is cut before '{missing[0]}'",
+                        conv_id=(row.get("conv_id") or "").strip() or None,
+                    )
+                    continue
+                yield where, row
         except csv.Error as e:
-            yield f"line {reader.line_num}", EDFormatError(path, f"line {reader.line_num}", "line", f"broken CSV line: {e}")
+            yield f"line {reader.line_num}", EDFormatError(path, f"line {reader.line_num}", "line",
+                                                           f"broken CSV line: {e} (a quoted field is not closed)")
 
 
 def _iter_jsonl(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatError]]]:
@@ -165,7 +204,10 @@ def _iter_jsonl(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormat
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                yield f"line {lineno}", EDFormatError(path, f"line {lineno}", "line", f"invalid JSON: {e.msg}")
+                # a broken line drops its whole conversation when its conv_id can still be read
+                found = re.search(r'"conv_id"\s*:\s*"((?:[^"\\]|\\.)*)"', line)
+                yield f"line {lineno}", EDFormatError(path, f"line {lineno}", "line", f"invalid JSON: {e.msg}",
+                                                      conv_id=found.group(1) if found else None)
                 continue
             if not isinstance(row, dict):
                 yield f"line {lineno}", EDFormatError(path, f"line {lineno}", "line", "expected a JSON object")
@@ -178,7 +220,28 @@ def _iter_dataset_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[Tuple[str,
         yield f"row {i}", dict(row)
 
 
+def _first_undecodable_line(path: str) -> Tuple[int, str]:
+    """(line number, error) of the first line of `path` that is not UTF-8."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return lineno, f"byte {raw[e.start:e.start + 1]!r} at column {e.start + 1}"
+    return 0, "unknown position"
+
+
 def _iter_file(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatError]]]:
+    try:
+        yield from _iter_file_unchecked(path)
+    except UnicodeDecodeError:
+        lineno, what = _first_undecodable_line(path)
+        raise EDFormatError(path, f"line {lineno}", "encoding",
+                            f"not UTF-8 text ({what}); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _iter_file_unchecked(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatError]]]:
     name = path.lower()
     if name.endswith((".csv", ".csv.gz")):
         return _iter_csv(path)
@@ -222,6 +285,16 @@ def _emotion_field(row: Mapping[str, Any], source: str, location: str) -> str:
     if label not in EMOTION_TO_ID:
         raise EDFormatError(source, location, name, f"unknown emotion {value!r}; expected one of the 32 ED labels")
     return label
+
+
+def _check_speaker(value: Any, idx: int, source: str, location: str) -> None:
+    """A `speaker` field, when present, must be the role that `utterance_idx` implies (odd: speaker)."""
+    if value is None:
+        return
+    expected = SPEAKER if idx % 2 == 1 else LISTENER
+    if str(value).strip().lower() != expected:
+        raise EDFormatError(source, location, "speaker",
+                            f"{value!r} but utterance_idx {idx} is the {expected}'s turn (odd: speaker, even: listener)")
 
 
 def _utterance_idx(value: Any, source: str, location: str) -> int:
@@ -273,7 +346,14 @@ class _Builder:
         conv = self.conversations.get(conv_id)
         if conv is None:
             conv = self.conversations[conv_id] = self._new(conv_id, location, row)
+        else:
+            emotion = _emotion_field(row, self.source, location)
+            if emotion != conv["emotion"]:
+                raise EDFormatError(self.source, location, _first(row, ("emotion", "context"))[0],
+                                    f"emotion {emotion!r} differs from {conv['emotion']!r} given for {conv_id} at "
+                                    f"{conv['location']}; a conversation has one emotion")
         idx = _utterance_idx(_first(row, ("utterance_idx",))[1], self.source, location)
+        _check_speaker(row.get("speaker"), idx, self.source, location)
         if idx in conv["turns"]:
             raise EDFormatError(self.source, location, "utterance_idx", f"duplicate utterance_idx {idx} in {conv_id}")
         conv["turns"][idx] = _text_field(row, ("utterance", "text"), self.source, location)
@@ -291,6 +371,7 @@ class _Builder:
                 idx, text = k + 1, _text_field({"text": turn}, ("text",), self.source, where)
             elif isinstance(turn, Mapping):
                 idx = _utterance_idx(turn.get("utterance_idx", k + 1), self.source, where)
+                _check_speaker(turn.get("speaker"), idx, self.source, where)
                 text = _text_field(turn, ("text", "utterance"), self.source, where)
             else:
                 raise EDFormatError(self.source, where, "turns", f"expected text or an object, got {type(turn).__name__}")
@@ -299,7 +380,17 @@ class _Builder:
             conv["turns"][idx] = text
         self.conversations[conv_id] = conv
 
+    def _check_numbering(self) -> None:
+        for conv_id, conv in self.conversations.items():
+            indices = sorted(conv["turns"])
+            if conv_id not in self.errors and indices != list(range(1, len(indices) + 1)):
+                missing = sorted(set(range(1, indices[-1] + 1)) - set(indices))
+                self.errors[conv_id] = EDFormatError(
+                    self.source, conv["location"], "utterance_idx",
+                    f"conversation {conv_id} lacks utterance_idx {missing}: a turn is missing", conv_id=conv_id)
+
     def finish(self, split: str, skip_invalid: bool, report: SkipReport) -> List[Dict[str, Any]]:
+        self._check_numbering()
         if self.errors and not skip_invalid:
             raise next(iter(self.errors.values()))
         for error in self.errors.values():
@@ -319,6 +410,13 @@ class _Builder:
                     "speakers": [SPEAKER if i % 2 == 1 else LISTENER for i in indices],
                 }
             )
+        if not out:
+            if self.errors:
+                raise EDFormatError(self.source, "every row", "conv_id",
+                                    f"all {len(self.errors)} conversation(s) are invalid, none is left; first error: "
+                                    f"{next(iter(self.errors.values()))}")
+            raise EDFormatError(self.source, "whole file", "conv_id",
+                                "no conversation in the file (empty, or only a header line)")
         return out
 
 
@@ -356,6 +454,14 @@ def find_split_files(directory: str) -> Dict[str, List[str]]:
             if os.path.isfile(path) and name.lower().endswith(DATA_EXTENSIONS):
                 found.setdefault(_split_of_file(path), []).append(path)
         if found:
+            for split, paths in found.items():
+                names = [os.path.basename(p) for p in paths]
+                if len(paths) > 1 and not all(_SHARD.match(n) for n in names):
+                    raise ValueError(
+                        f"{folder}: split '{split}' has several files ({', '.join(names)}): they would be read "
+                        f"together and repeat or mix conversations; keep one (or shards named "
+                        f"'{split}-00000-of-0000N.<ext>'), or pass the file with --train_file/--validation_file"
+                    )
             return found
     raise FileNotFoundError(
         f"{directory}: no EmpatheticDialogues files ({', '.join(DATA_EXTENSIONS)}) found in it or in its data/ folder"

@@ -157,3 +157,102 @@ def test_missing_split_is_a_clear_error(sample_conversations):
 
     with pytest.raises(ValueError, match=r"split\(s\) \['test'\] not found"):
         load_empathetic_dialogues(SAMPLE_DATA_DIR, splits=["test"])
+
+
+# ---- defects of the loader that silently cut, duplicated or mixed data -------------------------------------
+
+
+def _load_error(path, **kwargs):
+    with pytest.raises(EDFormatError) as err:
+        load_empathetic_dialogues(str(path), **kwargs)
+    return err.value
+
+
+def test_an_unescaped_comma_in_release_text_is_an_error_not_a_cut_text(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(HEADER + "\n" + GOOD + "hit:9_conv:9,1,afraid,situation,7,well, I think so, really,,\n")
+    e = _load_error(path)
+    assert (e.location, e.field) == ("line 4", "utterance") and "not written as _comma_" in str(e)
+    path.write_text(HEADER + "\n" + GOOD + "hit:9_conv:9,1,afraid,dark, cold night,7,hello,,\n")
+    assert (_load_error(path).location, _load_error(path).field) == ("line 4", "prompt")
+    # the test split's 9th column (inline label candidates) is not a comma in the text
+    path.write_text(HEADER + "\n" + GOOD + "hit:9_conv:9,1,afraid,situation,7,hello,5|5|5_2|2|5,,a|b\n")
+    assert load_empathetic_dialogues(str(path))["train"]["utterances"][1] == ["hello"]
+
+
+@pytest.mark.parametrize("tail, location", [
+    ("hit:9_conv:9,1,afraid,situation,7,hello ther", "line 4"),  # cut after 6 fields, no newline
+    ("hit:9_conv:9,1,afraid,situation,7,hello,,\nhit:9_conv:9,2,afraid,situation,8,hi,", "line 5"),  # 7 fields
+])
+def test_a_cut_last_release_line_is_an_error(tmp_path, tail, location):
+    path = tmp_path / "train.csv"
+    path.write_text(HEADER + "\n" + GOOD + tail)
+    e = _load_error(path)
+    assert e.location == location and "the line is cut" in str(e)
+
+
+def test_a_quoted_csv_cut_inside_a_quoted_field_or_short_of_values_is_an_error(tmp_path):
+    path = tmp_path / "train.csv"
+    head = HEADER + '\nhit:1_conv:2,1,afraid,"I was scared, really",7,"it was dark",,\n'
+    path.write_text(head + 'hit:1_conv:2,2,afraid,"I was scared, really",8,"oh no, tha')
+    assert "quoted field is not closed" in str(_load_error(path))
+    path.write_text(head + 'hit:1_conv:2,2,afraid,"I was scared, really",8,"oh no"\n')
+    e = _load_error(path)
+    assert e.location == "line 3" and "6 of 8 values" in str(e)
+
+
+def test_two_files_for_one_split_are_refused(tmp_path, reference):
+    convs = list(reference)[:3]
+    write_release_csv(tmp_path / "train.csv", convs)
+    write_jsonl(str(tmp_path / "train.jsonl"), conversation_rows(convs))
+    with pytest.raises(ValueError, match=r"split 'train' has several files \(train.csv, train.jsonl\)"):
+        load_empathetic_dialogues(str(tmp_path))
+    # Hub shards of one split are read together
+    shards = tmp_path / "hub" / "data"
+    shards.mkdir(parents=True)
+    for k, part in enumerate([convs[:2], convs[2:]]):
+        Dataset.from_list(list(_utterance_rows(part))).to_parquet(str(shards / f"train-0000{k}-of-00002.parquet"))
+    assert load_empathetic_dialogues(str(tmp_path / "hub"))["train"].num_rows == 3
+
+
+def test_a_broken_jsonl_line_drops_its_whole_conversation_once(tmp_path, reference):
+    convs = list(reference)[:3]
+    rows = [json.dumps(r) for r in _utterance_rows(convs)]
+    broken = rows[1][:-5]  # the second turn of the first conversation, cut
+    path = tmp_path / "valid.jsonl"
+    path.write_text("\n".join(rows[:1] + [broken] + rows[2:]) + "\n")
+    loaded, report = load_empathetic_dialogues(str(path), skip_invalid=True, return_report=True)
+    assert loaded["valid"]["conv_id"] == [c["conv_id"] for c in convs[1:]]
+    assert report.total == 1 and "invalid JSON" in str(report)
+    # a missing turn that cannot be attributed is still found: the numbering has a gap
+    path.write_text("\n".join(rows[:1] + rows[2:]) + "\n")
+    e = _load_error(path)
+    assert e.field == "utterance_idx" and "lacks utterance_idx [2]" in str(e)
+
+
+def test_inconsistent_emotion_and_speaker_are_errors(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(HEADER + "\n" + GOOD.replace("2,afraid", "2,sad"))
+    e = _load_error(path)
+    assert (e.location, e.field) == ("line 3", "context") and "differs from 'afraid'" in str(e)
+    rows = [{"conv_id": "a", "emotion": "sad", "situation": "s", "turns": [
+        {"utterance_idx": 1, "speaker": "speaker", "text": "x"}, {"utterance_idx": 2, "speaker": "speaker", "text": "y"}]}]
+    write_jsonl(str(tmp_path / "valid.jsonl"), rows)
+    e = _load_error(tmp_path / "valid.jsonl")
+    assert (e.location, e.field) == ("line 1 (turn 1)", "speaker") and "the listener's turn" in str(e)
+    utterance_rows = [{"conv_id": "a", "utterance_idx": 1, "emotion": "sad", "prompt": "s", "utterance": "x",
+                       "speaker": "listener"}]
+    write_jsonl(str(tmp_path / "test.jsonl"), utterance_rows)
+    assert _load_error(tmp_path / "test.jsonl").field == "speaker"
+
+
+def test_non_utf8_header_only_and_fully_skipped_files_name_the_file(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes((HEADER + "\n" + GOOD).encode() + "hit:9_conv:9,1,afraid,caf\xe9,7,hello,,\n".encode("latin-1"))
+    e = _load_error(path)
+    assert (e.source, e.location, e.field) == (str(path), "line 4", "encoding") and "not UTF-8" in str(e)
+    path.write_text(HEADER + "\n")
+    assert "no conversation in the file" in str(_load_error(path))
+    path.write_text(HEADER + "\nhit:9_conv:9,1,cheerful,situation,7,hello,,\n")
+    e = _load_error(path, skip_invalid=True)
+    assert e.source == str(path) and "all 1 conversation(s) are invalid" in str(e) and "cheerful" in str(e)
