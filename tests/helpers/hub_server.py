@@ -263,7 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
             repo_type = payload.get("type") or "model"
             repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
             with hub.lock:
-                created = hub.create_repo(repo_type, repo_id, bool(payload.get("private")))
+                created = hub.create_repo(repo_type, repo_id, bool(payload.get("private"))
+                                          or payload.get("visibility") in ("private", "protected"))
             prefix = "" if repo_type == "model" else f"{repo_type}s/"
             answer = {"url": f"{hub.endpoint}/{prefix}{repo_id}", "name": repo_id}
             if created is None:

@@ -1,0 +1,352 @@
+"""Publishing to and loading from the Hub, against a local Hub-compatible server (tests/helpers/hub_server.py), and the
+`empathetic-response` pipeline.
+
+Client code runs in subprocesses: huggingface_hub reads HF_ENDPOINT at import time, and this test session is offline.
+The loading process cannot import `modeling_iamm`, so the model and the pipeline come from the pushed remote code.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers.hub_server import FakeHub
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUSH = os.path.join(ROOT, "scripts", "push_to_hub.py")
+SAMPLE = os.path.join(ROOT, "modeling_iamm", "sample_data")
+TINY = ["--preset", "tiny", "--data", SAMPLE, "--use_cpu", "true", "--max_samples", "64", "--disable_tqdm", "true"]
+METRICS = {"samples": 64, "emotion_accuracy_x100": 12.5, "ppl_paper": 301.25, "ppl_corpus": 288.5,
+           "dist1_x100": 1.75, "dist2_x100": 4.5, "generation": {"max_new_tokens": 50}}
+DIALOGUES = [["I lost my job today."],
+             {"turns": ["My dog died last week.", "I am so sorry.", "I miss him every day."], "situation": "my dog died"}]
+MODEL_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "train_summary.json", "configuration_iamm.py", "modeling_iamm.py",
+               "pipeline_iamm.py", "inference.py", "collator.py", "text.py", "tokenization.py"}
+
+
+def client_env(hub: FakeHub, home) -> dict:
+    env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_TOKEN="hf_test_token", HF_HOME=str(home), OMP_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1", PYTHONPATH=ROOT)
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
+    return env
+
+
+def run_push(hub, home, *args, check=True):
+    proc = subprocess.run([sys.executable, PUSH, *args], env=client_env(hub, home), capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        return json.loads(proc.stdout[proc.stdout.index("{"):])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def hub():
+    server = FakeHub().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "iamm"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), *TINY, "--output_dir", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (out / "predictions.jsonl").write_text("{}\n")  # must never be published
+    return out
+
+
+@pytest.fixture(scope="module")
+def local(trained):
+    from transformers import AutoTokenizer
+
+    from modeling_iamm import IAMMForConditionalGeneration
+
+    return IAMMForConditionalGeneration.from_pretrained(trained).eval(), AutoTokenizer.from_pretrained(trained)
+
+
+# ---- folders and cards (no server) ------------------------------------------------------------------------------
+def test_refuses_incomplete_folders(tmp_path):
+    from iamm.hub.folders import IncompleteFolderError, check_adapter_folder, check_model_folder, dataset_splits
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "iamm", "auto_map": {
+        "AutoModel": "modeling_iamm.IAMMForConditionalGeneration"}}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(IncompleteFolderError) as err:
+        check_model_folder(str(tmp_path))
+    message = str(err.value)
+    for missing in ("model weights (model.safetensors)", "pytorch_model.bin", "tokenizer file tokenizer.json",
+                    "remote code modeling_iamm.py"):
+        assert missing in message, message
+    with pytest.raises(IncompleteFolderError, match="adapter_model.safetensors"):
+        check_adapter_folder(str(tmp_path))
+    with pytest.raises(IncompleteFolderError, match="data/<split>.parquet"):
+        dataset_splits(str(tmp_path))
+
+
+def test_model_card_metadata_and_setting():
+    from huggingface_hub import ModelCard
+
+    from iamm.hub.cards import build_model_card
+
+    card = build_model_card("org/iamm", {"model_type": "iamm", "use_implicit_association": False, "hidden_size": 300},
+                            {"global_step": 20, "implicit_association": False}, METRICS, "test")
+    reloaded = ModelCard(str(card))
+    assert reloaded.data.license == "cc-by-nc-4.0"
+    values = {(r.metric_type, r.metric_name.split(" (")[0]): r.metric_value for r in reloaded.data.eval_results}
+    assert values[("accuracy", "Emotion accuracy")] == 12.5 and values[("dist-2", "Dist-2")] == 4.5
+    assert {r.metric_value for r in reloaded.data.eval_results if r.metric_type == "perplexity"} == {301.25, 288.5}
+    assert all(r.dataset_split == "test" for r in reloaded.data.eval_results)
+    assert "w/o implicit association" in card.text and "paper's estimator" in card.text
+
+
+# ---- the pipeline with the in-package classes ------------------------------------------------------------------
+@pytest.mark.slow
+def test_pipeline_in_package_matches_predict(local):
+    from transformers import pipeline
+
+    from modeling_iamm.inference import predict
+
+    model, tokenizer = local
+    chat = pipeline("empathetic-response", model=model, tokenizer=tokenizer)
+    single = chat(DIALOGUES[1], max_new_tokens=10)
+    batch = chat(DIALOGUES, max_new_tokens=10, top_k=None)
+    assert isinstance(single, dict) and isinstance(batch, list) and len(batch) == 2
+    reference = list(predict(model, tokenizer, DIALOGUES, max_new_tokens=10))
+    for out, ref in zip(batch, reference):
+        assert out["emotion"] == ref["emotion"] and out["response"] == ref["response"]
+        assert len(out["emotion_scores"]) == 32 and abs(sum(out["emotion_scores"].values()) - 1) < 1e-3
+        assert set(out["head_probabilities"]) == {"context", "situation", "memory"}  # no knowledge head here
+    assert single["response"] == batch[1]["response"] and len(single["emotion_scores"]) == 5
+    assert single["associated_words"]["memory_words"], single["associated_words"]
+    beams = chat(DIALOGUES[1], num_beams=3, num_return_sequences=2, max_new_tokens=6)
+    assert isinstance(beams["response"], list) and len(beams["response"]) == 2
+    assert beams["emotion"] == single["emotion"]  # beam search must not disturb the emotion rows
+
+
+# ---- push and load through the server -------------------------------------------------------------------------
+CLIENT = r'''
+import importlib.abc, json, sys
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "modeling_iamm" or name.startswith(("modeling_iamm.", "iamm")):
+            raise ImportError(f"{name} is deliberately not importable in this process")
+
+sys.meta_path.insert(0, _Refuse())
+import torch
+from transformers import AutoModel, pipeline
+
+batch_file, card_file, out_file, dialogues = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+results = {}
+model = AutoModel.from_pretrained("org/iamm", trust_remote_code=True).eval()
+results["module"] = type(model).__module__
+batch = torch.load(batch_file)
+with torch.no_grad():
+    out = model(**batch)
+results["logits"], results["emotion_logits"] = out.logits, out.emotion_logits
+results["generated"] = model.generate(**batch, max_new_tokens=12)
+chat = pipeline("empathetic-response", model="org/iamm", trust_remote_code=True)
+results["pipeline_class"] = type(chat).__module__
+results["single"] = chat(dialogues[1], max_new_tokens=10)
+results["batch"] = chat(dialogues, max_new_tokens=10)
+results["beams"] = chat(dialogues[1], num_beams=3, num_return_sequences=2, max_new_tokens=6)
+snippet = open(card_file).read()
+exec(snippet, {})
+torch.save(results, out_file)
+'''
+
+
+def card_snippet(readme: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 1, readme
+    return blocks[0]
+
+
+@pytest.mark.slow
+def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, sample_samples):
+    from huggingface_hub import ModelCard
+
+    from modeling_iamm import IAMMDataCollator
+    from modeling_iamm.inference import predict
+
+    metrics_file = tmp_path / "metrics.json"
+    metrics_file.write_text(json.dumps(METRICS))
+    result = run_push(hub, tmp_path / "home", "--kind", "model", "--folder", str(trained), "--repo_id", "org/iamm",
+                      "--metrics_file", str(metrics_file), "--private", "true")
+    files = hub.files("org/iamm")
+    assert set(files) == MODEL_FILES == set(result["files"])  # no checkpoint-*, training_args.bin, predictions
+    assert files["model.safetensors"] == (trained / "model.safetensors").read_bytes()
+    assert hub.repo("org/iamm").private and hub.commit_count("org/iamm") == 2  # the initial commit + the push
+    config = json.loads(files["config.json"])
+    assert config["custom_pipelines"]["empathetic-response"]["impl"] == "pipeline_iamm.EmpatheticResponsePipeline"
+    readme = files["README.md"].decode()
+    card = ModelCard(readme)
+    assert card.data.license == "cc-by-nc-4.0" and card.data.model_name == "iamm"
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "perplexity", "dist-1", "dist-2"}
+    (tmp_path / "snippet.py").write_text(card_snippet(readme))
+
+    model, tokenizer = local
+    collator = IAMMDataCollator(tokenizer)
+    batch = collator([sample_samples["valid"][i] for i in range(4)])
+    batch.pop("oov_words")
+    torch.save(batch, tmp_path / "batch.pt")
+    proc = subprocess.run([sys.executable, "-c", CLIENT, str(tmp_path / "batch.pt"), str(tmp_path / "snippet.py"),
+                           str(tmp_path / "out.pt"), json.dumps(DIALOGUES)],
+                          env=client_env(hub, tmp_path / "home"), capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert not hub.unhandled, hub.unhandled
+    remote = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert "transformers_modules" in remote["module"] and "transformers_modules" in remote["pipeline_class"]
+    with torch.no_grad():
+        out = model(**batch)
+        generated = model.generate(**batch, max_new_tokens=12)
+    torch.testing.assert_close(remote["logits"], out.logits)
+    torch.testing.assert_close(remote["emotion_logits"], out.emotion_logits)
+    assert torch.equal(remote["generated"], generated)
+    reference = list(predict(model, tokenizer, DIALOGUES, max_new_tokens=10))
+    assert [r["response"] for r in remote["batch"]] == [r["response"] for r in reference]
+    assert [r["emotion"] for r in remote["batch"]] == [r["emotion"] for r in reference]
+    assert remote["single"]["response"] == reference[1]["response"]
+    assert len(remote["beams"]["response"]) == 2
+    assert "->" in proc.stdout  # the card's snippet printed its result
+
+
+@pytest.mark.slow
+def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained, tmp_path):
+    folder = tmp_path / "iamm"
+    shutil.copytree(trained, folder)
+    home = tmp_path / "home"
+    first = run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    commits = hub.commit_count("org/iamm-twice")
+    again = run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    assert again["commit"] == first["commit"] and hub.commit_count("org/iamm-twice") == commits  # nothing changed
+
+    # a changed file and a dropped one: one new commit, the repo mirrors the folder
+    summary = json.loads((folder / "train_summary.json").read_text())
+    (folder / "train_summary.json").write_text(json.dumps(dict(summary, note="updated")))
+    (folder / "generation_config.json").unlink()
+    run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    files = hub.files("org/iamm-twice")
+    assert hub.commit_count("org/iamm-twice") == commits + 1
+    assert set(files) == MODEL_FILES - {"generation_config.json"}
+    assert json.loads(files["train_summary.json"])["note"] == "updated"
+
+    # a commit the server refuses (a status the client does not retry): clear error, nothing changed
+    (folder / "train_summary.json").write_text(json.dumps(dict(summary, note="second update")))
+    before = hub.files("org/iamm-twice")
+    hub.fail_next("commit", status=507)
+    proc = run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice", check=False)
+    assert proc.returncode != 0
+    assert "507" in proc.stderr and "train_summary.json" in proc.stderr and "Run the same command again" in proc.stderr
+    assert "model.safetensors" not in proc.stderr.split("outdated there):")[1]  # only what did not go is named
+    assert hub.files("org/iamm-twice") == before and hub.commit_count("org/iamm-twice") == commits + 1
+    run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    assert hub.commit_count("org/iamm-twice") == commits + 2
+    assert json.loads(hub.files("org/iamm-twice")["train_summary.json"])["note"] == "second update"
+
+    # one 500 on the commit: huggingface_hub retries it; exactly one new commit, files once, on a new branch
+    hub.fail_next("commit", status=500)
+    run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice", "--revision", "dev",
+             "--commit_message", "to dev")
+    repo = hub.repo("org/iamm-twice")
+    assert repo.commits[repo.branches["dev"]].title == "to dev" and hub.commit_count("org/iamm-twice", revision="dev") == commits + 3
+    assert hub.files("org/iamm-twice", revision="dev").keys() == hub.files("org/iamm-twice").keys()
+    assert 'revision="dev"' in hub.files("org/iamm-twice", revision="dev")["README.md"].decode()
+
+
+ADAPTER_CLIENT = r'''
+import json, sys
+import torch
+from datasets import load_dataset
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+base_dir, ids_file, out_file = sys.argv[1:4]
+base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+model = PeftModel.from_pretrained(base, "org/iamm-lora").eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.load(ids_file)).logits
+data = load_dataset("org/iamm-instructions")
+torch.save({"logits": logits, "splits": {k: len(v) for k, v in data.items()}, "first": data["train"][0]}, out_file)
+'''
+
+
+def write_instruction_folder(folder):
+    from datasets import Dataset
+
+    rows = []
+    for i in range(5):
+        context = [f"i lost my keys {i} times .", "oh no !", "yes , again ."][: 1 + i % 3]
+        associations = json.dumps({"utterance-situation": [{"keyword": "keys", "associated": [["lost", 0.9]]}]})
+        rows.append({
+            "id": f"conv{i}#1", "conv_id": f"conv{i}", "turn": 1, "situation": "i lost my keys", "context": context,
+            "context_roles": ["speaker", "listener", "speaker"][: len(context)], "emotion": "annoyed",
+            "response": "that is annoying .", "high_weight_words": ["keys"], "low_weight_words": ["lost", "the"],
+            "associations": associations,
+            "messages": [{"role": "user", "content": f"dialogue {i}"}, {"role": "assistant", "content": "x"}],
+            "plain_messages": [{"role": "user", "content": f"plain {i}"}, {"role": "assistant", "content": "x"}],
+            "answer": "Emotion: annoyed\nResponse: that is annoying .",
+        })
+    (folder / "data").mkdir(parents=True)
+    for split, part in (("train", rows[:3]), ("valid", rows[3:4]), ("test", rows[4:])):
+        Dataset.from_list(part).to_parquet(str(folder / "data" / f"{split}.parquet"))
+    (folder / "build_info.json").write_text(json.dumps({"checkpoint": "runs/iamm-step12000", "counts": {"train": 3}}))
+    return rows
+
+
+@pytest.mark.slow
+def test_adapter_and_dataset_round_trip(hub, tmp_path):
+    from huggingface_hub import DatasetCard, ModelCard
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    base = LlamaForCausalLM(config).eval()
+    base.save_pretrained(tmp_path / "base")
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.peft_config["default"].base_model_name_or_path = "org/tiny-llama"
+    lora.save_pretrained(tmp_path / "lora")
+    (tmp_path / "lora" / "optimizer.pt").write_bytes(b"never pushed")
+    ids = torch.randint(0, 64, (2, 7))
+    torch.save(ids, tmp_path / "ids.pt")
+    with torch.no_grad():
+        expected = lora(input_ids=ids).logits
+
+    home = tmp_path / "home"
+    run_push(hub, home, "--kind", "adapter", "--folder", str(tmp_path / "lora"), "--repo_id", "org/iamm-lora",
+             "--instruction_format", "plain_messages", "--dataset_repo", "org/iamm-instructions")
+    files = hub.files("org/iamm-lora")
+    assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.base_model == "org/tiny-llama" and card.data.library_name == "peft"
+    assert "plain_messages" in card.text
+
+    rows = write_instruction_folder(tmp_path / "instructions")
+    run_push(hub, home, "--kind", "dataset", "--folder", str(tmp_path / "instructions"), "--repo_id",
+             "org/iamm-instructions")
+    files = hub.files("org/iamm-instructions", "dataset")
+    assert set(files) == {"README.md", "build_info.json", "data/train.parquet", "data/valid.parquet", "data/test.parquet"}
+    dataset_card = DatasetCard(files["README.md"].decode())
+    assert dataset_card.data.license == "cc-by-nc-4.0" and "runs/iamm-step12000" in dataset_card.text
+    assert "| train | 3 |" in dataset_card.text
+
+    proc = subprocess.run([sys.executable, "-c", ADAPTER_CLIENT, str(tmp_path / "base"), str(tmp_path / "ids.pt"),
+                           str(tmp_path / "out.pt")], env=client_env(hub, home), capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = torch.load(tmp_path / "out.pt", weights_only=False)
+    torch.testing.assert_close(out["logits"], expected)
+    assert out["splits"] == {"train": 3, "valid": 1, "test": 1}
+    assert out["first"]["messages"] == rows[0]["messages"] and out["first"]["context"] == rows[0]["context"]
