@@ -1,0 +1,145 @@
+"""Write a Hugging Face Space (Gradio SDK) folder that serves the IAMM demo page for a Hub model.
+
+    from iamm.hub.space import write_space
+    write_space("user/iamm-ed", "space/")      # then: huggingface-cli upload user/iamm-demo space/ --repo-type space
+
+The folder holds `app.py` (builds :func:`iamm.hub.demo.build_demo` for the model id and launches it), a
+`requirements.txt` pinned to the versions this package was tested with, a `README.md` whose YAML front matter
+tells the Hub to run `app.py` with Gradio, and, unless `package_requirement` names an installable `iamm`, the code
+the page needs: the `modeling_iamm` package (with the bundled EmpatheticDialogues sample for the examples) and the
+page module as `iamm_demo.py`.
+"""
+
+import os
+import shutil
+from importlib import metadata
+from typing import Dict, List, Optional
+
+import modeling_iamm
+
+SPACE_REQUIREMENTS = ("torch", "transformers", "tokenizers", "datasets", "safetensors", "accelerate", "evaluate",
+                      "tqdm", "pyyaml", "pyarrow", "gradio", "matplotlib")
+"""Distributions the Space installs (the vendored `modeling_iamm` imports, the page, its heat map)."""
+
+APP_TEMPLATE = '''"""IAMM demo Space: emotion, response and associated words for {model_id}."""
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+{import_line}
+
+MODEL_ID = {model_id!r}
+
+demo = build_demo(MODEL_ID)
+
+if __name__ == "__main__":
+    demo.launch()
+'''
+
+README_TEMPLATE = """---
+title: {title}
+emoji: 💬
+colorFrom: indigo
+colorTo: pink
+sdk: gradio
+sdk_version: {gradio_version}
+app_file: app.py
+pinned: false
+license: {license}
+models:
+  - {model_id}
+---
+
+# {title}
+
+An interactive demo of IAMM ("An Iterative Associative Memory Model for Empathetic Response Generation",
+Yang et al., ACL 2024) with the model [{model_id}](https://huggingface.co/{model_id}).
+
+Type the speaker's situation and a dialogue (one utterance per line, the last one the speaker's), or pick an
+EmpatheticDialogues example. The page shows the predicted emotion (one of 32), the probabilities of each emotion
+head (context, situation, memory and, for models trained with commonsense knowledge, knowledge), the listener's
+response (greedy, beam search or sampling) and the words the model associated: the dialogue coloured by association
+weight and a heat map of keywords against their associated words.
+
+The examples come from the EmpatheticDialogues sample bundled with `modeling_iamm` (CC BY-NC 4.0).
+"""
+
+
+def _version(distribution: str) -> Optional[str]:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def space_requirements(package_requirement: Optional[str] = None) -> List[str]:
+    """`requirements.txt` lines: each of :data:`SPACE_REQUIREMENTS` pinned to the installed version (unpinned when it
+    is not installed here), plus `package_requirement` when the Space installs `iamm` instead of shipping its code."""
+    lines = []
+    for name in SPACE_REQUIREMENTS:
+        version = _version(name)
+        if version and "+" in version:  # a local build tag (torch 2.x+cpu) is not on PyPI
+            version = version.split("+")[0]
+        lines.append(f"{name}=={version}" if version else name)
+    if package_requirement:
+        lines.append(package_requirement)
+    return lines
+
+
+def _copy_package(destination: str) -> List[str]:
+    """Copy `modeling_iamm` (Python files, metric scripts, the bundled ED sample's valid split) into `destination`."""
+    source = os.path.dirname(os.path.abspath(modeling_iamm.__file__))
+    written = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        relative = os.path.relpath(folder, source)
+        for name in files:
+            keep = name.endswith(".py") or (relative == "sample_data" and name in ("valid.jsonl.gz", "README.md"))
+            if not keep:
+                continue
+            target = os.path.join(destination, "modeling_iamm", relative, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(os.path.join(folder, name), target)
+            written.append(os.path.relpath(target, destination))
+    return sorted(written)
+
+
+def write_space(model_id: str, output_dir: str, title: str = "IAMM empathetic dialogue demo",
+                package_requirement: Optional[str] = None, license: str = "cc-by-nc-4.0") -> Dict[str, List[str]]:
+    """Write a Gradio Space for `model_id` into `output_dir` (created; existing files of the same names replaced).
+
+    Args:
+        model_id: the Hub id (or, for a local trial, a folder) the Space's `app.py` loads.
+        output_dir: the Space folder to write.
+        title: the Space's title (README front matter and heading).
+        package_requirement: a pip requirement that installs this package (e.g. `"iamm @ git+https://..."`);
+            None ships the code in the folder instead (`modeling_iamm/` and `iamm_demo.py`).
+        license: the Space's license (the examples are EmpatheticDialogues text, CC BY-NC 4.0).
+
+    Returns:
+        `{"files": [...]}`, the written paths relative to `output_dir`.
+    """
+    if not model_id or not model_id.strip():
+        raise ValueError("write_space needs the model id the Space should load (e.g. 'user/iamm-ed')")
+    os.makedirs(output_dir, exist_ok=True)
+    files = []
+    if package_requirement:
+        import_line = "from iamm.hub.demo import build_demo"
+    else:
+        import_line = "from iamm_demo import build_demo"
+        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py"),
+                        os.path.join(output_dir, "iamm_demo.py"))
+        files.append("iamm_demo.py")
+        files += _copy_package(output_dir)
+    contents = {
+        "app.py": APP_TEMPLATE.format(model_id=model_id, import_line=import_line),
+        "requirements.txt": "\n".join(space_requirements(package_requirement)) + "\n",
+        "README.md": README_TEMPLATE.format(title=title, model_id=model_id, license=license,
+                                            gradio_version=_version("gradio") or "5.0.0"),
+    }
+    for name, text in contents.items():
+        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
+            f.write(text)
+        files.append(name)
+    return {"files": sorted(files)}
