@@ -2,3 +2,12 @@
 
 Installed as `iamm.llm`.
 """
+
+from .instructions import (  # noqa: E402
+    INSTRUCTION_FEATURES,
+    InstructionConfig,
+    ParsedAnswer,
+    build_instruction,
+    load_instruction_dataset,
+    parse_answer,
+)
