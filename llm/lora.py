@@ -125,6 +125,8 @@ class LoraTrainingArguments(TrainingArguments):
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs (authors: 3)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns"})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start over in a non-empty output_dir (its checkpoints are replaced)"})
 
 
 # ---------------------------------------------------------------------------------------------------------- data
@@ -479,8 +481,9 @@ def generate_predictions(args: GenerationArguments) -> int:
     if not todo:
         return 0
     set_seed(args.seed)
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.adapter_dir or args.model_name_or_path,
-                               args.trust_remote_code)
+    saved_with_adapter = args.adapter_dir and os.path.isfile(os.path.join(args.adapter_dir, "tokenizer_config.json"))
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or (args.adapter_dir if saved_with_adapter else None)
+                               or args.model_name_or_path, args.trust_remote_code)
     tokenizer.padding_side = "left"
     model = load_base_model(args)
     if args.adapter_dir:

@@ -1,0 +1,261 @@
+"""LoRA on the instruction data: label masking, truncation, training, adapter save/merge, k-bit paths, scripts."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from iamm.llm.lora import (
+    IGNORE_INDEX,
+    CausalLMCollator,
+    LoraArguments,
+    add_lora,
+    encode_training_example,
+    load_base_model,
+    load_tokenizer,
+    prompt_ids,
+)
+from tests.helpers.tiny_glm import tiny_glm_folder, write_instruction_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MESSAGES = [{"role": "system", "content": "You are an empathetic listener."},
+            {"role": "user", "content": "Dialogue context: my dog lost today\nHigh weight words: dog"}]
+ANSWER = "Emotion: sad\nResponse: sorry to hear that"
+
+
+@pytest.fixture(scope="module")
+def glm_dir(tmp_path_factory):
+    return tiny_glm_folder(str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(glm_dir):
+    return load_tokenizer(glm_dir)
+
+
+def lora_args(glm_dir, **kw):
+    return LoraArguments(model_name_or_path=glm_dir, data_dir="unused", load_in_8bit=kw.pop("load_in_8bit", False),
+                         torch_dtype="float32", **kw)
+
+
+def batch_for(tokenizer, n=4):
+    rows = [encode_training_example(tokenizer, MESSAGES, ANSWER.replace("sad", e), 256)
+            for e in ["sad", "proud", "angry", "joyful"][:n]]
+    return CausalLMCollator(tokenizer.pad_token_id)(rows)
+
+
+def test_labels_mask_exactly_the_prompt(tokenizer):
+    example = encode_training_example(tokenizer, MESSAGES, ANSWER, max_length=256)
+    prompt = prompt_ids(tokenizer, MESSAGES)
+    assert prompt[-1] == tokenizer.convert_tokens_to_ids("<|assistant|>")
+    n = len(prompt)
+    assert example["input_ids"][:n] == prompt
+    assert example["labels"][:n] == [IGNORE_INDEX] * n
+    assert example["labels"][n:] == example["input_ids"][n:]
+    assert example["labels"][-1] == tokenizer.eos_token_id
+    # what is trained is ChatGLM3's reply: the "\n" header line, the answer, end of text
+    assert tokenizer.decode(example["labels"][n:-1]) == "\n " + ANSWER
+    assert example["truncated"] is False
+
+
+def test_truncation_cuts_the_prompt_from_the_left(tokenizer):
+    full = encode_training_example(tokenizer, MESSAGES, ANSWER, max_length=256)
+    n_answer = len(full["input_ids"]) - len(prompt_ids(tokenizer, MESSAGES))
+    limit = n_answer + 6
+    cut = encode_training_example(tokenizer, MESSAGES, ANSWER, max_length=limit)
+    assert cut["truncated"] is True and len(cut["input_ids"]) == limit
+    assert cut["input_ids"] == full["input_ids"][-limit:]
+    assert cut["labels"] == full["labels"][-limit:]  # the whole answer is still trained
+    assert cut["labels"].count(IGNORE_INDEX) == 6
+
+
+def test_collator_pads_right_with_ignored_labels(tokenizer):
+    rows = [encode_training_example(tokenizer, MESSAGES, a, 256) for a in ("Emotion: sad", ANSWER)]
+    batch = CausalLMCollator(tokenizer.pad_token_id)(rows)
+    short = len(rows[0]["input_ids"])
+    assert batch["attention_mask"][0].sum().item() == short
+    assert (batch["labels"][0, short:] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][0, short:] == tokenizer.pad_token_id).all()
+
+
+def test_default_lora_targets_the_qkv_projections(glm_dir):
+    model = add_lora(load_base_model(lora_args(glm_dir)), lora_args(glm_dir))
+    assert model.peft_config["default"].target_modules == {"q_proj", "k_proj", "v_proj"}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert len(trainable) == 2 * 3 * 2  # A and B for q, k, v in both layers
+    assert model.peft_config["default"].r == 8
+
+
+def _train_steps(model, batch, steps, lr=5e-3):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def test_loss_falls_and_adapter_reloads_and_merges_identically(glm_dir, tokenizer, tmp_path):
+    from peft import PeftModel
+
+    args = lora_args(glm_dir, lora_dropout=0.0)
+    model = add_lora(load_base_model(args), args)
+    batch = batch_for(tokenizer)
+    losses = _train_steps(model, batch, 12, lr=2e-2)
+    assert losses[-1] < losses[0] - 0.5
+    model.eval()
+    with torch.no_grad():
+        trained = model(**batch).logits
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(load_base_model(args), tmp_path / "adapter").eval()
+    base = load_base_model(args).eval()
+    with torch.no_grad():
+        assert (reloaded(**batch).logits - trained).abs().max().item() < 1e-5
+        assert (base(**batch).logits - trained).abs().max().item() > 1e-3  # the adapter does change the model
+        merged = reloaded.merge_and_unload()
+        assert (merged(**batch).logits - trained).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+def test_kbit_base_trains_a_step_on_cpu(glm_dir, tokenizer, bits):
+    args = lora_args(glm_dir, load_in_8bit=bits == "8bit", load_in_4bit=bits == "4bit", bnb_4bit_compute_dtype="float32")
+    base = load_base_model(args)
+    assert getattr(base, f"is_loaded_in_{bits[0]}bit")
+    model = add_lora(base, args)
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    before = lora_b.detach().clone()
+    losses = _train_steps(model, batch_for(tokenizer, 2), 2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(before, lora_b.detach())
+
+
+def test_conflicting_quantisation_flags_are_refused(glm_dir):
+    with pytest.raises(ValueError, match="exclude each other"):
+        LoraArguments(model_name_or_path=glm_dir, data_dir="d", load_in_8bit=True, load_in_4bit=True)
+    with pytest.raises(ValueError, match="instruction_column"):
+        LoraArguments(model_name_or_path=glm_dir, data_dir="d", instruction_column="text")
+
+
+def _run(script, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def _main(script):
+    """The script's `main`, in this process (argument checks without a new interpreter)."""
+    return runpy.run_path(os.path.join(ROOT, "scripts", script), run_name="imported")["main"]
+
+
+@pytest.mark.slow
+def test_train_script_trains_resumes_merges_and_refuses_a_used_folder(glm_dir, tmp_path):
+    data = write_instruction_dataset(str(tmp_path / "instructions"))
+    out = tmp_path / "run"
+    train = ["--model_name_or_path", glm_dir, "--data_dir", data, "--output_dir", out, "--max_steps", 2,
+             "--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 1, "--use_cpu", "true",
+             "--save_steps", 1, "--report_to", "none", "--instruction_column", "plain_messages"]
+    run = _run("train_lora.py", *train, "--merge", "true")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert os.path.isfile(out / "adapter_model.safetensors") and os.path.isfile(out / "merged" / "config.json")
+    assert json.load(open(out / "lora_args.json"))["instruction_column"] == "plain_messages"
+    with pytest.raises(SystemExit, match="not empty"):
+        _main("train_lora.py")(list(map(str, train)))
+    resumed = _run("train_lora.py", *train[:-8], "--max_steps", 3, "--save_steps", 1, "--report_to", "none",
+                   "--instruction_column", "plain_messages", "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = json.load(open(out / "checkpoint-3" / "trainer_state.json"))
+    assert state["global_step"] == 3 and len([h for h in state["log_history"] if "loss" in h]) <= 3
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(glm_dir, tmp_path_factory):
+    """A LoRA adapter trained a few steps in this process, saved as train_lora.py saves it."""
+    folder = tmp_path_factory.mktemp("adapter")
+    args = lora_args(glm_dir, lora_dropout=0.0, instruction_column="plain_messages")
+    model = add_lora(load_base_model(args), args)
+    _train_steps(model, batch_for(load_tokenizer(glm_dir)), 3, lr=2e-2)
+    model.save_pretrained(folder)
+    json.dump({"instruction_column": "plain_messages"}, open(folder / "lora_args.json", "w"))
+    return str(folder)
+
+
+def _generation_args(glm_dir, adapter, data, output, **kw):
+    from iamm.llm.lora import GenerationArguments
+
+    return GenerationArguments(model_name_or_path=glm_dir, adapter_dir=adapter, data_dir=data, split="valid",
+                               output_file=str(output), batch_size=kw.pop("batch_size", 2), max_new_tokens=6,
+                               torch_dtype="float32", **kw)
+
+
+def test_generation_resumes_skipping_finished_ids_and_refuses_other_settings(glm_dir, adapter_dir, tmp_path):
+    from iamm.llm.lora import generate_predictions
+
+    data = write_instruction_dataset(str(tmp_path / "instructions"))
+    whole, parts = tmp_path / "whole.jsonl", tmp_path / "parts.jsonl"
+    assert generate_predictions(_generation_args(glm_dir, adapter_dir, data, whole, batch_size=6)) == 6
+    lines = open(whole).read().splitlines()
+    assert json.load(open(str(whole) + ".manifest.json"))["instruction_column"] == "plain_messages"
+    assert generate_predictions(_generation_args(glm_dir, adapter_dir, data, parts, max_samples=2)) == 2
+    with pytest.raises(ValueError, match="other settings"):
+        generate_predictions(_generation_args(glm_dir, adapter_dir, data, parts, batch_size=3))  # max_samples differs
+    with open(parts, "a") as f:
+        f.write('{"id": "valid2:')  # an interrupted write
+    args = _generation_args(glm_dir, adapter_dir, data, parts, max_samples=2)
+    args.max_samples = None  # the same run, continued over the whole split
+    import shutil
+
+    manifest = json.load(open(str(parts) + ".manifest.json"))
+    manifest["max_samples"] = None
+    json.dump(manifest, open(str(parts) + ".manifest.json", "w"))
+    assert generate_predictions(args) == 4  # only the missing ids
+    assert open(parts).read().splitlines() == lines  # left padding: same greedy outputs in any batching
+    shutil.copy(whole, tmp_path / "orphan.jsonl")
+    with pytest.raises(ValueError, match="without"):
+        generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / "orphan.jsonl"))
+
+
+def test_generation_uses_the_adapter(glm_dir, adapter_dir, tmp_path):
+    from iamm.llm.lora import generate_predictions
+
+    data = write_instruction_dataset(str(tmp_path / "instructions"))
+    generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / "a.jsonl", max_samples=4))
+    generate_predictions(_generation_args(glm_dir, None, data, tmp_path / "b.jsonl", max_samples=4))
+    assert open(tmp_path / "a.jsonl").read() != open(tmp_path / "b.jsonl").read()
+
+
+@pytest.mark.slow
+def test_generate_script_writes_jsonl(glm_dir, adapter_dir, tmp_path):
+    data = write_instruction_dataset(str(tmp_path / "instructions"))
+    preds = tmp_path / "preds.jsonl"
+    run = _run("generate_lora.py", "--model_name_or_path", glm_dir, "--adapter_dir", adapter_dir, "--data_dir", data,
+               "--split", "test", "--output_file", preds, "--batch_size", 4, "--max_new_tokens", 5)
+    assert run.returncode == 0, run.stderr[-3000:]
+    import pandas as pd
+
+    lines = [json.loads(line) for line in open(preds)]
+    assert [r["id"] for r in lines] == list(pd.read_parquet(os.path.join(data, "data", "test.parquet"))["id"])
+    assert all(set(r) == {"id", "output"} and isinstance(r["output"], str) for r in lines)
+
+
+def test_benchmark_runs_with_tiny_dims():
+    main = _main("benchmark_lora.py")
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        main(["--tiny", "true", "--quantization", "4bit", "--steps", "2", "--batch_size", "2", "--seq_len", "16",
+              "--dtype", "float32"])
+    result = json.loads(buffer.getvalue().strip().splitlines()[-1])
+    # r=8 on q (64 -> 64), k and v (64 -> 32) in 2 layers
+    assert result["dims"] == "tiny" and result["trainable_parameters"] == 2 * (8 * 64 + 64 * 8 + 2 * (8 * 64 + 32 * 8))
+    assert result["s_per_step"] > 0 and result["quantization"] == "4bit"
