@@ -3,7 +3,7 @@
 Installed as `iamm.llm`.
 """
 
-from .instructions import (  # noqa: E402
+from .instructions import (
     INSTRUCTION_FEATURES,
     InstructionConfig,
     ParsedAnswer,
@@ -11,3 +11,5 @@ from .instructions import (  # noqa: E402
     load_instruction_dataset,
     parse_answer,
 )
+from .chatglm3 import chatglm3_config_to_glm, convert_chatglm3, load_chatglm3, load_chatglm3_tokenizer
+from .lora import GenerationArguments, LoraArguments, LoraTrainingArguments, generate_predictions, train_lora
