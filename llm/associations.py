@@ -5,13 +5,15 @@ Each sample's associations (`modeling_iamm.modeling_iamm.decode_associations`) a
 words (:func:`iamm.llm.instructions.aggregate_word_weights`) and IAMM's predicted emotion, and cached as one JSONL
 line per sample, keyed by `id` (`"<conv_id>#<turn>"`), written and fsynced as soon as its batch is done:
 
-    {"__header__": {"format": 1, "aggregation": 1, "fingerprint": "...", "dtype": "torch.float32", ...}}
+    {"__header__": {"format": 1, "aggregation": 1, "model_fingerprint": "...", "dtype": "torch.float32", ...}}
     {"id": "hit:0_conv:1#1", "input_sha": "...", "iamm_emotion": "afraid", "words": [["scared", 0.886], ...]}
 
 A killed run continues where it stopped (finished samples are read back, not recomputed). A cache written by
-another checkpoint (a hash of its weights and vocabulary), dtype, knowledge setting or aggregation rule is refused,
-and so is a cached sample whose dialogue text has changed. Samples are batched in order of length (fewer padded
-positions), so the cache's line order is not the data's.
+another checkpoint (a hash of its weights and config), tokenizer, dtype, knowledge setting, length limits or
+aggregation rule is refused, and so is a cached sample whose dialogue text has changed. Samples are batched in
+order of length (fewer padded positions), so the cache's line order is not the data's.
+
+:func:`build_instruction_data` runs this per split and turns the cached words into the instruction data set.
 """
 
 import hashlib
@@ -28,7 +30,8 @@ from transformers import PreTrainedTokenizerBase
 
 from modeling_iamm import IAMMDataCollator
 from modeling_iamm.modeling_iamm import IAMM_ENCODER_INPUTS, decode_associations
-from modeling_iamm.tokenization import SPECIAL_TOKENS
+from modeling_iamm.evaluation import model_fingerprint
+from modeling_iamm.tokenization import SPECIAL_TOKENS, tokenizer_fingerprint
 
 from .instructions import (
     INSTRUCTION_FEATURES,
@@ -44,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 AGGREGATION_VERSION = 1  # bump when aggregate_word_weights changes what it keeps
-COMPARED_HEADER_KEYS = ("format", "aggregation", "fingerprint", "dtype", "knowledge")
+COMPARED_HEADER_KEYS = ("format", "aggregation", "model_fingerprint", "tokenizer_fingerprint", "dtype", "knowledge",
+                        "length_limits")
 
 
 def sample_id(sample: Dict[str, Any]) -> str:
@@ -57,17 +61,6 @@ def input_sha(sample: Dict[str, Any]) -> str:
     payload = json.dumps([sample["situation"], list(sample["context"]), list(sample["context_roles"])],
                          ensure_ascii=False)
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()
-
-
-def checkpoint_fingerprint(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of the model's weights (names, dtypes, shapes, bytes) and of the tokenizer's vocabulary."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode("utf-8"))
-    return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -91,16 +84,19 @@ def extract_word_weights(model, tokenizer: PreTrainedTokenizerBase, samples: Seq
     ]
 
 
-def cache_header(model, tokenizer: PreTrainedTokenizerBase, with_knowledge: bool, model_name: str = "") -> Dict[str, Any]:
+def cache_header(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataCollator, with_knowledge: bool,
+                 model_name: str = "") -> Dict[str, Any]:
     """The header of an association cache: what produced it (the compared keys are :data:`COMPARED_HEADER_KEYS`)."""
-    return {
+    return json.loads(json.dumps({  # as read back from disk
         "format": CACHE_FORMAT,
         "aggregation": AGGREGATION_VERSION,
-        "fingerprint": checkpoint_fingerprint(model, tokenizer),
+        "model_fingerprint": model_fingerprint(model),
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
         "dtype": str(next(model.parameters()).dtype),
         "knowledge": bool(with_knowledge),
+        "length_limits": collator.length_limits,
         "model": model_name,  # informational only
-    }
+    }))
 
 
 def cache_associations(
@@ -113,6 +109,7 @@ def cache_associations(
     model_name: str = "",
     progress: bool = True,
     on_batch: Optional[Callable[[int], None]] = None,
+    collator: Optional[IAMMDataCollator] = None,
 ) -> Dict[str, Dict[str, Any]]:
     """Make sure `cache_path` holds the associated words of every sample; return them by sample id.
 
@@ -126,13 +123,16 @@ def cache_associations(
         overwrite: discard an existing cache first.
         model_name: the model's path or Hub id, written into the header (not compared).
         on_batch: called with the number of samples just written, after each batch (progress hooks, tests).
+        collator: the collator (its length limits are part of the header); default: no length limits. Pass the
+            limits the model was trained with (`DataArguments.length_limits(model.config.length_limits)`).
 
     Raises:
         ValueError: the cache was made with another checkpoint/settings, or a cached sample's text has changed.
     """
     rows = samples if isinstance(samples, list) else [samples[i] for i in range(len(samples))]
     with_knowledge = bool(rows) and ("situation_knowledge" in rows[0] or "situation_knowledge_words" in rows[0])
-    header = cache_header(model, tokenizer, with_knowledge, model_name)
+    collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
+    header = cache_header(model, tokenizer, collator, with_knowledge, model_name)
     done_records, writer = open_records(cache_path, header, COMPARED_HEADER_KEYS, overwrite, what="IAMM associations")
     done = {r["id"]: r for r in done_records}
     with writer:
@@ -149,7 +149,6 @@ def cache_associations(
             logger.info("%s: %d of %d samples already cached; computing %d", cache_path, len(rows) - len(pending),
                         len(rows), len(pending))
         pending.sort(key=lambda i: len(rows[i]["situation"]) + sum(len(u) for u in rows[i]["context"]))
-        collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
         bar = tqdm(total=len(pending), desc="IAMM associations", unit="sample", disable=not progress)
         for start in range(0, len(pending), batch_size):
             chunk = [rows[i] for i in pending[start:start + batch_size]]
@@ -175,6 +174,7 @@ def build_instruction_data(
     model_name: str = "",
     progress: bool = True,
     on_batch: Optional[Callable[[int], None]] = None,
+    collator: Optional[IAMMDataCollator] = None,
 ) -> Dict[str, str]:
     """Associated words (cached, resumable) -> instruction rows -> one parquet file per split; returns the paths.
 
@@ -206,7 +206,8 @@ def build_instruction_data(
     for split, split_samples in samples.items():
         rows = split_samples if isinstance(split_samples, list) else [split_samples[i] for i in range(len(split_samples))]
         cached = cache_associations(model, tokenizer, rows, os.path.join(output_dir, "associations", f"{split}.jsonl"),
-                                    batch_size, model_name=model_name, progress=progress, on_batch=on_batch)
+                                    batch_size, model_name=model_name, progress=progress, on_batch=on_batch,
+                                    collator=collator)
         instructions = [instruction_row(row, cached[sample_id(row)]["words"], cached[sample_id(row)]["iamm_emotion"],
                                         config) for row in rows]
         paths[split] = save_instruction_split(Dataset.from_list(instructions, features=INSTRUCTION_FEATURES),

@@ -20,7 +20,9 @@ from transformers import AutoModel, AutoTokenizer
 from iamm.llm.associations import build_instruction_data
 from iamm.llm.instructions import InstructionConfig
 from modeling_iamm.cli import parse_args
+from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.preparation import DataArguments, prepare_data
+from modeling_iamm.tokenization import check_tokenizer
 
 
 @dataclass
@@ -47,12 +49,17 @@ def main(argv=None):
     model = AutoModel.from_pretrained(args.model_name_or_path, dtype=getattr(torch, args.dtype),
                                       trust_remote_code=args.trust_remote_code).to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    check_tokenizer(tokenizer, model.config, args.model_name_or_path)
     if model.config.use_implicit_association and not data_args.knowledge_file:
         raise SystemExit(f"{args.model_name_or_path} uses knowledge (implicit association): pass --knowledge_file "
                          "(from scripts/generate_knowledge.py)")
     samples, _ = prepare_data(data_args, tokenizer)
+    # the length limits the model was trained with (unless overridden by flags), as in scripts/evaluate.py
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names,
+                                **data_args.length_limits(getattr(model.config, "length_limits", None)))
     paths = build_instruction_data(model, tokenizer, dict(samples), args.output_dir, config, args.batch_size,
-                                   args.overwrite_output, args.model_name_or_path, progress=not args.disable_tqdm)
+                                   args.overwrite_output, args.model_name_or_path, progress=not args.disable_tqdm,
+                                   collator=collator)
     for split, path in paths.items():
         print(f"{split}: {path}")
 

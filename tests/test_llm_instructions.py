@@ -263,7 +263,7 @@ def test_cache_of_another_checkpoint_or_text_is_refused(loaded, sample_samples, 
     with torch.no_grad():
         weight.add_(1e-3)
     try:
-        with pytest.raises(ValueError, match=r"made with other settings \(fingerprint: file has"):
+        with pytest.raises(ValueError, match=r"made with other settings \(model_fingerprint: file has"):
             cache_associations(model, tokenizer, samples, path, progress=False)
         assert len(cache_associations(model, tokenizer, samples, path, overwrite=True, progress=False)) == 3
     finally:
