@@ -19,12 +19,17 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM  # noqa: E
 from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
 
 from .modeling_iamm import (  # noqa: E402
+    AssociationOutput,
+    IAMMEncoderModel,
     IAMMEncoderOutput,
     IAMMForConditionalGeneration,
     IAMMModel,
     IAMMPreTrainedModel,
     IAMMSeq2SeqLMOutput,
+    IAMMSeq2SeqModelOutput,
     InformationAssociationModule,
+    IterativeAssociation,
+    IterativeAssociationOutput,
 )
 from .pipeline_iamm import EmpatheticResponsePipeline  # noqa: E402
 

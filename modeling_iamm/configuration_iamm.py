@@ -28,6 +28,11 @@ AUTO_MAP = {
 }
 
 
+# Switches added after the first released checkpoints, and the value that reproduces those checkpoints: a saved
+# config.json without the key loads with this value instead of the default for new models.
+LEGACY_DEFAULTS = {"memory_norm": False}
+
+
 class IAMMConfig(PretrainedConfig):
     r"""
     Configuration of an IAMM model. Defaults follow the paper's Appendix A (Yang et al., ACL 2024).
@@ -78,12 +83,19 @@ class IAMMConfig(PretrainedConfig):
         learned_rank_weighting (`bool`, *optional*, defaults to `False`):
             Pass the sorted top-k association scores through a learned `k x k` linear before the sigmoid
             (the authors' code) instead of the plain sigmoid of the score (the paper).
-        max_position_embeddings (`int`, *optional*, defaults to 1024):
-            Longest sequence the sinusoidal position signal covers.
+        memory_norm (`bool`, *optional*, defaults to `True`):
+            The utterance-memory pair reads the memory through a LayerNorm. Without it, memory slots built from
+            memory slots grow with every turn and overflow on long dialogues. A saved config without this key (written before the
+            option existed) loads as `False`, so older checkpoints compute what they did.
+        emotion_pooling (`str`, *optional*, defaults to `"linear"`):
+            Attention-pooling score of the emotion heads: `"linear"` (`w . h`) or `"tanh"` (`v . tanh(W h + b)`,
+            the authors' code).
+        association_direction (`str`, *optional*, defaults to `"utterance_query"`):
+            Second-order scores of the association module: `"utterance_query"` ranks a keyword's associated words
+            with the scores that ranked the keywords (Eq. 12 read literally), `"keyword_query"` uses the keyword as
+            the query (the authors' code and the paper's prose).
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
             Epsilon of the layer norms.
-        init_std (`str`, *optional*, defaults to `"xavier_uniform"`):
-            Weight initialisation (the authors use Xavier-uniform).
         emotion_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the emotion loss beside the generation loss.
         pad_token_id, unk_token_id, bos_token_id, eos_token_id, cls_token_id, speaker_token_id,
@@ -117,9 +129,10 @@ class IAMMConfig(PretrainedConfig):
         use_situation: bool = True,
         use_pointer_generator: bool = True,
         learned_rank_weighting: bool = False,
-        max_position_embeddings: int = 1024,
+        memory_norm: bool = True,
+        emotion_pooling: str = "linear",
+        association_direction: str = "utterance_query",
         layer_norm_eps: float = 1e-6,
-        init_std: str = "xavier_uniform",
         emotion_loss_weight: float = 1.0,
         pad_token_id: int = 0,
         unk_token_id: int = 1,
@@ -133,6 +146,14 @@ class IAMMConfig(PretrainedConfig):
     ):
         if ffn_type not in ("conv", "linear"):
             raise ValueError(f"IAMMConfig.ffn_type must be 'conv' or 'linear', got {ffn_type!r}")
+        if emotion_pooling not in ("linear", "tanh"):
+            raise ValueError(f"IAMMConfig.emotion_pooling must be 'linear' or 'tanh', got {emotion_pooling!r}")
+        if association_direction not in ("utterance_query", "keyword_query"):
+            raise ValueError("IAMMConfig.association_direction must be 'utterance_query' or 'keyword_query', "
+                             f"got {association_direction!r}")
+        # keys of earlier versions that nothing read (configs that have them still load)
+        kwargs.pop("max_position_embeddings", None)
+        kwargs.pop("init_std", None)
         if not (use_explicit_association or use_implicit_association) and use_word_selector:
             raise ValueError(
                 "IAMMConfig: without explicit and implicit association there is no memory to select words from: "
@@ -161,9 +182,10 @@ class IAMMConfig(PretrainedConfig):
         self.use_situation = use_situation
         self.use_pointer_generator = use_pointer_generator
         self.learned_rank_weighting = learned_rank_weighting
-        self.max_position_embeddings = max_position_embeddings
+        self.memory_norm = memory_norm
+        self.emotion_pooling = emotion_pooling
+        self.association_direction = association_direction
         self.layer_norm_eps = layer_norm_eps
-        self.init_std = init_std
         self.emotion_loss_weight = emotion_loss_weight
         self.unk_token_id = unk_token_id
         self.cls_token_id = cls_token_id
@@ -182,6 +204,14 @@ class IAMMConfig(PretrainedConfig):
         super().__init__(
             pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
         )
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """A saved config that predates a switch gets the behaviour it was saved with (the switch off)."""
+        config_dict = dict(config_dict)
+        for key, old_value in LEGACY_DEFAULTS.items():
+            config_dict.setdefault(key, old_value)
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def num_relations(self) -> int:

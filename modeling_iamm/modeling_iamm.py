@@ -14,6 +14,7 @@ This file is copied next to the weights by `save_pretrained`; it imports only to
 """
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -42,7 +43,8 @@ INVALID_REF = -1
 
 @dataclass
 class IAMMEncoderOutput(ModelOutput):
-    """What `IAMMModel` (the encoder side: encoders, iterative association, emotion heads) computes.
+    """What `IAMMEncoderModel` (the encoder side: encoders, iterative association, emotion heads, word selector)
+    computes.
 
     Args:
         last_hidden_state (`(B, Lc, d)`): `H_c`, the context encoding (utterances packed, padding at the end).
@@ -54,7 +56,7 @@ class IAMMEncoderOutput(ModelOutput):
         context_emotion_logits / situation_emotion_logits / memory_emotion_logits / knowledge_emotion_logits:
             each head's logits (None when its input is switched off).
         associations (`Dict[str, Tensor]`, only with `output_associations=True`): association refs and weights,
-            see `IAMMModel.forward`.
+            see `IAMMEncoderModel.forward`.
     """
 
     last_hidden_state: Optional[torch.FloatTensor] = None
@@ -340,7 +342,8 @@ class IAMMDecoder(nn.Module):
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
             self_idx = (decoder_index * n + i) * self.CACHE_SLOTS_PER_LAYER
-            x, weights = layer(x, memory, memory_mask, cache, self_idx, decoder_index * n + i, need_weights)
+            x, weights = layer(x, memory=memory, memory_mask=memory_mask, cache=cache, cache_idx=self_idx,
+                               cross_idx=decoder_index * n + i, need_weights=need_weights)
         return self.layer_norm(x), weights
 
 
@@ -349,15 +352,60 @@ class IAMMDecoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class AssociationOutput(ModelOutput):
+    """What the Information Association Module finds for a batch of (utterance X, other sentence Y) pairs.
+
+    Direction 0 has the keywords of Y and their associated words in X, direction 1 the keywords of X and their
+    associated words in Y. Refs name words independently of padding (see `decode_association_ref`).
+
+    Args:
+        slots (`(N, S, d)`): the pair's memory slots (Eq. 15), S = 2*H*k1 (direction, head, keyword order).
+        slot_mask (`(N, S)` bool): slots whose keyword exists.
+        slot_refs (`(N, S)`): a slot's ref is its keyword's ref.
+        first_order_scores (`(N, 2, H, Lt)`): each target word's association score averaged over the real source
+            words (Eq. 10-11); -inf on padding. Lt is the longer of the two sentences.
+        keyword_refs (`(N, 2, H, k1)`) / keyword_weights: the keywords and their weights.
+        associated_refs (`(N, 2, H, k1, k2)`) / associated_weights: each keyword's associated words (Eq. 12-14).
+    """
+
+    slots: Optional[torch.FloatTensor] = None
+    slot_mask: Optional[torch.BoolTensor] = None
+    slot_refs: Optional[torch.LongTensor] = None
+    first_order_scores: Optional[torch.FloatTensor] = None
+    keyword_refs: Optional[torch.LongTensor] = None
+    keyword_weights: Optional[torch.FloatTensor] = None
+    associated_refs: Optional[torch.LongTensor] = None
+    associated_weights: Optional[torch.FloatTensor] = None
+
+
+ASSOCIATION_DETAILS = ("keyword_refs", "keyword_weights", "associated_refs", "associated_weights")
+
+
+def pad_to(x: torch.Tensor, length: int, dim: int, value: Any = 0) -> torch.Tensor:
+    """Pad `x` with `value` at the end of `dim` up to `length`."""
+    missing = length - x.shape[dim]
+    if missing <= 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [0, missing]
+    return F.pad(x, pad, value=value)
+
+
 class InformationAssociationModule(nn.Module):
     """Associates the words of an utterance `X` with those of another sentence `Y`, in both directions.
 
-    Per head, `association_scores[h, i, j]` scores X-word i against Y-word j (scaled dot products, Eq. 8-9).
-    First order (Eq. 10-11): each Y word's scores averaged over the real X words give `first_order_scores`; the
-    k1 best are the keywords of Y. Second order (Eq. 12-14): for each keyword, the k2 X words it scores highest
-    are its associated words; their per-head value vectors, weighted by sigmoid(score), are concatenated
-    (k2 x dh) and the slot is weighted by sigmoid(keyword score). The other direction swaps X and Y. The 2*H*k1
-    slots are projected to d (Eq. 15): they are this pair's memory slots.
+    Per head, association scores are scaled dot products of per-head queries and keys (Eq. 8-9). First order
+    (Eq. 10-11): each target word's scores averaged over the real source words give `first_order_scores`; the k1
+    best are the keywords. Second order (Eq. 12-14): for each keyword, the k2 source words it scores highest are
+    its associated words; their per-head value vectors, weighted by sigmoid(score), are concatenated (k2 x dh) and
+    the slot is weighted by sigmoid(keyword score). Direction 0 takes X as the source and Y as the target,
+    direction 1 the reverse. The 2*H*k1 slots are projected to d (Eq. 15): they are this pair's memory slots.
+
+    Both directions run as one batch: X and Y are padded to the same length and stacked.
+
+    `association_direction` picks the second-order scores: `"utterance_query"` ranks a keyword's associated words
+    with the same scores that ranked the keywords (Eq. 12 read literally: queries from the source side);
+    `"keyword_query"` uses the keyword as the query (the authors' code; see docs/design.md).
     """
 
     def __init__(self, config: IAMMConfig, num_keywords: int, num_associated_words: int):
@@ -373,94 +421,200 @@ class InformationAssociationModule(nn.Module):
         if self.learned_rank_weighting:  # the authors' code: a k x k linear over the sorted top-k scores
             self.keyword_rank = nn.Linear(self.k1, self.k1)
             self.word_rank = nn.Linear(self.k2, self.k2)
-
-    def _heads(self, proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        N, length, _ = x.shape
-        return proj(x).view(N, length, self.heads, self.head_dim).transpose(1, 2)  # (N, H, len, dh)
+        self.keyword_query = getattr(config, "association_direction", "utterance_query") == "keyword_query"
 
     def _weights(self, scores: torch.Tensor, valid: torch.Tensor, rank: Optional[nn.Linear], k: int) -> torch.Tensor:
         """sigmoid(score) of the selected entries (or of a learned map over their sorted scores); 0 where invalid."""
         scores = scores.masked_fill(~valid, 0.0)
         if rank is not None:
             width = scores.shape[-1]
-            scores = rank(F.pad(scores, (0, k - width)))[..., :width]
+            scores = rank(pad_to(scores, k, dim=-1))[..., :width]
         return torch.sigmoid(scores) * valid
 
-    def _direction(self, q_src, k_tgt, v_src, src_mask, tgt_mask):
-        """Keywords among the target words, their associated words among the source words.
-
-        q_src/v_src: (N, H, Ls, dh), k_tgt: (N, H, Lt, dh), masks (N, Ls)/(N, Lt).
-        """
-        N, H, Ls, dh = q_src.shape
-        Lt = k_tgt.shape[2]
-        neg_inf = float("-inf")
-        association_scores = torch.matmul(q_src, k_tgt.transpose(-1, -2)) / math.sqrt(dh)  # (N, H, Ls, Lt)
-        pair_mask = src_mask[:, None, :, None] & tgt_mask[:, None, None, :]
+    def forward(self, utterance: torch.Tensor, utterance_mask: torch.Tensor, utterance_refs: torch.Tensor,
+                other: torch.Tensor, other_mask: torch.Tensor, other_refs: torch.Tensor) -> AssociationOutput:
+        """Associate `utterance (N, Lx, d)` with `other (N, Ly, d)`; masks and refs are `(N, Lx)` / `(N, Ly)`."""
+        N = utterance.shape[0]
+        H, dh = self.heads, self.head_dim
+        length = max(utterance.shape[1], other.shape[1])
+        # rows 0..N-1: direction 0 (source X, target Y); rows N..2N-1: direction 1 (source Y, target X)
+        source = torch.cat([pad_to(utterance, length, 1), pad_to(other, length, 1)])  # (2N, L, d)
+        source_mask = torch.cat([pad_to(utterance_mask, length, 1, False), pad_to(other_mask, length, 1, False)])
+        source_refs = torch.cat([pad_to(utterance_refs, length, 1, INVALID_REF), pad_to(other_refs, length, 1, INVALID_REF)])
+        target_mask, target_refs = source_mask.roll(N, 0), source_refs.roll(N, 0)  # the other half: (2N, L)
+        projection = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3 * H * dh, d)
+        q, k, v = F.linear(source, projection).view(2 * N, length, 3, H, dh).permute(2, 0, 3, 1, 4)  # (2N, H, L, dh)
+        source_keys = k
+        k = k.roll(N, 0)  # the target sentence's keys
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(dh)  # (2N, H, Ls, Lt), Eq. (8-9)
+        not_pair = ~(source_mask[:, None, :, None] & target_mask[:, None, None, :])  # (2N, 1, Ls, Lt)
         # First order, Eq. (10-11): mean over the real source words of each target word's scores.
-        n_src = src_mask.sum(1).clamp(min=1)[:, None, None]
-        first_order_scores = association_scores.masked_fill(~pair_mask, 0.0).sum(2) / n_src  # (N, H, Lt)
-        first_order_scores = first_order_scores.masked_fill(~tgt_mask[:, None, :], neg_inf)
-        first_order_scores = first_order_scores.masked_fill(~src_mask.any(1)[:, None, None], neg_inf)
-        k1 = min(self.k1, Lt)
-        keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (N, H, k1)
+        n_source = source_mask.sum(1).clamp(min=1)[:, None, None]
+        first_order_scores = scores.masked_fill(not_pair, 0.0).sum(2) / n_source  # (2N, H, Lt)
+        no_keyword = ~(target_mask & source_mask.any(1, keepdim=True))[:, None, :]  # (2N, 1, Lt)
+        first_order_scores = first_order_scores.masked_fill(no_keyword, float("-inf"))
+        k1 = min(self.k1, length)
+        keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (2N, H, k1)
         keyword_valid = torch.isfinite(keyword_scores)
         # Second order, Eq. (12-14): for each keyword, the source words it scores highest.
-        masked_scores = association_scores.masked_fill(~pair_mask, neg_inf)
-        second_order_scores = masked_scores.gather(3, keyword_index[:, :, None, :].expand(N, H, Ls, k1))
-        second_order_scores = second_order_scores.transpose(2, 3)  # (N, H, k1, Ls)
-        k2 = min(self.k2, Ls)
-        word_scores, word_index = stable_topk(second_order_scores, k2)  # (N, H, k1, k2)
+        if self.keyword_query:  # the keyword's query against the source words' keys
+            keyword_queries = q.roll(N, 0).gather(2, keyword_index[..., None].expand(-1, -1, -1, dh))  # (2N, H, k1, dh)
+            second_order_scores = torch.matmul(keyword_queries, source_keys.transpose(-1, -2)) / math.sqrt(dh)
+            second_order_scores = second_order_scores.masked_fill(~source_mask[:, None, None, :], float("-inf"))
+        else:  # the scores that ranked the keywords, read from the keyword's column
+            transposed = scores.masked_fill(not_pair, float("-inf")).transpose(2, 3)  # (2N, H, Lt, Ls)
+            second_order_scores = transposed.gather(2, keyword_index[..., None].expand(-1, -1, -1, length))
+        k2 = min(self.k2, length)
+        word_scores, word_index = stable_topk(second_order_scores, k2)  # (2N, H, k1, k2)
         word_valid = torch.isfinite(word_scores) & keyword_valid[..., None]
         keyword_weights = self._weights(keyword_scores, keyword_valid, getattr(self, "keyword_rank", None), self.k1)
         word_weights = self._weights(word_scores, word_valid, getattr(self, "word_rank", None), self.k2)
-        values = v_src[:, :, None, :, :].expand(N, H, k1, Ls, dh)
-        values = values.gather(3, word_index[..., None].expand(N, H, k1, k2, dh))  # (N, H, k1, k2, dh)
-        values = values * word_weights[..., None]
-        values = F.pad(values, (0, 0, 0, self.k2 - k2)).reshape(N, H, k1, self.k2 * dh)  # (N, H, k1, k2 * dh)
-        slots = self.slot_proj(values * keyword_weights[..., None])  # (N, H, k1, d)
+        values = v.gather(2, word_index.reshape(2 * N, H, k1 * k2, 1).expand(-1, -1, -1, dh))  # (2N, H, k1*k2, dh)
+        values = values.view(2 * N, H, k1, k2, dh) * word_weights[..., None]
+        values = pad_to(values, self.k2, 3).reshape(2 * N, H, k1, self.k2 * dh)  # (2N, H, k1, k2 * dh)
+        slots = self.slot_proj(values * keyword_weights[..., None])  # (2N, H, k1, d)
+        # refs of the keywords (target words) and of their associated words (source words)
+        keyword_refs = target_refs.gather(1, keyword_index.reshape(2 * N, H * k1)).view(2 * N, H, k1)
+        keyword_refs = keyword_refs.masked_fill(~keyword_valid, INVALID_REF)
+        word_refs = source_refs.gather(1, word_index.reshape(2 * N, H * k1 * k2)).view(2 * N, H, k1, k2)
+        word_refs = word_refs.masked_fill(~word_valid, INVALID_REF)
         # pad to k1 keywords / k2 words when the sentences are shorter than that
-        pad1, pad2 = self.k1 - k1, self.k2 - k2
-        slots = F.pad(slots, (0, 0, 0, pad1))
-        keyword_valid = F.pad(keyword_valid, (0, pad1), value=False)
-        keyword_index = F.pad(keyword_index, (0, pad1), value=0)
-        keyword_weights = F.pad(keyword_weights, (0, pad1))
-        word_index = F.pad(word_index, (0, pad2, 0, pad1), value=0)
-        word_weights = F.pad(word_weights, (0, pad2, 0, pad1))
-        word_valid = F.pad(word_valid, (0, pad2, 0, pad1), value=False)
-        return slots, keyword_valid, keyword_index, keyword_weights, word_index, word_weights, word_valid
+        slots = pad_to(slots, self.k1, 2)
+        keyword_valid = pad_to(keyword_valid, self.k1, 2, False)
+        keyword_refs = pad_to(keyword_refs, self.k1, 2, INVALID_REF)
+        keyword_weights = pad_to(keyword_weights, self.k1, 2)
+        word_refs = pad_to(pad_to(word_refs, self.k2, 3, INVALID_REF), self.k1, 2, INVALID_REF)
+        word_weights = pad_to(pad_to(word_weights, self.k2, 3), self.k1, 2)
 
-    def forward(self, x, x_mask, y, y_mask, x_refs, y_refs):
-        """Associate `x (N, Lx, d)` (the utterance) with `y (N, Ly, d)`.
+        def by_pair(x: torch.Tensor) -> torch.Tensor:  # (2N, ...) -> (N, 2, ...): direction second
+            return x.view((2, N) + tuple(x.shape[1:])).transpose(0, 1)
 
-        Returns `(slots (N, S, d), slot_mask (N, S), slot_refs (N, S), details)`: S = 2*H*k1 slots, the
-        first H*k1 for the keywords of Y (associated words in X), the next H*k1 for the keywords of X. A slot's ref
-        is its keyword's ref; `details` holds keyword/associated refs and weights, shaped (N, 2, H, k1[, k2]).
-        """
-        qx, kx, vx = self._heads(self.query, x), self._heads(self.key, x), self._heads(self.value, x)
-        qy, ky, vy = self._heads(self.query, y), self._heads(self.key, y), self._heads(self.value, y)
-        out_y = self._direction(qx, ky, vx, x_mask, y_mask)  # keywords of Y, associated words in X
-        out_x = self._direction(qy, kx, vy, y_mask, x_mask)  # keywords of X, associated words in Y
-        N = x.shape[0]
+        return AssociationOutput(
+            slots=by_pair(slots).reshape(N, 2 * H * self.k1, -1),  # (N, S, d)
+            slot_mask=by_pair(keyword_valid).reshape(N, -1),
+            slot_refs=by_pair(keyword_refs).reshape(N, -1),
+            first_order_scores=by_pair(first_order_scores),
+            keyword_refs=by_pair(keyword_refs),
+            keyword_weights=by_pair(keyword_weights),
+            associated_refs=by_pair(word_refs),
+            associated_weights=by_pair(word_weights),
+        )
 
-        def refs(table, index):  # table (N, L), index (N, H, ...) -> refs (N, H, ...)
-            flat = index.reshape(N, -1)
-            return table.gather(1, flat).view(index.shape)
 
-        keyword_refs, word_refs, keyword_w, word_w = [], [], [], []
-        for (slots, kv, ki, kw, wi, ww, wv), kw_table, w_table in ((out_y, y_refs, x_refs), (out_x, x_refs, y_refs)):
-            keyword_refs.append(refs(kw_table, ki).masked_fill(~kv, INVALID_REF))
-            word_refs.append(refs(w_table, wi).masked_fill(~wv, INVALID_REF))
-            keyword_w.append(kw)
-            word_w.append(ww)
-        slots = torch.cat([out_y[0], out_x[0]], dim=1).reshape(N, -1, x.shape[-1])  # (N, 2 * H * k1, d)
-        slot_mask = torch.cat([out_y[1], out_x[1]], dim=1).reshape(N, -1)
-        details = {
-            "keyword_refs": torch.stack(keyword_refs, 1),  # (N, 2, H, k1)
-            "keyword_weights": torch.stack(keyword_w, 1),
-            "associated_refs": torch.stack(word_refs, 1),  # (N, 2, H, k1, k2)
-            "associated_weights": torch.stack(word_w, 1),
-        }
-        return slots, slot_mask, details["keyword_refs"].reshape(N, -1), details
+# ----------------------------------------------------------------------------------------------------------------
+# Iterative association over the turns of a dialogue (Eq. 16-18)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IterativeAssociationOutput(ModelOutput):
+    """The memory one side (explicit: words, implicit: relation summaries) accumulates over a dialogue.
+
+    Args:
+        memory (`(B, M, d)`): V of this side: the learned null slot, then for each turn its utterance-situation,
+            utterance-history and utterance-memory slots (Eq. 16-18). Slots of padded turns are masked.
+        memory_mask (`(B, M)` bool) / memory_refs (`(B, M)`): real slots, and each slot's keyword ref.
+        associations (`Dict[str, Tensor]`): per pair type (`situation`, `history`, `memory`) and detail
+            (`keyword_refs`, ...), `"{pair}_{detail}"` shaped `(B, T, 2, H, k1[, k2])`.
+    """
+
+    memory: Optional[torch.FloatTensor] = None
+    memory_mask: Optional[torch.BoolTensor] = None
+    memory_refs: Optional[torch.LongTensor] = None
+    associations: Optional[Dict[str, torch.Tensor]] = None
+
+
+class IterativeAssociation(nn.Module):
+    """Runs the Information Association Module over the utterances of a dialogue, in order, on one side.
+
+    For utterance i: the pairs (U_i, situation), (U_i, U_1..U_{i-1}) and (U_i, memory), whose slots join the memory
+    (Eq. 16-18). The first two pairs do not depend on the memory: they run for every turn at once, in one batched
+    call of the (shared) context module. Only the memory pair runs turn by turn. The memory starts with one learned
+    "nothing associated yet" slot, so it is never empty.
+
+    With `memory_norm`, the memory pair reads the memory through a LayerNorm (as the paper's pre-LayerNorm blocks
+    read their inputs): without it, memory slots are built from the values of memory slots, grow with every turn
+    and overflow on long dialogues (see docs/design.md). Normalising the memory it reads, not the slots it writes,
+    keeps the keyword weights (Eq. 14) in the slots' scale.
+    """
+
+    def __init__(self, config: IAMMConfig, num_keywords: int, num_associated_words: int):
+        super().__init__()
+        # (registration order = parameter order, which saved optimizer states depend on: keep it)
+        self.context_association = InformationAssociationModule(config, num_keywords, num_associated_words)
+        self.memory_association = InformationAssociationModule(config, num_keywords, num_associated_words)
+        self.null_slot = nn.Parameter(torch.zeros(config.hidden_size))
+        self.memory_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                            if getattr(config, "memory_norm", False) else None)
+
+    def forward(self, units: torch.Tensor, unit_mask: torch.Tensor, unit_refs: torch.Tensor,
+                situation: Optional[torch.Tensor] = None, situation_mask: Optional[torch.Tensor] = None,
+                situation_refs: Optional[torch.Tensor] = None) -> IterativeAssociationOutput:
+        """units (B, T, U, d): each utterance's units (all False in `unit_mask (B, T, U)` on padded turns);
+        situation (B, Ls, d): the situation's units, or None."""
+        B, T, U, d = units.shape
+        device = units.device
+        # (U_i, situation) and (U_i, U_1..U_{i-1}) for every turn, as one batch of P * B * T pairs
+        utterances = units.reshape(B * T, U, d)
+        utterance_mask, utterance_refs = unit_mask.reshape(B * T, U), unit_refs.reshape(B * T, U)
+        earlier = torch.arange(T, device=device).repeat_interleave(U)[None, :] < torch.arange(T, device=device)[:, None]
+        history = units.reshape(B, 1, T * U, d).expand(B, T, T * U, d).reshape(B * T, T * U, d)  # every earlier unit
+        history_mask = (unit_mask.reshape(B, 1, T * U) & earlier[None]).reshape(B * T, T * U)  # (B*T, T*U)
+        history_refs = unit_refs.reshape(B, 1, T * U).expand(B, T, T * U).reshape(B * T, T * U)
+        others, other_masks, other_refs, pairs = [history], [history_mask], [history_refs], ["history"]
+        if situation is not None:
+            Ls = situation.shape[1]
+            others.insert(0, situation[:, None].expand(B, T, Ls, d).reshape(B * T, Ls, d))
+            other_masks.insert(0, situation_mask[:, None].expand(B, T, Ls).reshape(B * T, Ls))
+            other_refs.insert(0, situation_refs[:, None].expand(B, T, Ls).reshape(B * T, Ls))
+            pairs.insert(0, "situation")
+        P = len(pairs)
+        length = max(o.shape[1] for o in others)
+        context_pairs = self.context_association(
+            utterance=utterances.repeat(P, 1, 1),
+            utterance_mask=utterance_mask.repeat(P, 1),
+            utterance_refs=utterance_refs.repeat(P, 1),
+            other=torch.cat([pad_to(o, length, 1) for o in others]),
+            other_mask=torch.cat([pad_to(m, length, 1, False) for m in other_masks]),
+            other_refs=torch.cat([pad_to(r, length, 1, INVALID_REF) for r in other_refs]),
+        )  # rows: pair-major, then sample, then turn
+        S = context_pairs.slots.shape[1]
+        context_slots = context_pairs.slots.view(P, B, T, S, d).transpose(0, 1).transpose(1, 2)
+        context_slot_mask = context_pairs.slot_mask.view(P, B, T, S).permute(1, 2, 0, 3)  # (B, T, P, S)
+        context_slot_refs = context_pairs.slot_refs.view(P, B, T, S).permute(1, 2, 0, 3)
+        associations = {
+            f"{pair}_{key}": getattr(context_pairs, key).view((P, B, T) + getattr(context_pairs, key).shape[1:])[p]
+            for p, pair in enumerate(pairs) for key in ASSOCIATION_DETAILS
+        }  # (B, T, 2, H, k1[, k2])
+
+        # (U_i, memory): sequential over turns, batched over the samples
+        memory = self.null_slot.to(units.dtype)[None, None, :].expand(B, 1, d)
+        memory_mask = torch.ones(B, 1, dtype=torch.bool, device=device)
+        memory_refs = torch.full((B, 1), NULL_REF, dtype=torch.long, device=device)
+        no_slots = (units.new_zeros(B, S, d), torch.zeros(B, S, dtype=torch.bool, device=device),
+                    torch.full((B, S), INVALID_REF, dtype=torch.long, device=device))
+        memory_pairs: List[AssociationOutput] = []
+        for t in range(T):
+            slots, slot_mask, slot_refs = no_slots
+            if t > 0:
+                out = self.memory_association(
+                    utterance=units[:, t], utterance_mask=unit_mask[:, t], utterance_refs=unit_refs[:, t],
+                    other=memory if self.memory_norm is None else self.memory_norm(memory),
+                    other_mask=memory_mask, other_refs=memory_refs,
+                )
+                slots, slot_mask, slot_refs = out.slots, out.slot_mask, out.slot_refs
+                memory_pairs.append(out)
+            # this turn's slots join the memory: situation pair, history pair, memory pair (Eq. 16-18)
+            memory = torch.cat([memory, context_slots[:, t].reshape(B, P * S, d), slots], 1)
+            memory_mask = torch.cat([memory_mask, context_slot_mask[:, t].reshape(B, P * S), slot_mask], 1)
+            memory_refs = torch.cat([memory_refs, context_slot_refs[:, t].reshape(B, P * S), slot_refs], 1)
+        if memory_pairs:  # turn 0 has no memory pair
+            for key in ASSOCIATION_DETAILS:
+                first = getattr(memory_pairs[0], key)
+                empty = first.new_full(first.shape, INVALID_REF if "refs" in key else 0)
+                associations[f"memory_{key}"] = torch.stack([empty] + [getattr(o, key) for o in memory_pairs], 1)
+        return IterativeAssociationOutput(memory=memory, memory_mask=memory_mask, memory_refs=memory_refs,
+                                          associations=associations)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -469,17 +623,35 @@ class InformationAssociationModule(nn.Module):
 
 
 class AggregationHead(nn.Module):
-    """Attention pooling over a sequence, then a small MLP to emotion logits (Eq. 20-24)."""
+    """Attention pooling over a sequence, then a small MLP to emotion logits (Eq. 20-24).
+
+    The pooling score is `w . h` (`emotion_pooling="linear"`) or the authors' `v . tanh(W h + b)` (`"tanh"`).
+    Neither has a bias of its own: under the softmax it would be a no-op.
+    """
 
     def __init__(self, config: IAMMConfig):
         super().__init__()
-        self.score = nn.Linear(config.hidden_size, 1, bias=False)  # a bias would be a no-op under the softmax
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+        d = config.hidden_size
+        self.score = nn.Linear(d, 1, bias=False)
+        self.pooling_proj = nn.Linear(d, d) if getattr(config, "emotion_pooling", "linear") == "tanh" else None
+        self.dense = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, config.num_labels)
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = masked_mean_pool(self.score(hidden_states).squeeze(-1), hidden_states, mask)  # (B, d)
+        scored = hidden_states if self.pooling_proj is None else torch.tanh(self.pooling_proj(hidden_states))
+        pooled = masked_mean_pool(self.score(scored).squeeze(-1), hidden_states, mask)  # (B, d)
         return self.out_proj(torch.tanh(self.dense(pooled)))
+
+
+@dataclass
+class SelectedMemory(ModelOutput):
+    """The word selector's choice: `hidden_state (B, k3, d)` (`H~_m`), `mask (B, k3)`, and the chosen slots'
+    positions in the memory `index (B, k3)` and scores `weights (B, k3)`."""
+
+    hidden_state: Optional[torch.FloatTensor] = None
+    mask: Optional[torch.BoolTensor] = None
+    index: Optional[torch.LongTensor] = None
+    weights: Optional[torch.FloatTensor] = None
 
 
 class WordSelector(nn.Module):
@@ -490,16 +662,15 @@ class WordSelector(nn.Module):
         self.score = nn.Linear(config.hidden_size, 1)
         self.k3 = config.num_memory_words
 
-    def forward(self, memory: torch.Tensor, mask: torch.Tensor):
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor) -> SelectedMemory:
         scores = torch.sigmoid(self.score(memory).squeeze(-1)).masked_fill(~mask, -1.0)  # (B, M)
         k = min(self.k3, memory.shape[1])
         top_scores, top_index = stable_topk(scores, k)  # (B, k)
         valid = top_scores >= 0
         selected = memory.gather(1, top_index[..., None].expand(-1, -1, memory.shape[-1]))
         selected = selected * (top_scores * valid)[..., None]  # (B, k, d)
-        pad = self.k3 - k
-        return (F.pad(selected, (0, 0, 0, pad)), F.pad(valid, (0, pad), value=False),
-                F.pad(top_index, (0, pad)), F.pad(top_scores.clamp(min=0), (0, pad)))
+        return SelectedMemory(hidden_state=pad_to(selected, self.k3, 1), mask=pad_to(valid, self.k3, 1, False),
+                              index=pad_to(top_index, self.k3, 1), weights=pad_to(top_scores.clamp(min=0), self.k3, 1))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -507,12 +678,38 @@ class WordSelector(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# Weight names of checkpoints saved before the iterative association was a module of its own (regex -> name).
+# `from_pretrained` renames them; `save_pretrained` of a model loaded from such a checkpoint writes them back
+# under the names it read (transformers reverses the mapping), which every version reads.
+LEGACY_KEY_MAPPING = {
+    r"(explicit|implicit)_context_association\.": r"\1_association.context_association.",
+    r"(explicit|implicit)_memory_association\.": r"\1_association.memory_association.",
+    r"(explicit|implicit)_null_slot": r"\1_association.null_slot",
+}
+
+
+def rename_legacy_weights(module, state_dict, prefix, *args) -> None:
+    """A `load_state_dict` pre-hook: weights of `module` saved under earlier names get today's names."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name = key[len(prefix):]
+        for pattern, replacement in LEGACY_KEY_MAPPING.items():
+            name = re.sub(pattern, replacement, name)
+        if prefix + name != key:
+            state_dict[prefix + name] = state_dict.pop(key)
+
+
 class IAMMPreTrainedModel(PreTrainedModel):
     config_class = IAMMConfig
     base_model_prefix = "model"
     main_input_name = "context_ids"
     supports_gradient_checkpointing = False
-    _no_split_modules = ["IAMMModel"]
+    _no_split_modules = ["IAMMEncoderModel"]
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; weights saved under the names of earlier versions are renamed."""
+        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        return super().from_pretrained(*args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -526,23 +723,18 @@ class IAMMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, IAMMModel):
-            for null in (module.explicit_null_slot, module.implicit_null_slot):
-                if null is not None:
-                    nn.init.normal_(null, std=0.02)
+        elif isinstance(module, IterativeAssociation):
+            nn.init.normal_(module.null_slot, std=0.02)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# IAMMModel: encoders + iterative association + emotion heads (the "encoder" of generate())
+# The encoder side: encoders + iterative association + emotion heads + word selector (generate()'s encoder)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class IAMMModel(IAMMPreTrainedModel):
-    """Encodes a dialogue, runs the iterative association over its utterances, and predicts the emotion.
-
-    The memory of each side starts with one learned "nothing associated yet" slot, so it is never empty (a
-    context of one utterance without a situation would otherwise have nothing to associate with).
-    """
+class IAMMEncoderModel(IAMMPreTrainedModel):
+    """Encodes a dialogue, runs the iterative association over its utterances, predicts the emotion and selects the
+    memory slots the association decoder reads. `IAMMForConditionalGeneration.get_encoder()` returns it."""
 
     def __init__(self, config: IAMMConfig):
         super().__init__(config)
@@ -557,26 +749,20 @@ class IAMMModel(IAMMPreTrainedModel):
         self.memory_encoder = IAMMEncoder(config) if has_memory else None  # Enc_m, Eq. (19)
         self.context_emotion_head = AggregationHead(config)  # shared by H_c and H_s
         self.memory_emotion_head = AggregationHead(config) if has_memory else None
-        self.explicit_null_slot = self.implicit_null_slot = None
-        if config.use_explicit_association:
-            self.explicit_context_association = InformationAssociationModule(
-                config, config.num_keywords, config.num_associated_words
-            )  # utterance-situation and utterance-history pairs share it (as the authors' code)
-            self.explicit_memory_association = InformationAssociationModule(
-                config, config.num_keywords, config.num_associated_words
-            )
-            self.explicit_null_slot = nn.Parameter(torch.zeros(d))
-        if config.use_implicit_association:
-            k = min(config.num_keywords, config.num_relations)
-            k2 = min(config.num_associated_words, config.num_relations)
+        if config.use_explicit_association:  # words of utterances, situation and memory
+            # utterance-situation and utterance-history pairs share one module (as the authors' code)
+            self.explicit_association = IterativeAssociation(config, config.num_keywords, config.num_associated_words)
+        if config.use_implicit_association:  # relation summaries of the knowledge, so k1, k2 <= R
             self.knowledge_encoder = IAMMEncoder(config)  # Enc_cs, Eq. (4-5)
             self.knowledge_context_encoder = IAMMEncoder(config)  # Eq. (6-7)
             self.knowledge_emotion_head = AggregationHead(config)
-            self.implicit_context_association = InformationAssociationModule(config, k, k2)
-            self.implicit_memory_association = InformationAssociationModule(config, k, k2)
-            self.implicit_null_slot = nn.Parameter(torch.zeros(d))
+            self.implicit_association = IterativeAssociation(
+                config, min(config.num_keywords, config.num_relations), min(config.num_associated_words, config.num_relations)
+            )
         if config.use_word_selector:
             self.word_selector = WordSelector(config)
+        # torch's load_state_dict (Trainer's resume) reads the weight names of earlier versions too
+        self.register_load_state_dict_pre_hook(rename_legacy_weights)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -590,109 +776,40 @@ class IAMMModel(IAMMPreTrainedModel):
         ids = ids.masked_fill(ids >= self.config.vocab_size, self.config.unk_token_id)
         return self.embed_tokens(ids) * self.embed_scale
 
-    # ---- 1. encoding -------------------------------------------------------------------------------------------
-    def _encode_utterances(self, words: torch.Tensor, mask: torch.Tensor, turn_mask: torch.Tensor) -> torch.Tensor:
-        """Enc_u on each real utterance on its own: (B, T, L, d) -> (B, T, L, d) (zeros on padded turns)."""
+    # ---- 1. encoding (Eq. 1-7) ----------------------------------------------------------------------------------
+    def encode_context(self, context_ids, context_mask, role_ids, turn_mask):
+        """Enc_u on each real utterance on its own, then Enc_ctx over all of them, packed (Eq. 1-2).
+
+        Returns the word + role embeddings `(B, T, L, d)` (the units of the explicit association), `H_c (B, Lc, d)`
+        and its mask `(B, Lc)`.
+        """
+        B, T, L = context_ids.shape
+        words = self.embed(context_ids) + self.embed(role_ids)[:, :, None, :]  # (B, T, L, d): word + role
         encoded = torch.zeros_like(words)
-        encoded[turn_mask] = self.utterance_encoder(words[turn_mask], mask[turn_mask])  # (n_real_turns, L, d)
-        return encoded
+        encoded[turn_mask] = self.utterance_encoder(words[turn_mask], context_mask[turn_mask])  # (n_real_turns, L, d)
+        packed, packed_mask = pack(encoded.reshape(B, T * L, -1), context_mask.reshape(B, T * L))
+        return words, self.context_encoder(packed, packed_mask), packed_mask
 
-    def _encode_knowledge(self, sit_ids, sit_mask, ctx_ids, ctx_mask, turn_mask):
-        """Enc_cs on every relation text; its [CLS] vector is that relation's summary (Eq. 4-5).
-
-        Returns the situation block (B, R, d) and the utterance blocks (B, T, R, d).
-        """
-        B, T, R, Lk = ctx_ids.shape
-        sit_summary = self.knowledge_encoder(self.embed(sit_ids.flatten(0, 1)), sit_mask.flatten(0, 1), first_only=True)
-        real = ctx_ids[turn_mask]  # (n_real_turns, R, Lk)
-        ctx_summary = self.knowledge_encoder(self.embed(real.flatten(0, 1)), ctx_mask[turn_mask].flatten(0, 1), first_only=True)
-        blocks = sit_summary.new_zeros(B, T, R, sit_summary.shape[-1])
-        blocks[turn_mask] = ctx_summary.view(-1, R, ctx_summary.shape[-1])
-        return sit_summary.view(B, R, -1), blocks
-
-    # ---- 2. iterative association -----------------------------------------------------------------------------
-    def _associate(self, context_module, memory_module, null_slot, units, unit_mask, unit_refs, other, other_mask,
-                   other_refs, turn_mask):
-        """Run the iterative association of one side (explicit: words, implicit: relation summaries).
-
-        units (B, T, U, d): each utterance's units; other (B, Lo, d): the situation's units (or None).
-        Returns the memory V of this side (B, M, d), its mask and slot refs, and the per-pair details.
-        """
-        B, T, U, d = units.shape
-        real = turn_mask  # (B, T)
-        x, x_mask, x_refs = units[real], unit_mask[real], unit_refs[real]  # (n, U, d): every real utterance at once
-        b_index = torch.arange(B, device=units.device)[:, None].expand(B, T)[real]  # (n,)
-        t_index = torch.arange(T, device=units.device)[None, :].expand(B, T)[real]
-        S = 2 * context_module.heads * context_module.k1
-        per_turn: Dict[str, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        details: Dict[str, Dict[str, torch.Tensor]] = {}
-
-        def scatter(slots, mask, refs):  # (n, S, ...) -> (B, T, S, ...), zeros/False on padded turns
-            full = slots.new_zeros((B, T) + tuple(slots.shape[1:]))
-            full[real] = slots
-            full_mask = mask.new_zeros(B, T, S)
-            full_mask[real] = mask
-            full_refs = refs.new_full((B, T, S), INVALID_REF)
-            full_refs[real] = refs
-            return full, full_mask, full_refs
-
-        def keep(name, det):
-            out = {}
-            for key, value in det.items():
-                full = value.new_full((B, T) + tuple(value.shape[1:]), INVALID_REF if "refs" in key else 0)
-                full[real] = value
-                out[key] = full
-            details[name] = out
-
-        # (U_i, situation) for every utterance at once
-        if other is not None:
-            slots, mask, refs, det = context_module(x, x_mask, other[b_index], other_mask[b_index], x_refs, other_refs[b_index])
-            per_turn["situation"] = scatter(slots, mask, refs)
-            keep("situation", det)
-        # (U_i, U_1..U_{i-1}) for every utterance at once: the history is every unit of an earlier turn
-        history = units.reshape(B, T * U, d)[b_index]  # (n, T*U, d)
-        unit_turn = torch.arange(T, device=units.device).repeat_interleave(U)  # (T*U,)
-        history_mask = unit_mask.reshape(B, T * U)[b_index] & (unit_turn[None, :] < t_index[:, None])
-        history_refs = unit_refs.reshape(B, T * U)[b_index]
-        slots, mask, refs, det = context_module(x, x_mask, history, history_mask, x_refs, history_refs)
-        per_turn["history"] = scatter(slots, mask, refs)
-        keep("history", det)
-
-        # (U_i, memory): sequential over turns, batched over the samples
-        null = null_slot.to(units.dtype)[None, None, :].expand(B, 1, d)
-        memory = [null]
-        memory_mask = [torch.ones(B, 1, dtype=torch.bool, device=units.device)]
-        memory_refs = [torch.full((B, 1), NULL_REF, dtype=torch.long, device=units.device)]
-        mem_slots = units.new_zeros(B, T, S, d)
-        mem_mask = torch.zeros(B, T, S, dtype=torch.bool, device=units.device)
-        mem_refs = torch.full((B, T, S), INVALID_REF, dtype=torch.long, device=units.device)
-        mem_details: List[Dict[str, torch.Tensor]] = []
-        for t in range(T):
-            if t > 0:
-                y, y_mask, y_refs = torch.cat(memory, 1), torch.cat(memory_mask, 1), torch.cat(memory_refs, 1)
-                slots, mask, refs, det = memory_module(
-                    units[:, t], unit_mask[:, t] & real[:, t, None], y, y_mask & real[:, t, None], unit_refs[:, t], y_refs
-                )
-                mem_slots[:, t], mem_mask[:, t], mem_refs[:, t] = slots, mask, refs
-                mem_details.append(det)
-            # this turn's slots join the memory: situation pair, history pair, memory pair (Eq. 16-18)
-            for name in ("situation", "history"):
-                if name in per_turn:
-                    memory.append(per_turn[name][0][:, t])
-                    memory_mask.append(per_turn[name][1][:, t])
-                    memory_refs.append(per_turn[name][2][:, t])
-            memory.append(mem_slots[:, t])
-            memory_mask.append(mem_mask[:, t])
-            memory_refs.append(mem_refs[:, t])
-        if mem_details:
-            first = mem_details[0]
-            details["memory"] = {
-                key: torch.stack(
-                    [first[key].new_full(first[key].shape, INVALID_REF if "refs" in key else 0)] + [d_[key] for d_ in mem_details], 1
-                )
-                for key in first
-            }  # (B, T, 2, H, k1[, k2])
-        return torch.cat(memory, 1), torch.cat(memory_mask, 1), torch.cat(memory_refs, 1), details
+    def encode_knowledge(self, situation_knowledge_ids, situation_knowledge_mask, context_knowledge_ids,
+                         context_knowledge_mask, turn_mask):
+        """Enc_cs on every relation text of the situation and of the real utterances, in one batch; its [CLS]
+        vector is that relation's summary (Eq. 4-5). Returns the situation block (B, R, d) (None without it) and
+        the utterance blocks (B, T, R, d), zeros on padded turns."""
+        B, T, R, Lk = context_knowledge_ids.shape
+        texts = [context_knowledge_ids[turn_mask].flatten(0, 1)]  # (n_real_turns * R, Lk)
+        masks = [context_knowledge_mask[turn_mask].flatten(0, 1)]
+        if situation_knowledge_ids is not None:
+            texts.append(situation_knowledge_ids.flatten(0, 1))  # (B * R, Lk')
+            masks.append(situation_knowledge_mask.flatten(0, 1))
+        length = max(t.shape[1] for t in texts)
+        ids = torch.cat([pad_to(t, length, 1, self.config.pad_token_id) for t in texts])
+        summaries = self.knowledge_encoder(self.embed(ids), torch.cat([pad_to(m, length, 1, False) for m in masks]),
+                                           first_only=True)  # (n_texts, d)
+        n_context = texts[0].shape[0]
+        blocks = summaries.new_zeros(B, T, R, summaries.shape[-1])
+        blocks[turn_mask] = summaries[:n_context].view(-1, R, summaries.shape[-1])
+        situation_block = summaries[n_context:].view(B, R, -1) if situation_knowledge_ids is not None else None
+        return situation_block, blocks
 
     def forward(
         self,
@@ -707,9 +824,9 @@ class IAMMModel(IAMMPreTrainedModel):
         context_knowledge_ids: Optional[torch.LongTensor] = None,
         context_knowledge_mask: Optional[torch.BoolTensor] = None,
         output_associations: bool = False,
+        return_dict: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
     ) -> IAMMEncoderOutput:
         r"""
         Args:
@@ -726,64 +843,59 @@ class IAMMModel(IAMMPreTrainedModel):
                 `*_associated_weights` (direction 0: keywords of the other sentence, associated words in the
                 utterance; 1: keywords of the utterance), and `selected_memory_refs`/`_weights` `(B, k3)`.
                 Refs name words independently of padding (see `decode_association_ref`).
+            return_dict: False returns the output's fields as a tuple (`ModelOutput.to_tuple()`).
+            output_attentions / output_hidden_states: IAMM returns neither; True is an error (generate() passes
+                the generation config's False).
         """
+        if output_attentions or output_hidden_states:
+            raise ValueError("IAMM does not return attention weights or per-layer hidden states "
+                             "(output_attentions / output_hidden_states must be False)")
         config = self.config
         pad = config.pad_token_id
-        if context_mask is None:
-            context_mask = context_ids != pad
-        context_mask = context_mask.bool()
+        # ---- inputs
+        if role_ids is None:
+            raise ValueError("IAMM needs role_ids (the [SPK]/[LSN] id of each utterance)")
+        context_mask = (context_ids != pad) if context_mask is None else context_mask.bool()
         if context_ids_extended is None:
             context_ids_extended = context_ids
-        if role_ids is None:
-            raise ValueError("IAMMModel needs role_ids (the [SPK]/[LSN] id of each utterance)")
         B, T, L = context_ids.shape
         turn_mask = context_mask[:, :, 0]  # (B, T): real utterances
         if not turn_mask[:, 0].all():
             raise ValueError("every sample needs at least one context utterance, in context_ids[:, 0]")
-        use_situation = config.use_situation and situation_ids is not None
         if config.use_situation and situation_ids is None:
             raise ValueError("this IAMM reads the situation: pass situation_ids (or set config.use_situation=False)")
-        if use_situation and situation_mask is None:
-            situation_mask = situation_ids != pad
+        use_situation = config.use_situation
+        if use_situation:
+            situation_mask = (situation_ids != pad) if situation_mask is None else situation_mask.bool()
         if config.use_implicit_association and context_knowledge_ids is None:
             raise ValueError(
                 "use_implicit_association=True needs knowledge inputs (situation_knowledge_ids, context_knowledge_ids): "
                 "generate them with scripts/generate_knowledge.py, or set use_implicit_association=False"
             )
 
-        # ---- 1. explicit encoding: Eq. (1-3)
-        words = self.embed(context_ids) + self.embed(role_ids)[:, :, None, :]  # (B, T, L, d): word + role
-        encoded_utterances = self._encode_utterances(words, context_mask, turn_mask)
-        hidden_context, packed_mask = pack(encoded_utterances.reshape(B, T * L, -1), context_mask.reshape(B, T * L))
-        hidden_context = self.context_encoder(hidden_context, packed_mask)  # H_c: (B, Lc, d)
+        # ---- 1. explicit encoding, Eq. (1-3)
+        words, hidden_context, packed_mask = self.encode_context(context_ids, context_mask, role_ids, turn_mask)
         packed_ids, _ = pack(context_ids_extended.reshape(B, T * L), context_mask.reshape(B, T * L))  # (B, Lc)
         hidden_situation = None
         if use_situation:
-            situation_mask = situation_mask.bool()
-            hidden_situation = self.situation_encoder(self.embed(situation_ids), situation_mask)  # H_s: (B, Ls, d)
+            situation_words = self.embed(situation_ids)  # (B, Ls, d)
+            hidden_situation = self.situation_encoder(situation_words, situation_mask)  # H_s: (B, Ls, d)
 
-        # ---- 2. iterative association: Eq. (8-19)
-        word_mask = context_mask.clone()
-        word_mask[:, :, 0] = False  # [CLS] is not a word
-        word_refs = (torch.arange(T, device=context_ids.device)[:, None] + 1) * REF_STRIDE + torch.arange(L, device=context_ids.device)
-        word_refs = word_refs[None].expand(B, T, L)  # (B, T, L)
-        memories, memory_masks, memory_refs, associations = [], [], [], {}
+        # ---- 2. iterative association, Eq. (8-19); V = V_explicit ++ V_implicit
+        sides: List[Tuple[str, IterativeAssociationOutput]] = []
         if config.use_explicit_association:
-            sit_words = sit_mask = sit_refs = None
+            word_mask = context_mask & (torch.arange(L, device=context_ids.device) > 0)  # [CLS] is not a word
+            word_refs = ((torch.arange(T, device=context_ids.device)[:, None] + 1) * REF_STRIDE
+                         + torch.arange(L, device=context_ids.device))[None].expand(B, T, L)  # (B, T, L)
+            situation_refs = None
             if use_situation:
-                sit_words = self.embed(situation_ids)  # (B, Ls, d)
-                sit_mask = situation_mask.clone()
-                sit_mask[:, 0] = False
-                sit_refs = torch.arange(situation_ids.shape[1], device=context_ids.device)[None].expand(B, -1)
-            memory, mask, refs, details = self._associate(
-                self.explicit_context_association, self.explicit_memory_association, self.explicit_null_slot,
-                words, word_mask, word_refs, sit_words, sit_mask, sit_refs, turn_mask,
-            )
-            memories.append(memory)
-            memory_masks.append(mask)
-            memory_refs.append(refs)
-            associations.update({f"explicit_{pair}_{k}": v for pair, det in details.items() for k, v in det.items()})
-
+                situation_refs = torch.arange(situation_ids.shape[1], device=context_ids.device)[None].expand(B, -1)
+            sides.append(("explicit", self.explicit_association(
+                units=words, unit_mask=word_mask, unit_refs=word_refs,
+                situation=situation_words if use_situation else None,
+                situation_mask=situation_mask & (situation_refs > 0) if use_situation else None,  # no [CLS]
+                situation_refs=situation_refs,
+            )))
         hidden_knowledge = knowledge_mask = None
         if config.use_implicit_association:
             R = config.num_relations
@@ -791,61 +903,64 @@ class IAMMModel(IAMMPreTrainedModel):
                 context_knowledge_mask = context_knowledge_ids != pad
             if situation_knowledge_mask is None and situation_knowledge_ids is not None:
                 situation_knowledge_mask = situation_knowledge_ids != pad
-            sit_block, blocks = self._encode_knowledge(
-                situation_knowledge_ids, situation_knowledge_mask.bool(), context_knowledge_ids,
-                context_knowledge_mask.bool(), turn_mask,
-            )  # (B, R, d), (B, T, R, d)
-            block_mask = turn_mask[:, :, None].expand(B, T, R)
-            block_refs = IMPLICIT_REF + (torch.arange(T, device=blocks.device)[:, None] + 1) * R + torch.arange(R, device=blocks.device)
-            sit_block_refs = (IMPLICIT_REF + torch.arange(R, device=blocks.device))[None].expand(B, R)
-            memory, mask, refs, details = self._associate(
-                self.implicit_context_association, self.implicit_memory_association, self.implicit_null_slot,
-                blocks, block_mask, block_refs[None].expand(B, T, R),
-                sit_block if use_situation else None,
-                torch.ones(B, R, dtype=torch.bool, device=blocks.device) if use_situation else None,
-                sit_block_refs if use_situation else None, turn_mask,
-            )
-            memories.append(memory)
-            memory_masks.append(mask)
-            memory_refs.append(refs)
-            associations.update({f"implicit_{pair}_{k}": v for pair, det in details.items() for k, v in det.items()})
+            situation_block, blocks = self.encode_knowledge(
+                situation_knowledge_ids if use_situation else None,
+                situation_knowledge_mask.bool() if use_situation else None,
+                context_knowledge_ids, context_knowledge_mask.bool(), turn_mask,
+            )  # (B, R, d), (B, T, R, d): Eq. (4-5)
+            device = blocks.device
+            block_refs = IMPLICIT_REF + (torch.arange(T, device=device)[:, None] + 1) * R + torch.arange(R, device=device)
+            sides.append(("implicit", self.implicit_association(
+                units=blocks, unit_mask=turn_mask[:, :, None].expand(B, T, R), unit_refs=block_refs[None].expand(B, T, R),
+                situation=situation_block,
+                situation_mask=torch.ones(B, R, dtype=torch.bool, device=device) if use_situation else None,
+                situation_refs=(IMPLICIT_REF + torch.arange(R, device=device))[None].expand(B, R) if use_situation else None,
+            )))
             # Eq. (6-7): the situation block and the LAST REAL utterance's block, encoded together
             last = turn_mask.long().sum(1) - 1  # (B,)
-            last_block = blocks[torch.arange(B, device=blocks.device), last]  # (B, R, d)
-            knowledge_input = torch.cat([sit_block, last_block], 1) if use_situation else last_block
-            knowledge_mask = torch.ones(knowledge_input.shape[:2], dtype=torch.bool, device=blocks.device)
+            last_block = blocks[torch.arange(B, device=device), last]  # (B, R, d)
+            knowledge_input = torch.cat([situation_block, last_block], 1) if use_situation else last_block
+            knowledge_mask = torch.ones(knowledge_input.shape[:2], dtype=torch.bool, device=device)
             hidden_knowledge = self.knowledge_context_encoder(knowledge_input, knowledge_mask)  # H~_cs
+        associations = {f"{side}_{key}": value for side, out in sides for key, value in out.associations.items()}
 
-        # V = V_explicit ++ V_implicit, packed (only real slots), encoded: H_m = Enc_m(V), Eq. (19)
-        hidden_memory = memory_mask = None
-        if memories:
-            memory, memory_mask = pack(torch.cat(memories, 1), torch.cat(memory_masks, 1))
-            packed_memory_refs, _ = pack(torch.cat(memory_refs, 1), torch.cat(memory_masks, 1))
+        # H_m = Enc_m(V), V packed (only real slots), Eq. (19)
+        hidden_memory = memory_mask = memory_refs = None
+        if sides:
+            slot_mask = torch.cat([out.memory_mask for _, out in sides], 1)
+            memory, memory_mask = pack(torch.cat([out.memory for _, out in sides], 1), slot_mask)
+            memory_refs, _ = pack(torch.cat([out.memory_refs for _, out in sides], 1), slot_mask)
             hidden_memory = self.memory_encoder(memory, memory_mask)  # (B, M, d)
 
-        # ---- 3. emotion: Eq. (20-25), product of the heads' probabilities
-        head_logits = {"context": self.context_emotion_head(hidden_context, packed_mask)}
-        if use_situation:
-            head_logits["situation"] = self.context_emotion_head(hidden_situation, situation_mask)
+        # ---- 3. emotion, Eq. (20-25): the product of the heads' probabilities
+        if use_situation:  # H_c and H_s share a head: one call over both
+            length = max(hidden_context.shape[1], hidden_situation.shape[1])
+            both = self.context_emotion_head(
+                torch.cat([pad_to(hidden_context, length, 1), pad_to(hidden_situation, length, 1)]),
+                torch.cat([pad_to(packed_mask, length, 1, False), pad_to(situation_mask, length, 1, False)]),
+            )
+            head_logits = {"context": both[:B], "situation": both[B:]}
+        else:
+            head_logits = {"context": self.context_emotion_head(hidden_context, packed_mask)}
         if hidden_memory is not None:
             head_logits["memory"] = self.memory_emotion_head(hidden_memory, memory_mask)
         if hidden_knowledge is not None:
             head_logits["knowledge"] = self.knowledge_emotion_head(hidden_knowledge, knowledge_mask)
         emotion_logits = sum(torch.log_softmax(v, dim=-1) for v in head_logits.values())
 
-        # ---- 4a. word selector: Eq. (26-27)
-        selected = selected_mask = None
+        # ---- 4. word selector, Eq. (26-27): H~_m for the association decoder
+        selected = None
         if config.use_word_selector:
-            selected, selected_mask, selected_index, selected_weights = self.word_selector(hidden_memory, memory_mask)
-            associations["selected_memory_refs"] = packed_memory_refs.gather(1, selected_index).masked_fill(~selected_mask, INVALID_REF)
-            associations["selected_memory_weights"] = selected_weights * selected_mask
+            selected = self.word_selector(hidden_memory, memory_mask)
+            associations["selected_memory_refs"] = memory_refs.gather(1, selected.index).masked_fill(~selected.mask, INVALID_REF)
+            associations["selected_memory_weights"] = selected.weights * selected.mask
 
-        return IAMMEncoderOutput(
+        output = IAMMEncoderOutput(
             last_hidden_state=hidden_context,
             context_mask=packed_mask,
             context_ids_extended=packed_ids,
-            memory_hidden_state=selected,
-            memory_mask=selected_mask,
+            memory_hidden_state=selected.hidden_state if selected is not None else None,
+            memory_mask=selected.mask if selected is not None else None,
             emotion_logits=emotion_logits,
             context_emotion_logits=head_logits["context"],
             situation_emotion_logits=head_logits.get("situation"),
@@ -853,10 +968,121 @@ class IAMMModel(IAMMPreTrainedModel):
             knowledge_emotion_logits=head_logits.get("knowledge"),
             associations=associations if output_associations else None,
         )
+        return output if return_dict is None or return_dict else output.to_tuple()
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Generation: two decoders, gate, pointer-generator (Eq. 28-35)
+# IAMMModel: the encoder side, the two decoders and their gate (Eq. 28-30)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IAMMSeq2SeqModelOutput(ModelOutput):
+    """Output of `IAMMModel`.
+
+    Args:
+        last_hidden_state (`(B, Ly, d)`): O, the gated mix of the two decoders' outputs (Eq. 30).
+        copy_attention (`(B, Ly, Lc)`): `Dec_c`'s last cross-attention over `H_c`, mean over heads (the copy
+            distribution of the pointer-generator); None without it.
+        encoder_outputs (`IAMMEncoderOutput`): what the encoder side computed.
+        cache: the decoders' `EncoderDecoderCache` (incremental decoding).
+    """
+
+    last_hidden_state: Optional[torch.FloatTensor] = None
+    copy_attention: Optional[torch.FloatTensor] = None
+    encoder_outputs: Optional[IAMMEncoderOutput] = None
+    cache: Optional[EncoderDecoderCache] = None
+
+
+class IAMMModel(IAMMPreTrainedModel):
+    """The IAMM encoder-decoder without the output head: the encoder side (`IAMMEncoderModel`), the decoders
+    `Dec_c` (over `H_c`) and `Dec_a` (over `H~_m`) and their gate.
+
+    The encoder side is the attribute `model` (not `encoder`) so that weight names (`model.*`) stay those of
+    checkpoints saved by earlier versions.
+    """
+
+    def __init__(self, config: IAMMConfig):
+        super().__init__(config)
+        self._build_encoder_decoder(config)
+        self.post_init()
+
+    def _build_encoder_decoder(self, config: IAMMConfig) -> None:
+        self.model = IAMMEncoderModel(config)
+        self.context_decoder = IAMMDecoder(config)  # Dec_c, attends to H_c
+        if config.use_word_selector:
+            self.association_decoder = IAMMDecoder(config)  # Dec_a, attends to H~_m
+            self.gate = nn.Linear(2 * config.hidden_size, 1)  # g = sigmoid(w [O_c; O_m])
+
+    def get_encoder(self) -> IAMMEncoderModel:
+        return self.model
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def decode(self, decoder_input_ids: torch.LongTensor, encoder_outputs: IAMMEncoderOutput,
+               cache: Optional[EncoderDecoderCache] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Both decoders and the gate: the output states O (B, t, d) and Dec_c's copy attention (B, t, Lc)."""
+        past = cache.self_attention_cache.get_seq_length() if cache is not None else 0
+        x = self.model.embed(decoder_input_ids)  # (B, t, d)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], offset=past, device=x.device, dtype=x.dtype)
+        out_c, copy_attention = self.context_decoder(
+            x, memory=encoder_outputs.last_hidden_state, memory_mask=encoder_outputs.context_mask, cache=cache,
+            decoder_index=0, need_weights=self.config.use_pointer_generator,
+        )
+        out = out_c
+        if self.config.use_word_selector:
+            out_m, _ = self.association_decoder(
+                x, memory=encoder_outputs.memory_hidden_state, memory_mask=encoder_outputs.memory_mask, cache=cache,
+                decoder_index=1,
+            )
+            gate = torch.sigmoid(self.gate(torch.cat([out_c, out_m], dim=-1)))  # (B, t, 1), Eq. (30)
+            out = gate * out_c + (1 - gate) * out_m
+        copy_attention = copy_attention.mean(1) if copy_attention is not None else None  # (B, t, Lc): mean over heads
+        return out, copy_attention
+
+    def forward(
+        self,
+        context_ids: Optional[torch.LongTensor] = None,
+        context_mask: Optional[torch.BoolTensor] = None,
+        role_ids: Optional[torch.LongTensor] = None,
+        context_ids_extended: Optional[torch.LongTensor] = None,
+        situation_ids: Optional[torch.LongTensor] = None,
+        situation_mask: Optional[torch.BoolTensor] = None,
+        situation_knowledge_ids: Optional[torch.LongTensor] = None,
+        situation_knowledge_mask: Optional[torch.BoolTensor] = None,
+        context_knowledge_ids: Optional[torch.LongTensor] = None,
+        context_knowledge_mask: Optional[torch.BoolTensor] = None,
+        decoder_input_ids: Optional[torch.LongTensor] = None,
+        encoder_outputs: Optional[IAMMEncoderOutput] = None,
+        cache: Optional[EncoderDecoderCache] = None,
+        use_cache: Optional[bool] = None,
+        output_associations: bool = False,
+    ) -> IAMMSeq2SeqModelOutput:
+        """Inputs as `IAMMEncoderModel.forward`, plus `decoder_input_ids (B, Ly)` (`[SOS]` + target words),
+        a precomputed `encoder_outputs`, and `cache`/`use_cache` for incremental decoding."""
+        if encoder_outputs is None:
+            encoder_outputs = self.model(
+                context_ids=context_ids, context_mask=context_mask, role_ids=role_ids,
+                context_ids_extended=context_ids_extended, situation_ids=situation_ids, situation_mask=situation_mask,
+                situation_knowledge_ids=situation_knowledge_ids, situation_knowledge_mask=situation_knowledge_mask,
+                context_knowledge_ids=context_knowledge_ids, context_knowledge_mask=context_knowledge_mask,
+                output_associations=output_associations,
+            )
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        if not use_cache:
+            cache = None
+        hidden, copy_attention = self.decode(decoder_input_ids, encoder_outputs, cache)
+        return IAMMSeq2SeqModelOutput(last_hidden_state=hidden, copy_attention=copy_attention,
+                                      encoder_outputs=encoder_outputs, cache=cache)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The head: pointer-generator (Eq. 31-35)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -905,18 +1131,15 @@ class PointerGenerator(nn.Module):
         return torch.log(probs.clamp(min=1e-12))
 
 
-class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
-    """IAMM with its response generator: `IAMMModel`, the decoders `Dec_c`/`Dec_a`, the gate and the pointer-generator."""
+class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
+    """IAMM with its response generator: `IAMMModel` (encoder side, `Dec_c`/`Dec_a`, gate) and the
+    pointer-generator head. Returns the emotion, the response distribution and (optionally) the associations."""
 
     _tied_weights_keys = {}
 
     def __init__(self, config: IAMMConfig):
-        super().__init__(config)
-        self.model = IAMMModel(config)
-        self.context_decoder = IAMMDecoder(config)  # Dec_c, attends to H_c
-        if config.use_word_selector:
-            self.association_decoder = IAMMDecoder(config)  # Dec_a, attends to H~_m
-            self.gate = nn.Linear(2 * config.hidden_size, 1)  # g = sigmoid(w [O_c; O_m])
+        IAMMPreTrainedModel.__init__(self, config)
+        self._build_encoder_decoder(config)
         self.generator = PointerGenerator(config)
         self.post_init()
         self.generation_config.max_new_tokens = config.max_new_tokens_default
@@ -926,14 +1149,7 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
         return False  # the decoders make their own EncoderDecoderCache (it also holds the causal-conv inputs)
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the tokenizer when given (a folder that loads on its own) and the
-        `empathetic-response` pipeline's remote code, named in the config's `custom_pipelines`."""
-        import importlib
-
-        try:  # imported by name: a remote-code copy loaded without the pipeline file still saves
-            importlib.import_module(".pipeline_iamm", __package__).ship_pipeline(self.config, save_directory)
-        except ModuleNotFoundError:
-            pass
+        """`PreTrainedModel.save_pretrained`, plus the tokenizer when given (a folder that loads on its own)."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
@@ -956,36 +1172,8 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             kwargs["encoder_outputs"] = type(encoder_outputs)(**encoder_outputs)
         return super().generate(*args, **kwargs)
 
-    def get_encoder(self) -> IAMMModel:
-        return self.model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
     def get_output_embeddings(self) -> nn.Linear:
         return self.generator.output_projection
-
-    def _decode(self, decoder_input_ids, encoder_outputs: IAMMEncoderOutput, cache: Optional[EncoderDecoderCache]):
-        """Both decoders and the gate: the output states O (B, t, d) and Dec_c's copy attention (B, t, Lc)."""
-        past = cache.self_attention_cache.get_seq_length() if cache is not None else 0
-        x = self.model.embed(decoder_input_ids)  # (B, t, d)
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], offset=past, device=x.device, dtype=x.dtype)
-        need_copy = self.config.use_pointer_generator
-        out_c, copy_attention = self.context_decoder(
-            x, encoder_outputs.last_hidden_state, encoder_outputs.context_mask, cache, 0, need_weights=need_copy
-        )
-        out = out_c
-        if self.config.use_word_selector:
-            out_m, _ = self.association_decoder(
-                x, encoder_outputs.memory_hidden_state, encoder_outputs.memory_mask, cache, 1
-            )
-            gate = torch.sigmoid(self.gate(torch.cat([out_c, out_m], dim=-1)))  # (B, t, 1)
-            out = gate * out_c + (1 - gate) * out_m
-        copy_attention = copy_attention.mean(1) if copy_attention is not None else None  # (B, t, Lc): mean over heads
-        return out, copy_attention
 
     def forward(
         self,
@@ -1009,42 +1197,45 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
         output_associations: bool = False,
         return_logits: Optional[bool] = None,
         oov_words: Optional[List[List[str]]] = None,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
     ) -> IAMMSeq2SeqLMOutput:
         r"""
-        Inputs as `IAMMModel.forward`, plus:
+        Inputs as `IAMMEncoderModel.forward`, plus:
             decoder_input_ids (`(B, Ly)`): `[SOS]` + target words. Built from `labels` when not given.
+            decoder_attention_mask: not read (decoding is causal and padding comes last; the loss reads `labels`).
             labels (`(B, Ly)`): target + `[EOS]` in extended ids, -100 on padding.
             emotion_labels (`(B,)`): gold emotion ids.
             encoder_outputs: a precomputed `IAMMEncoderOutput` (generate() passes it).
             cache / use_cache: incremental decoding (generate() passes them).
             return_logits: materialise `logits`. Default: yes, except in training mode with labels, where the loss
                 is computed from the target columns alone (same value, much less work) and `logits` is None.
-            oov_words: the collator's OOV word lists (unused here; kept so batches pass through unchanged).
+            oov_words: the collator's OOV word lists: they size the extended vocabulary of `logits`
+                (`V + the most OOV words of a sample`) without reading `context_ids_extended` back from the device.
+            return_dict: False returns the output's fields as a tuple (`ModelOutput.to_tuple()`).
         """
-        if encoder_outputs is None:
-            encoder_outputs = self.model(
-                context_ids, context_mask, role_ids, context_ids_extended, situation_ids, situation_mask,
-                situation_knowledge_ids, situation_knowledge_mask, context_knowledge_ids, context_knowledge_mask,
-                output_associations=output_associations,
-            )
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass decoder_input_ids or labels")
             decoder_input_ids = self.shift_labels(labels)
-        if use_cache and cache is None:
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        if not use_cache:
-            cache = None
-        hidden, copy_attention = self._decode(decoder_input_ids, encoder_outputs, cache)
+        outputs = super().forward(
+            context_ids=context_ids, context_mask=context_mask, role_ids=role_ids,
+            context_ids_extended=context_ids_extended, situation_ids=situation_ids, situation_mask=situation_mask,
+            situation_knowledge_ids=situation_knowledge_ids, situation_knowledge_mask=situation_knowledge_mask,
+            context_knowledge_ids=context_knowledge_ids, context_knowledge_mask=context_knowledge_mask,
+            decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, cache=cache, use_cache=use_cache,
+            output_associations=output_associations,
+        )
+        encoder_outputs = outputs.encoder_outputs
+        hidden, copy_attention = outputs.last_hidden_state, outputs.copy_attention
         source_ids = encoder_outputs.context_ids_extended
         if return_logits is None:
             return_logits = not (self.training and labels is not None)
         logits = None
         if return_logits:
-            extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
+            if oov_words is not None:
+                extended_size = self.config.vocab_size + max((len(words) for words in oov_words), default=0)
+            else:
+                extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
             logits = self.generator(hidden, copy_attention, source_ids, extended_size)  # (B, Ly, V + n_oov)
 
         loss = generation_loss = emotion_loss = token_log_probs = None
@@ -1057,17 +1248,19 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
                 target_log_probs = logits.gather(2, targets.clamp(min=0)[..., None]).squeeze(-1)
             else:
                 target_log_probs = self.generator.target_log_probs(hidden, copy_attention, source_ids, targets)
-            generation_loss = -target_log_probs[real].mean()  # token NLL, mean over real tokens
             # masked_fill, not `* real`: a -inf log-probability at a padded position would turn into NaN
             token_log_probs = target_log_probs.masked_fill(~real, 0.0)
+            generation_loss = -token_log_probs.sum() / real.sum()  # token NLL, mean over real tokens
             loss = generation_loss
         if emotion_labels is not None:
             heads = [encoder_outputs.context_emotion_logits, encoder_outputs.situation_emotion_logits,
                      encoder_outputs.memory_emotion_logits, encoder_outputs.knowledge_emotion_logits]
-            emotion_loss = sum(F.cross_entropy(h, emotion_labels) for h in heads if h is not None)  # Eq. (25)
+            heads = torch.stack([h for h in heads if h is not None])  # (n_heads, B, n_emotions)
+            # Eq. (25): the sum of the heads' cross-entropies (mean over the batch)
+            emotion_loss = F.cross_entropy(heads.flatten(0, 1), emotion_labels.repeat(heads.shape[0])) * heads.shape[0]
             if loss is not None:
                 loss = loss + self.config.emotion_loss_weight * emotion_loss
-        return IAMMSeq2SeqLMOutput(
+        output = IAMMSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
             generation_loss=generation_loss,
@@ -1079,8 +1272,9 @@ class IAMMForConditionalGeneration(IAMMPreTrainedModel, GenerationMixin):
             memory_emotion_logits=encoder_outputs.memory_emotion_logits,
             knowledge_emotion_logits=encoder_outputs.knowledge_emotion_logits,
             associations=encoder_outputs.associations,
-            cache=cache if use_cache else None,
+            cache=outputs.cache if use_cache else None,
         )
+        return output if return_dict is None or return_dict else output.to_tuple()
 
     def shift_labels(self, labels: torch.LongTensor) -> torch.LongTensor:
         """`[SOS]` + labels[:-1], with padding and copied OOV ids turned into `[PAD]`/`[UNK]`."""
@@ -1144,7 +1338,7 @@ def decode_association_ref(ref: int, sample: int, batch: Dict[str, Any], tokeniz
 
 def decode_associations(associations: Dict[str, torch.Tensor], batch: Dict[str, Any], tokenizer, config: IAMMConfig,
                         min_weight: float = 0.0) -> List[Dict[str, Any]]:
-    """Turn `IAMMModel(..., output_associations=True).associations` into text (see `extract_associations`)."""
+    """Turn `IAMMEncoderModel(..., output_associations=True).associations` into text (see `extract_associations`)."""
     B = batch["context_ids"].shape[0]
     results: List[Dict[str, Any]] = [dict() for _ in range(B)]
     for side in ("explicit", "implicit"):
