@@ -38,13 +38,12 @@ def client_env(hub: FakeHub, home) -> dict:
     return env
 
 
-def run_push(hub, home, *args, check=True):
+def run_push(hub, home, *args):
+    """scripts/push_to_hub.py in a process of its own, against the server; returns its JSON summary."""
     proc = subprocess.run([sys.executable, PUSH, *args], env=client_env(hub, home), capture_output=True, text=True,
                           timeout=300, cwd=ROOT)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-        return json.loads(proc.stdout[proc.stdout.index("{"):])
-    return proc
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
 @pytest.fixture(scope="module")
@@ -222,21 +221,38 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, 
     assert "->" in proc.stdout  # the card's snippet printed its result
 
 
+@pytest.fixture
+def push_here(hub, monkeypatch):
+    """Push in this process (faster than the CLI): the session is offline, so lift that for the local server only."""
+    import huggingface_hub.constants
+
+    from iamm.hub.push import PushArguments, push
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def run(folder, repo_id, kind="model", **kwargs):
+        return push(PushArguments(kind=kind, folder=str(folder), repo_id=repo_id, endpoint=hub.endpoint,
+                                  token="hf_test_token", **kwargs))
+
+    return run
+
+
 @pytest.mark.slow
-def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained, tmp_path):
+def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained, tmp_path, push_here):
+    from iamm.hub.push import PushError
+
     folder = tmp_path / "iamm"
     shutil.copytree(trained, folder)
-    home = tmp_path / "home"
-    first = run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    first = push_here(folder, "org/iamm-twice")
     commits = hub.commit_count("org/iamm-twice")
-    again = run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    again = push_here(folder, "org/iamm-twice")
     assert again["commit"] == first["commit"] and hub.commit_count("org/iamm-twice") == commits  # nothing changed
 
     # a changed file and a dropped one: one new commit, the repo mirrors the folder
     summary = json.loads((folder / "train_summary.json").read_text())
     (folder / "train_summary.json").write_text(json.dumps(dict(summary, note="updated")))
     (folder / "generation_config.json").unlink()
-    run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    push_here(folder, "org/iamm-twice")
     files = hub.files("org/iamm-twice")
     assert hub.commit_count("org/iamm-twice") == commits + 1
     assert set(files) == MODEL_FILES - {"generation_config.json"}
@@ -246,21 +262,22 @@ def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained
     (folder / "train_summary.json").write_text(json.dumps(dict(summary, note="second update")))
     before = hub.files("org/iamm-twice")
     hub.fail_next("commit", status=507)
-    proc = run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice", check=False)
-    assert proc.returncode != 0
-    assert "507" in proc.stderr and "train_summary.json" in proc.stderr and "Run the same command again" in proc.stderr
-    assert "model.safetensors" not in proc.stderr.split("outdated there):")[1]  # only what did not go is named
+    with pytest.raises(PushError) as err:
+        push_here(folder, "org/iamm-twice")
+    message = str(err.value)
+    assert "507" in message and "Run the same command again" in message
+    assert message.split("outdated there): ")[1].startswith("train_summary.json.")  # only what did not go is named
     assert hub.files("org/iamm-twice") == before and hub.commit_count("org/iamm-twice") == commits + 1
-    run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice")
+    push_here(folder, "org/iamm-twice")
     assert hub.commit_count("org/iamm-twice") == commits + 2
     assert json.loads(hub.files("org/iamm-twice")["train_summary.json"])["note"] == "second update"
 
     # one 500 on the commit: huggingface_hub retries it; exactly one new commit, files once, on a new branch
     hub.fail_next("commit", status=500)
-    run_push(hub, home, "--kind", "model", "--folder", str(folder), "--repo_id", "org/iamm-twice", "--revision", "dev",
-             "--commit_message", "to dev")
+    push_here(folder, "org/iamm-twice", revision="dev", commit_message="to dev")
     repo = hub.repo("org/iamm-twice")
-    assert repo.commits[repo.branches["dev"]].title == "to dev" and hub.commit_count("org/iamm-twice", revision="dev") == commits + 3
+    assert repo.commits[repo.branches["dev"]].title == "to dev"
+    assert hub.commit_count("org/iamm-twice", revision="dev") == commits + 3
     assert hub.files("org/iamm-twice", revision="dev").keys() == hub.files("org/iamm-twice").keys()
     assert 'revision="dev"' in hub.files("org/iamm-twice", revision="dev")["README.md"].decode()
 
@@ -306,7 +323,7 @@ def write_instruction_folder(folder):
 
 
 @pytest.mark.slow
-def test_adapter_and_dataset_round_trip(hub, tmp_path):
+def test_adapter_and_dataset_round_trip(hub, tmp_path, push_here):
     from huggingface_hub import DatasetCard, ModelCard
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -325,8 +342,8 @@ def test_adapter_and_dataset_round_trip(hub, tmp_path):
         expected = lora(input_ids=ids).logits
 
     home = tmp_path / "home"
-    run_push(hub, home, "--kind", "adapter", "--folder", str(tmp_path / "lora"), "--repo_id", "org/iamm-lora",
-             "--instruction_format", "plain_messages", "--dataset_repo", "org/iamm-instructions")
+    push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages",
+              dataset_repo="org/iamm-instructions")
     files = hub.files("org/iamm-lora")
     assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
     card = ModelCard(files["README.md"].decode())
@@ -334,8 +351,7 @@ def test_adapter_and_dataset_round_trip(hub, tmp_path):
     assert "plain_messages" in card.text
 
     rows = write_instruction_folder(tmp_path / "instructions")
-    run_push(hub, home, "--kind", "dataset", "--folder", str(tmp_path / "instructions"), "--repo_id",
-             "org/iamm-instructions")
+    push_here(tmp_path / "instructions", "org/iamm-instructions", kind="dataset")
     files = hub.files("org/iamm-instructions", "dataset")
     assert set(files) == {"README.md", "build_info.json", "data/train.parquet", "data/valid.parquet", "data/test.parquet"}
     dataset_card = DatasetCard(files["README.md"].decode())
