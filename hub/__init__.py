@@ -2,3 +2,5 @@
 
 Installed as `iamm.hub`.
 """
+
+from .push import PushArguments, PushError, push  # noqa: E402,F401
