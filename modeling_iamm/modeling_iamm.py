@@ -1149,7 +1149,14 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
         return False  # the decoders make their own EncoderDecoderCache (it also holds the causal-conv inputs)
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the tokenizer when given (a folder that loads on its own)."""
+        """`PreTrainedModel.save_pretrained`, plus the tokenizer when given (a folder that loads on its own) and the
+        `empathetic-response` pipeline's remote code, named in the config's `custom_pipelines`."""
+        import importlib
+
+        try:  # imported by name: a remote-code copy loaded without the pipeline file still saves
+            importlib.import_module(".pipeline_iamm", __package__).ship_pipeline(self.config, save_directory)
+        except ModuleNotFoundError:
+            pass
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
