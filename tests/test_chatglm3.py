@@ -275,5 +275,8 @@ def test_convert_script_gives_a_standard_folder(tmp_path, tiny_sd, sp_model):
         chatglm3_reference_chat_ids(sp, chat, True)
     user, observation = tokenizer.convert_tokens_to_ids(["<|user|>", "<|observation|>"])
     assert model.generation_config.eos_token_id == [2, user, observation]
-    again = subprocess.run(cmd, capture_output=True, text=True)  # a finished folder is never overwritten silently
-    assert again.returncode != 0 and "not empty" in again.stderr
+    import runpy
+
+    main = runpy.run_path(cmd[1], run_name="imported")["main"]
+    with pytest.raises(SystemExit, match="not empty"):  # a finished folder is never overwritten silently
+        main(cmd[2:])
