@@ -200,12 +200,29 @@ def test_build_instructions_script_end_to_end(trained, tmp_path):
     # the cache: a header and one line per sample
     lines = (out / "associations" / "valid.jsonl").read_text().splitlines()
     assert "__header__" in json.loads(lines[0]) and len(lines) == 13
-    # running it again computes nothing; other word-split settings are refused
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "12 of 12 samples already cached; computing 0" in proc.stderr
-    other = [a if a != "3" else "4" for a in cmd]
-    proc = subprocess.run(other, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "was built with other settings (num_high_words: 3 there, 4 now)" in proc.stderr
+    # the same build again, in process: nothing is recomputed; other word-split settings are refused
+    from transformers import AutoModel, AutoTokenizer
+
+    from iamm.llm.associations import build_instruction_data
+    from modeling_iamm.collator import IAMMDataCollator
+    from modeling_iamm.preparation import DataArguments, prepare_data
+
+    model, tokenizer = AutoModel.from_pretrained(trained, trust_remote_code=True), AutoTokenizer.from_pretrained(trained)
+    data_args = DataArguments(data=SAMPLE, splits=["valid"], max_samples=12)
+    samples, _ = prepare_data(data_args, tokenizer)
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names,
+                                **data_args.length_limits(getattr(model.config, "length_limits", None)))
+    seen = []
+    hook = model.get_encoder().register_forward_hook(lambda *a: seen.append(1))
+    build_instruction_data(model, tokenizer, dict(samples), str(out), InstructionConfig(3, 6), progress=False,
+                           collator=collator)
+    hook.remove()
+    assert seen == []
+    rebuilt = load_dataset("parquet", data_files={"valid": str(out / "data" / "valid-00000-of-00001.parquet")})["valid"]
+    assert rebuilt.to_list() == data.to_list()
+    with pytest.raises(ValueError, match=r"was built with other settings \(num_high_words: 3 there, 4 now"):
+        build_instruction_data(model, tokenizer, dict(samples), str(out), InstructionConfig(4, 6), progress=False,
+                               collator=collator)
 
 
 def test_interrupted_extraction_resumes_without_recomputing(loaded, sample_samples, tmp_path):
