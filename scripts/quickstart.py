@@ -19,8 +19,10 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from modeling_iamm import SAMPLE_DATA_DIR, IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration
+from modeling_iamm.collator import DEFAULT_LENGTH_LIMITS
 from modeling_iamm.inference import predict, top_associations
 from modeling_iamm.preparation import DataArguments, prepare_data
+from modeling_iamm.tokenization import tokenizer_fingerprint
 from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments
 
 
@@ -44,6 +46,8 @@ def main():
 
     config = IAMMConfig(vocab_size=len(tokenizer), hidden_size=args.hidden_size, use_implicit_association=False)
     model = IAMMForConditionalGeneration(config)
+    # saved with the model: scripts/evaluate.py applies the same limits and checks the tokenizer
+    model.config.update({"length_limits": dict(DEFAULT_LENGTH_LIMITS), "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)})
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     training_args = IAMMTrainingArguments(
         output_dir=args.output_dir, per_device_train_batch_size=16, per_device_eval_batch_size=32,
@@ -54,7 +58,7 @@ def main():
     )
     trainer = IAMMTrainer(
         model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["valid"],
-        data_collator=IAMMDataCollator(tokenizer, return_oov_words=False),
+        data_collator=IAMMDataCollator(tokenizer, return_oov_words=False, **DEFAULT_LENGTH_LIMITS),
     )
     trainer.train()
     metrics = trainer.evaluate()
