@@ -170,9 +170,12 @@ class IAMMAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, inner, bias=False)
         self.o_proj = nn.Linear(inner, config.hidden_size, bias=False)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, projections: List[nn.Linear]) -> List[torch.Tensor]:
+        """x (B, N, d) through several projections as one matmul -> one (B, heads, N, head_dim) tensor each."""
         B, N, _ = x.shape
-        return x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
+        weight = projections[0].weight if len(projections) == 1 else torch.cat([p.weight for p in projections])
+        out = F.linear(x, weight).view(B, N, len(projections), self.num_heads, self.head_dim)
+        return out.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
 
     def forward(
         self,
@@ -184,20 +187,26 @@ class IAMMAttention(nn.Module):
         layer_idx: int = 0,
         need_weights: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        q = self._split(self.q_proj(hidden_states))
-        if key_value_states is not None and cache is not None and _cached(cache, layer_idx):
-            # cross-attention while decoding: the encoder side's keys/values were projected at the first step
-            k, v = cache.layers[layer_idx].keys, cache.layers[layer_idx].values
-        else:
-            kv = hidden_states if key_value_states is None else key_value_states
-            k, v = self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
-            if cache is not None:  # self-attention: appended to earlier steps; cross-attention: stored once
+        """`key_value_states` None: self-attention (over `hidden_states`, or over the cached steps and these)."""
+        if key_value_states is None:
+            q, k, v = self._project(hidden_states, [self.q_proj, self.k_proj, self.v_proj])
+            if cache is not None:  # self-attention: appended to earlier steps
                 k, v = cache.update(k, v, layer_idx)
+        else:
+            (q,) = self._project(hidden_states, [self.q_proj])
+            if cache is not None and _cached(cache, layer_idx):
+                # cross-attention while decoding: the encoder side's keys/values were projected at the first step
+                k, v = cache.layers[layer_idx].keys, cache.layers[layer_idx].values
+            else:
+                k, v = self._project(key_value_states, [self.k_proj, self.v_proj])
+                if cache is not None:  # stored once
+                    k, v = cache.update(k, v, layer_idx)
         Lq, Lk = q.shape[2], k.shape[2]
         mask = None
         if key_mask is not None:
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Lk)
-        if causal and Lq > 1:
+        is_causal = causal and Lq > 1 and Lq == Lk and mask is None and not need_weights
+        if causal and Lq > 1 and not is_causal:
             causal_mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)
             mask = causal_mask[None, None] if mask is None else mask & causal_mask[None, None]
         if need_weights:
@@ -208,7 +217,7 @@ class IAMMAttention(nn.Module):
             out = torch.matmul(weights, v)
         else:
             weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         B = out.shape[0]
         out = out.transpose(1, 2).reshape(B, Lq, self.num_heads * self.head_dim)  # (B, Lq, heads * head_dim)
         return self.o_proj(out), weights
@@ -227,22 +236,15 @@ class IAMMFeedForward(nn.Module):
             self.fc1, self.fc2 = nn.Linear(d, inner), nn.Linear(inner, d)
 
     def _conv(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-        """A kernel-3 convolution of x (B, N, C_in) -> (B, N, C_out), computed with matmuls.
+        """A kernel-3 convolution of x (B, N, C_in) -> (B, N, C_out), computed as one matmul over the windows.
 
         Same result as `conv` (whose weights are used as they are; zero padding 2 left when causal, else 1 each
         side), but much faster on CPU than a convolution with a few hundred channels.
         """
         x = F.pad(x, (0, 0, 2, 0) if self.causal else (0, 0, 1, 1))
-        N = x.shape[1] - 2
-        c_out, c_in, _ = conv.weight.shape
-        if c_in <= c_out:  # narrow input: gather the 3 taps of each position, one matmul
-            windows = torch.cat([x[:, 0:N], x[:, 1 : N + 1], x[:, 2 : N + 2]], dim=-1)  # (B, N, 3 * C_in)
-            weight = conv.weight.permute(0, 2, 1).reshape(c_out, 3 * c_in)  # tap-major, matching the windows
-            return F.linear(windows, weight, conv.bias)
-        # wide input: project every position through the 3 taps at once, then add the shifted projections
-        taps = F.linear(x, conv.weight.permute(2, 0, 1).reshape(3 * c_out, c_in))  # (B, N + 2, 3 * C_out)
-        taps = taps.view(x.shape[0], N + 2, 3, c_out)
-        return taps[:, 0:N, 0] + taps[:, 1 : N + 1, 1] + taps[:, 2 : N + 2, 2] + conv.bias
+        B, N = x.shape[0], x.shape[1] - 2
+        windows = x.unfold(1, 3, 1).reshape(B, N, -1)  # (B, N, C_in * 3): channel-major, tap-minor, as conv.weight
+        return F.linear(windows, conv.weight.flatten(1), conv.bias)
 
     def _step(self, conv: nn.Conv1d, x: torch.Tensor, cache: DynamicCache, layer_idx: int) -> torch.Tensor:
         """One decoding step of a causal conv: its inputs at t-2, t-1 come from the cache."""
