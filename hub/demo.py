@@ -72,10 +72,10 @@ class DemoResult:
         emotion_probabilities: the combined distribution, `{label: probability}`.
         head_probabilities: per head the model has (`context`, `situation`, `memory`, `knowledge`), `{label: p}`.
         missing_heads: `{head: why the model does not have it}`.
-        highlights: the dialogue as `(word, weight)` spans, `weight` the strongest association weight of that word
-            (None for words no association picked, and for separators such as the turn labels).
+        highlights: the dialogue as `(word, weight)` spans, `weight` the total association weight of that word (summed
+            over the associations that picked it; None for words none picked, and for the turn labels).
         heatmap_keywords / heatmap_words / heatmap_weights: the strongest keywords (rows), their associated words
-            (columns) and the weights (`rows x columns`, 0 where a word is not associated with that keyword).
+            (columns) and the summed weights (`rows x columns`, 0 where a word is not associated with that keyword).
         notes: what the page should tell the reader (truncation, missing knowledge, ...).
     """
 
@@ -184,7 +184,8 @@ def _probabilities(logits: torch.Tensor, labels: Sequence[str]) -> Dict[str, flo
 
 
 def _word_weights(associations: Dict[str, torch.Tensor], sample: int = 0) -> Dict[int, float]:
-    """The strongest explicit association weight of every word ref (keyword or associated word) of one sample."""
+    """The total explicit association weight of every word ref of one sample: the sum of its weights over every
+    association that picked it (as a keyword or an associated word; all turns, heads, pairs and directions)."""
     best: Dict[int, float] = {}
     for key in associations:
         if not (key.startswith("explicit_") and key.endswith("_keyword_refs")):
@@ -196,8 +197,8 @@ def _word_weights(associations: Dict[str, torch.Tensor], sample: int = 0) -> Dic
         )
         for refs, weights in pairs:
             for ref, weight in zip(refs.reshape(-1).tolist(), weights.reshape(-1).tolist()):
-                if 0 <= ref < IMPLICIT_REF and weight > best.get(ref, 0.0):
-                    best[ref] = weight
+                if 0 <= ref < IMPLICIT_REF and weight > 0:
+                    best[ref] = best.get(ref, 0.0) + weight
     return best
 
 
@@ -213,7 +214,7 @@ def _highlights(situation_words: List[str], turn_words: List[List[str]], roles: 
     def add_words(words: List[str], ref_of):
         for p, word in enumerate(words):
             weight = weights.get(ref_of(p)) if word not in special else None
-            spans.append((word + " ", round(weight, 3) if weight is not None else None))
+            spans.append((word + " ", round(weight, 4) if weight is not None else None))
 
     if situation_words:
         spans.append(("Situation: ", None))
@@ -226,27 +227,34 @@ def _highlights(situation_words: List[str], turn_words: List[List[str]], roles: 
     return spans
 
 
+def _is_word(token: str) -> bool:
+    """A token with a letter or digit (the heat map leaves punctuation out; the highlighted dialogue keeps it)."""
+    return any(ch.isalnum() for ch in token)
+
+
 def _heatmap(associations: Dict[str, Any], special: set, max_keywords: int = 6,
              max_words: int = 8) -> Tuple[List[str], List[str], List[List[float]]]:
-    """The strongest explicit keywords and their associated words as a weight matrix."""
+    """The strongest explicit keywords and their associated words as a matrix of summed weights (a pair found
+    by several heads, turns or pairs counts each time: trained models' sigmoid weights sit near 1, so the sum says
+    how often and how strongly two words were associated)."""
     links: Dict[str, Dict[str, float]] = {}
     keyword_weight: Dict[str, float] = {}
     for pair in ("utterance-situation", "utterance-history", "utterance-memory"):
         for entry in associations.get(pair, []):
             keyword = entry["keyword"]
-            if keyword in special:
+            if keyword in special or not _is_word(keyword):
                 continue
-            keyword_weight[keyword] = max(keyword_weight.get(keyword, 0.0), entry["keyword_weight"])
+            keyword_weight[keyword] = keyword_weight.get(keyword, 0.0) + entry["keyword_weight"]
             row = links.setdefault(keyword, {})
             for word, weight in entry["associated"]:
-                if word in special or word == keyword:
+                if word in special or word == keyword or not _is_word(word):
                     continue
-                row[word] = max(row.get(word, 0.0), weight)
+                row[word] = row.get(word, 0.0) + weight
     keywords = sorted((k for k in links if links[k]), key=lambda k: -keyword_weight[k])[:max_keywords]
     column_weight: Dict[str, float] = {}
     for k in keywords:
         for word, weight in links[k].items():
-            column_weight[word] = max(column_weight.get(word, 0.0), weight)
+            column_weight[word] = column_weight.get(word, 0.0) + weight
     words = sorted(column_weight, key=lambda w: -column_weight[w])[:max_words]
     matrix = [[round(links[k].get(w, 0.0), 4) for w in words] for k in keywords]
     return keywords, words, matrix
@@ -355,14 +363,15 @@ def heatmap_figure(result: DemoResult):
     image = ax.imshow(masked, cmap="Oranges", vmin=low, vmax=high, aspect="auto")
     ax.set_xticks(range(cols), result.heatmap_words, rotation=40, ha="right", fontsize=9)
     ax.set_yticks(range(rows), result.heatmap_keywords, fontsize=9)
+    ax.set_title("keywords x associated words (punctuation left out)", fontsize=9)
     ax.set_xlabel("associated words")
     ax.set_ylabel("keywords")
     for i, row in enumerate(result.heatmap_weights):
         for j, weight in enumerate(row):
             if weight > 0:
                 dark = (weight - low) / max(high - low, 1e-6) > 0.6
-                ax.text(j, i, f"{weight:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+                ax.text(j, i, f"{weight:.1f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="summed weight")
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -374,8 +383,7 @@ def heatmap_figure(result: DemoResult):
 
 
 def _relative(spans: List[Tuple[str, Optional[float]]]) -> List[Tuple[str, Optional[float]]]:
-    """Weights rescaled to (0.2, 1] between the dialogue's weakest and strongest for colouring (trained models' sigmoid
-    weights crowd near 1, where absolute colours would all look the same)."""
+    """Weights rescaled to [0.2, 1] between the dialogue's weakest and strongest word, for colouring."""
     weights = [w for _, w in spans if w is not None]
     if not weights:
         return spans
@@ -454,10 +462,11 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
                 emotion_box = gr.Textbox(label="Predicted emotion", elem_id="emotion", interactive=False)
                 response_box = gr.Textbox(label="Response", elem_id="response", interactive=False, lines=2)
                 status = gr.Markdown("", elem_id="status")
-                highlights = gr.HighlightedText(label="Associated words in the dialogue (colour: strongest "
-                                                      "association weight, relative; none: not associated)", elem_id="highlights",
+                highlights = gr.HighlightedText(label="Associated words in the dialogue (colour: total association "
+                                                      "weight, relative; none: not associated)", elem_id="highlights",
                                                 show_legend=False, show_inline_category=False)
-                heatmap = gr.Plot(label="Keywords x associated words", elem_id="heatmap", format="png")
+                heatmap = gr.Plot(label="Keywords x associated words (summed association weights)", elem_id="heatmap",
+                                  format="png", show_label=False)
         gr.Markdown("### Emotion heads (top 5 of 32)" + (
             "\nNot shown: " + "; ".join(absent) + "." if absent else ""))
         with gr.Row():

@@ -76,7 +76,20 @@ def test_predict_for_demo_gives_what_the_page_shows(loaded):
     text = "".join(span for span, _ in result.highlights)
     assert "Situation: i lost my job" in text and "Speaker: they cut half the team" in text
     weights = [w for _, w in result.highlights if w is not None]
-    assert weights and all(0 < w <= 1 for w in weights)
+    assert weights and all(w > 0 for w in weights)
+    # a word's colour is its total weight over the associations that picked it (checked on words said once)
+    words = [span.strip() for span, _ in result.highlights]
+    checked = 0
+    for span, weight in result.highlights:
+        word = span.strip()
+        if weight is None or words.count(word) != 1:
+            continue
+        total = sum(e["keyword_weight"] * (e["keyword"] == word) + sum(w for a, w in e["associated"] if a == word)
+                    for pair in ("utterance-situation", "utterance-history", "utterance-memory")
+                    for e in reference["associations"].get(pair, []))
+        assert weight == pytest.approx(total, abs=0.01), word
+        checked += 1
+    assert checked >= 3
     assert result.highlights[0] == ("Situation: ", None)
     # the heat map: keywords x associated words
     rows, cols = len(result.heatmap_keywords), len(result.heatmap_words)
@@ -338,18 +351,22 @@ def test_demo_page_in_headless_chromium(tmp_path, checkpoint, loaded, word_token
     assert time.time() - start < 150
 
 
-def take_readme_screenshot(model_dir: str, out: str, width: int = 1200, height: int = 1400):
-    """docs/demo.png: the page after predicting for the first bundled example (run this file as a script)."""
-    from iamm.hub.demo import build_demo, load_examples
+def take_readme_screenshot(model_dir: str, out: str, example_index: int = 4, width: int = 1200, height: int = 1500):
+    """docs/demo.png: the page after picking a bundled example from the dropdown and predicting for it."""
+    from iamm.hub.demo import build_demo
 
-    example = load_examples(limit=3)[2]
     demo = build_demo(model_dir)
     url = serve(demo)
     folder = tempfile.mkdtemp()
     driver = chromium_driver(folder, width, height)
     try:
         page = Page(driver, url)
-        page.submit(example["situation"], example["turns"], until=lambda p: p.value("emotion"))
+        page.find("#example input").click()
+        page.wait(lambda d: len(d.find_elements(page.By.CSS_SELECTOR, "#example li[role=option]")) > example_index)
+        driver.find_elements(page.By.CSS_SELECTOR, "#example li[role=option]")[example_index].click()
+        page.wait(lambda d: page.value("dialogue"))
+        page.find("#submit").click()
+        page.wait(lambda d: page.value("emotion"))
         page.wait(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
                                              page.find("#heatmap img")) > 100)
         time.sleep(1)
