@@ -178,6 +178,9 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, 
     from modeling_iamm import IAMMDataCollator
     from modeling_iamm.inference import predict
 
+    # save_pretrained (through train.py) already ships the pipeline; the push does not have to add it
+    assert (trained / "pipeline_iamm.py").exists() and (trained / "inference.py").exists()
+    assert "empathetic-response" in json.loads((trained / "config.json").read_text())["custom_pipelines"]
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps(METRICS))
     result = run_push(hub, tmp_path / "home", "--kind", "model", "--folder", str(trained), "--repo_id", "org/iamm",
