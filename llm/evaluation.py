@@ -21,6 +21,7 @@ Metrics (x100), over all samples of the split unless said otherwise; a sample wi
 
 import json
 import logging
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from modeling_iamm import EMOTION_LABELS
@@ -49,9 +50,11 @@ def load_predictions(path: str) -> Tuple[Dict[str, str], Dict[str, str]]:
 
     Raises `ValueError` naming the record when one has no `id` or no text under `output`/`answer`.
     """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such predictions file")
     _, records = read_jsonl(path)
     if not records:
-        raise ValueError(f"{path}: no prediction records")
+        raise ValueError(f"{path}: no prediction records (only a header, or empty)")
     answers: Dict[str, str] = {}
     failed: Dict[str, str] = {}
     for number, record in enumerate(records, start=1):

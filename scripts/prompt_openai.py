@@ -40,7 +40,8 @@ class PromptOpenAIArguments:
 def main(argv=None):
     args, config = parse_args((PromptOpenAIArguments, PromptingConfig), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # one line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     rows = load_instruction_dataset(args.instructions, [args.split])[args.split]
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
