@@ -131,7 +131,7 @@ def test_budgets_stop_cleanly_and_a_rerun_continues(tmp_path):
         assert summary.stopped == "request budget of 3 reached" and summary.requests_this_run == 3
         assert len(server.log) == 3 and summary.answered == 2 and summary.pending == 4 and summary.failed == 0
         assert "stopped early: request budget of 3 reached" in str(summary)
-        # the token budget: each answer here costs 9 completion + ~7 prompt tokens
+        # the token budget: each answer here costs 6 prompt + 10 completion tokens (the server counts words)
         summary = run_prompting(data, out, config(server, concurrency=1, max_total_tokens=20))
         assert summary.stopped == "token budget of 20 reached" and summary.finished_this_run == 2
         summary = run_prompting(data, out, config(server, concurrency=2))
