@@ -433,17 +433,19 @@ class InformationAssociationModule(nn.Module):
             scores = rank(pad_to(scores, k, dim=-1))[..., :width]
         return torch.sigmoid(scores) * valid
 
-    def forward(self, utterance: torch.Tensor, utterance_mask: torch.Tensor, utterance_refs: torch.Tensor,
-                other: torch.Tensor, other_mask: torch.Tensor, other_refs: torch.Tensor) -> AssociationOutput:
-        """Associate `utterance (N, Lx, d)` with `other (N, Ly, d)`; masks and refs are `(N, Lx)` / `(N, Ly)`."""
+    def forward(self, utterance: torch.Tensor, utterance_mask: torch.Tensor, utterance_refs: Optional[torch.Tensor],
+                other: torch.Tensor, other_mask: torch.Tensor, other_refs: Optional[torch.Tensor],
+                output_details: bool = True) -> AssociationOutput:
+        """Associate `utterance (N, Lx, d)` with `other (N, Ly, d)`; masks and refs are `(N, Lx)` / `(N, Ly)`.
+
+        Without `output_details` (training), only `slots` and `slot_mask` are computed."""
         N = utterance.shape[0]
         H, dh = self.heads, self.head_dim
         length = max(utterance.shape[1], other.shape[1])
         # rows 0..N-1: direction 0 (source X, target Y); rows N..2N-1: direction 1 (source Y, target X)
         source = torch.cat([pad_to(utterance, length, 1), pad_to(other, length, 1)])  # (2N, L, d)
         source_mask = torch.cat([pad_to(utterance_mask, length, 1, False), pad_to(other_mask, length, 1, False)])
-        source_refs = torch.cat([pad_to(utterance_refs, length, 1, INVALID_REF), pad_to(other_refs, length, 1, INVALID_REF)])
-        target_mask, target_refs = source_mask.roll(N, 0), source_refs.roll(N, 0)  # the other half: (2N, L)
+        target_mask = source_mask.roll(N, 0)  # the other half: (2N, L)
         projection = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3 * H * dh, d)
         q, k, v = F.linear(source, projection).view(2 * N, length, 3, H, dh).permute(2, 0, 3, 1, 4)  # (2N, H, L, dh)
         source_keys = k
@@ -475,25 +477,30 @@ class InformationAssociationModule(nn.Module):
         values = values.view(2 * N, H, k1, k2, dh) * word_weights[..., None]
         values = pad_to(values, self.k2, 3).reshape(2 * N, H, k1, self.k2 * dh)  # (2N, H, k1, k2 * dh)
         slots = self.slot_proj(values * keyword_weights[..., None])  # (2N, H, k1, d)
+        slots = pad_to(slots, self.k1, 2)  # (2N, H, k1, d) also when the sentences are shorter than k1
+        keyword_valid = pad_to(keyword_valid, self.k1, 2, False)
+
+        def by_pair(x: torch.Tensor) -> torch.Tensor:  # (2N, ...) -> (N, 2, ...): direction second
+            return x.view((2, N) + tuple(x.shape[1:])).transpose(0, 1)
+
+        slots, slot_mask = by_pair(slots).reshape(N, 2 * H * self.k1, -1), by_pair(keyword_valid).reshape(N, -1)
+        if not output_details:
+            return AssociationOutput(slots=slots, slot_mask=slot_mask)
         # refs of the keywords (target words) and of their associated words (source words)
+        source_refs = torch.cat([pad_to(utterance_refs, length, 1, INVALID_REF), pad_to(other_refs, length, 1, INVALID_REF)])
+        target_refs = source_refs.roll(N, 0)
         keyword_refs = target_refs.gather(1, keyword_index.reshape(2 * N, H * k1)).view(2 * N, H, k1)
         keyword_refs = keyword_refs.masked_fill(~keyword_valid, INVALID_REF)
         word_refs = source_refs.gather(1, word_index.reshape(2 * N, H * k1 * k2)).view(2 * N, H, k1, k2)
         word_refs = word_refs.masked_fill(~word_valid, INVALID_REF)
         # pad to k1 keywords / k2 words when the sentences are shorter than that
-        slots = pad_to(slots, self.k1, 2)
-        keyword_valid = pad_to(keyword_valid, self.k1, 2, False)
         keyword_refs = pad_to(keyword_refs, self.k1, 2, INVALID_REF)
         keyword_weights = pad_to(keyword_weights, self.k1, 2)
         word_refs = pad_to(pad_to(word_refs, self.k2, 3, INVALID_REF), self.k1, 2, INVALID_REF)
         word_weights = pad_to(pad_to(word_weights, self.k2, 3), self.k1, 2)
-
-        def by_pair(x: torch.Tensor) -> torch.Tensor:  # (2N, ...) -> (N, 2, ...): direction second
-            return x.view((2, N) + tuple(x.shape[1:])).transpose(0, 1)
-
         return AssociationOutput(
-            slots=by_pair(slots).reshape(N, 2 * H * self.k1, -1),  # (N, S, d)
-            slot_mask=by_pair(keyword_valid).reshape(N, -1),
+            slots=slots,  # (N, S, d)
+            slot_mask=slot_mask,
             slot_refs=by_pair(keyword_refs).reshape(N, -1),
             first_order_scores=by_pair(first_order_scores),
             keyword_refs=by_pair(keyword_refs),
@@ -551,66 +558,77 @@ class IterativeAssociation(nn.Module):
 
     def forward(self, units: torch.Tensor, unit_mask: torch.Tensor, unit_refs: torch.Tensor,
                 situation: Optional[torch.Tensor] = None, situation_mask: Optional[torch.Tensor] = None,
-                situation_refs: Optional[torch.Tensor] = None) -> IterativeAssociationOutput:
+                situation_refs: Optional[torch.Tensor] = None, output_associations: bool = True,
+                ) -> IterativeAssociationOutput:
         """units (B, T, U, d): each utterance's units (all False in `unit_mask (B, T, U)` on padded turns);
-        situation (B, Ls, d): the situation's units, or None."""
+        situation (B, Ls, d): the situation's units, or None. Without `output_associations` (training), the output
+        has no refs and no associations."""
         B, T, U, d = units.shape
         device = units.device
         # (U_i, situation) and (U_i, U_1..U_{i-1}) for every turn, as one batch of P * B * T pairs
         utterances = units.reshape(B * T, U, d)
-        utterance_mask, utterance_refs = unit_mask.reshape(B * T, U), unit_refs.reshape(B * T, U)
+        utterance_mask = unit_mask.reshape(B * T, U)
         earlier = torch.arange(T, device=device).repeat_interleave(U)[None, :] < torch.arange(T, device=device)[:, None]
         history = units.reshape(B, 1, T * U, d).expand(B, T, T * U, d).reshape(B * T, T * U, d)  # every earlier unit
         history_mask = (unit_mask.reshape(B, 1, T * U) & earlier[None]).reshape(B * T, T * U)  # (B*T, T*U)
-        history_refs = unit_refs.reshape(B, 1, T * U).expand(B, T, T * U).reshape(B * T, T * U)
-        others, other_masks, other_refs, pairs = [history], [history_mask], [history_refs], ["history"]
+        others, other_masks, pairs = [history], [history_mask], ["history"]
         if situation is not None:
             Ls = situation.shape[1]
             others.insert(0, situation[:, None].expand(B, T, Ls, d).reshape(B * T, Ls, d))
             other_masks.insert(0, situation_mask[:, None].expand(B, T, Ls).reshape(B * T, Ls))
-            other_refs.insert(0, situation_refs[:, None].expand(B, T, Ls).reshape(B * T, Ls))
             pairs.insert(0, "situation")
         P = len(pairs)
         length = max(o.shape[1] for o in others)
+        refs = None
+        if output_associations:
+            history_refs = unit_refs.reshape(B, 1, T * U).expand(B, T, T * U).reshape(B * T, T * U)
+            other_refs = [history_refs]
+            if situation is not None:
+                other_refs.insert(0, situation_refs[:, None].expand(B, T, Ls).reshape(B * T, Ls))
+            refs = (unit_refs.reshape(B * T, U).repeat(P, 1), torch.cat([pad_to(r, length, 1, INVALID_REF) for r in other_refs]))
         context_pairs = self.context_association(
             utterance=utterances.repeat(P, 1, 1),
             utterance_mask=utterance_mask.repeat(P, 1),
-            utterance_refs=utterance_refs.repeat(P, 1),
+            utterance_refs=refs[0] if refs else None,
             other=torch.cat([pad_to(o, length, 1) for o in others]),
             other_mask=torch.cat([pad_to(m, length, 1, False) for m in other_masks]),
-            other_refs=torch.cat([pad_to(r, length, 1, INVALID_REF) for r in other_refs]),
+            other_refs=refs[1] if refs else None,
+            output_details=output_associations,
         )  # rows: pair-major, then sample, then turn
         S = context_pairs.slots.shape[1]
-        context_slots = context_pairs.slots.view(P, B, T, S, d).transpose(0, 1).transpose(1, 2)
+        context_slots = context_pairs.slots.view(P, B, T, S, d).transpose(0, 1).transpose(1, 2)  # (B, T, P, S, d)
         context_slot_mask = context_pairs.slot_mask.view(P, B, T, S).permute(1, 2, 0, 3)  # (B, T, P, S)
-        context_slot_refs = context_pairs.slot_refs.view(P, B, T, S).permute(1, 2, 0, 3)
-        associations = {
-            f"{pair}_{key}": getattr(context_pairs, key).view((P, B, T) + getattr(context_pairs, key).shape[1:])[p]
-            for p, pair in enumerate(pairs) for key in ASSOCIATION_DETAILS
-        }  # (B, T, 2, H, k1[, k2])
+        associations: Dict[str, torch.Tensor] = {}
+        if output_associations:
+            context_slot_refs = context_pairs.slot_refs.view(P, B, T, S).permute(1, 2, 0, 3)
+            associations = {
+                f"{pair}_{key}": getattr(context_pairs, key).view((P, B, T) + getattr(context_pairs, key).shape[1:])[p]
+                for p, pair in enumerate(pairs) for key in ASSOCIATION_DETAILS
+            }  # (B, T, 2, H, k1[, k2])
 
         # (U_i, memory): sequential over turns, batched over the samples
         memory = self.null_slot.to(units.dtype)[None, None, :].expand(B, 1, d)
         memory_mask = torch.ones(B, 1, dtype=torch.bool, device=device)
-        memory_refs = torch.full((B, 1), NULL_REF, dtype=torch.long, device=device)
-        no_slots = (units.new_zeros(B, S, d), torch.zeros(B, S, dtype=torch.bool, device=device),
-                    torch.full((B, S), INVALID_REF, dtype=torch.long, device=device))
+        memory_refs = torch.full((B, 1), NULL_REF, dtype=torch.long, device=device) if output_associations else None
+        no_slots = AssociationOutput(slots=units.new_zeros(B, S, d), slot_mask=torch.zeros(B, S, dtype=torch.bool, device=device),
+                                     slot_refs=torch.full((B, S), INVALID_REF, dtype=torch.long, device=device))
         memory_pairs: List[AssociationOutput] = []
         for t in range(T):
-            slots, slot_mask, slot_refs = no_slots
+            out = no_slots
             if t > 0:
                 out = self.memory_association(
-                    utterance=units[:, t], utterance_mask=unit_mask[:, t], utterance_refs=unit_refs[:, t],
+                    utterance=units[:, t], utterance_mask=unit_mask[:, t],
+                    utterance_refs=unit_refs[:, t] if output_associations else None,
                     other=memory if self.memory_norm is None else self.memory_norm(memory),
-                    other_mask=memory_mask, other_refs=memory_refs,
+                    other_mask=memory_mask, other_refs=memory_refs, output_details=output_associations,
                 )
-                slots, slot_mask, slot_refs = out.slots, out.slot_mask, out.slot_refs
                 memory_pairs.append(out)
             # this turn's slots join the memory: situation pair, history pair, memory pair (Eq. 16-18)
-            memory = torch.cat([memory, context_slots[:, t].reshape(B, P * S, d), slots], 1)
-            memory_mask = torch.cat([memory_mask, context_slot_mask[:, t].reshape(B, P * S), slot_mask], 1)
-            memory_refs = torch.cat([memory_refs, context_slot_refs[:, t].reshape(B, P * S), slot_refs], 1)
-        if memory_pairs:  # turn 0 has no memory pair
+            memory = torch.cat([memory, context_slots[:, t].reshape(B, P * S, d), out.slots], 1)
+            memory_mask = torch.cat([memory_mask, context_slot_mask[:, t].reshape(B, P * S), out.slot_mask], 1)
+            if output_associations:
+                memory_refs = torch.cat([memory_refs, context_slot_refs[:, t].reshape(B, P * S), out.slot_refs], 1)
+        if memory_pairs and output_associations:  # turn 0 has no memory pair
             for key in ASSOCIATION_DETAILS:
                 first = getattr(memory_pairs[0], key)
                 empty = first.new_full(first.shape, INVALID_REF if "refs" in key else 0)
@@ -886,17 +904,22 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         # ---- 2. iterative association, Eq. (8-19); V = V_explicit ++ V_implicit
         sides: List[Tuple[str, IterativeAssociationOutput]] = []
         if config.use_explicit_association:
-            word_mask = context_mask & (torch.arange(L, device=context_ids.device) > 0)  # [CLS] is not a word
-            word_refs = ((torch.arange(T, device=context_ids.device)[:, None] + 1) * REF_STRIDE
-                         + torch.arange(L, device=context_ids.device))[None].expand(B, T, L)  # (B, T, L)
-            situation_refs = None
+            device = context_ids.device
+            word_mask = context_mask.clone()
+            word_mask[:, :, 0] = False  # [CLS] is not a word
+            word_refs = situation_refs = situation_word_mask = None
+            if output_associations:
+                word_refs = ((torch.arange(T, device=device)[:, None] + 1) * REF_STRIDE
+                             + torch.arange(L, device=device))[None].expand(B, T, L)  # (B, T, L)
             if use_situation:
-                situation_refs = torch.arange(situation_ids.shape[1], device=context_ids.device)[None].expand(B, -1)
+                situation_word_mask = situation_mask.clone()
+                situation_word_mask[:, 0] = False
+                if output_associations:
+                    situation_refs = torch.arange(situation_ids.shape[1], device=device)[None].expand(B, -1)
             sides.append(("explicit", self.explicit_association(
                 units=words, unit_mask=word_mask, unit_refs=word_refs,
-                situation=situation_words if use_situation else None,
-                situation_mask=situation_mask & (situation_refs > 0) if use_situation else None,  # no [CLS]
-                situation_refs=situation_refs,
+                situation=situation_words if use_situation else None, situation_mask=situation_word_mask,
+                situation_refs=situation_refs, output_associations=output_associations,
             )))
         hidden_knowledge = knowledge_mask = None
         if config.use_implicit_association:
@@ -911,12 +934,17 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
                 context_knowledge_ids, context_knowledge_mask.bool(), turn_mask,
             )  # (B, R, d), (B, T, R, d): Eq. (4-5)
             device = blocks.device
-            block_refs = IMPLICIT_REF + (torch.arange(T, device=device)[:, None] + 1) * R + torch.arange(R, device=device)
+            block_refs = situation_block_refs = None
+            if output_associations:
+                block_refs = IMPLICIT_REF + (torch.arange(T, device=device)[:, None] + 1) * R + torch.arange(R, device=device)
+                block_refs = block_refs[None].expand(B, T, R)
+                situation_block_refs = (IMPLICIT_REF + torch.arange(R, device=device))[None].expand(B, R)
             sides.append(("implicit", self.implicit_association(
-                units=blocks, unit_mask=turn_mask[:, :, None].expand(B, T, R), unit_refs=block_refs[None].expand(B, T, R),
+                units=blocks, unit_mask=turn_mask[:, :, None].expand(B, T, R), unit_refs=block_refs,
                 situation=situation_block,
                 situation_mask=torch.ones(B, R, dtype=torch.bool, device=device) if use_situation else None,
-                situation_refs=(IMPLICIT_REF + torch.arange(R, device=device))[None].expand(B, R) if use_situation else None,
+                situation_refs=situation_block_refs if use_situation else None,
+                output_associations=output_associations,
             )))
             # Eq. (6-7): the situation block and the LAST REAL utterance's block, encoded together
             last = turn_mask.long().sum(1) - 1  # (B,)
@@ -931,7 +959,8 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         if sides:
             slot_mask = torch.cat([out.memory_mask for _, out in sides], 1)
             memory, memory_mask = pack(torch.cat([out.memory for _, out in sides], 1), slot_mask)
-            memory_refs, _ = pack(torch.cat([out.memory_refs for _, out in sides], 1), slot_mask)
+            if output_associations:
+                memory_refs, _ = pack(torch.cat([out.memory_refs for _, out in sides], 1), slot_mask)
             hidden_memory = self.memory_encoder(memory, memory_mask)  # (B, M, d)
 
         # ---- 3. emotion, Eq. (20-25): the product of the heads' probabilities
@@ -954,6 +983,7 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         selected = None
         if config.use_word_selector:
             selected = self.word_selector(hidden_memory, memory_mask)
+        if selected is not None and output_associations:
             associations["selected_memory_refs"] = memory_refs.gather(1, selected.index).masked_fill(~selected.mask, INVALID_REF)
             associations["selected_memory_weights"] = selected.weights * selected.mask
 
