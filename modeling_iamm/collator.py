@@ -31,7 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from datasets import Dataset, DatasetDict
+
+try:  # type hints only: the collator also runs as a checkpoint's remote code, where `datasets` may be absent
+    from datasets import Dataset, DatasetDict
+except ImportError:  # pragma: no cover
+    Dataset = DatasetDict = Any
 from transformers import PreTrainedTokenizerBase
 
 from .configuration_iamm import RELATIONS

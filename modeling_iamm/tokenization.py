@@ -22,7 +22,11 @@ import os
 from collections import Counter
 from typing import Any, Iterable, List, Optional, Union
 
-from datasets import Dataset
+
+try:  # type hints only: the tokenizer helpers also run as a checkpoint's remote code, where `datasets` may be absent
+    from datasets import Dataset
+except ImportError:  # pragma: no cover
+    Dataset = Any
 from tokenizers import Tokenizer, models
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -70,7 +74,8 @@ def build_tokenizer(
         raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
     if max_vocab_size is not None and max_vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"max_vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_vocab_size}")
-    texts = conversation_texts(texts_or_conversations) if isinstance(texts_or_conversations, Dataset) else texts_or_conversations
+    is_dataset = hasattr(texts_or_conversations, "column_names")  # a `datasets.Dataset` of conversations
+    texts = conversation_texts(texts_or_conversations) if is_dataset else texts_or_conversations
     counts = count_words(texts)
     words = sorted((w for w, c in counts.items() if c >= min_frequency and w not in SPECIAL_TOKENS),
                    key=lambda w: (-counts[w], w))
