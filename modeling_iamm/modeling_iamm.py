@@ -459,7 +459,7 @@ class InformationAssociationModule(nn.Module):
         first_order_scores = first_order_scores.masked_fill(no_keyword, float("-inf"))
         k1 = min(self.k1, length)
         keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (2N, H, k1)
-        keyword_valid = torch.isfinite(keyword_scores)
+        keyword_valid = keyword_scores != float("-inf")  # masked entries are -inf
         # Second order, Eq. (12-14): for each keyword, the source words it scores highest.
         if self.keyword_query:  # the keyword's query against the source words' keys
             keyword_queries = q.roll(N, 0).gather(2, keyword_index[..., None].expand(-1, -1, -1, dh))  # (2N, H, k1, dh)
@@ -470,7 +470,7 @@ class InformationAssociationModule(nn.Module):
             second_order_scores = transposed.gather(2, keyword_index[..., None].expand(-1, -1, -1, length))
         k2 = min(self.k2, length)
         word_scores, word_index = stable_topk(second_order_scores, k2)  # (2N, H, k1, k2)
-        word_valid = torch.isfinite(word_scores) & keyword_valid[..., None]
+        word_valid = (word_scores != float("-inf")) & keyword_valid[..., None]
         keyword_weights = self._weights(keyword_scores, keyword_valid, getattr(self, "keyword_rank", None), self.k1)
         word_weights = self._weights(word_scores, word_valid, getattr(self, "word_rank", None), self.k2)
         values = v.gather(2, word_index.reshape(2 * N, H, k1 * k2, 1).expand(-1, -1, -1, dh))  # (2N, H, k1*k2, dh)
