@@ -51,6 +51,10 @@ COMPARED_HEADER_KEYS = ("format", "aggregation", "model_fingerprint", "tokenizer
                         "length_limits")
 
 
+BUILD_INFO = "build_info.json"
+"""The settings of an instruction data set, the IAMM checkpoint that made its associations, and its counts."""
+
+
 def sample_id(sample: Dict[str, Any]) -> str:
     """The key of a listener-turn sample: `"<conv_id>#<turn>"` (as in IAMM's evaluation records)."""
     return f"{sample['conv_id']}#{sample['turn']}"
@@ -180,11 +184,12 @@ def build_instruction_data(
 
     `samples` maps split names to listener-turn samples. In `output_dir`: `associations/<split>.jsonl` (the caches),
     `data/<split>-00000-of-00001.parquet` (:data:`INSTRUCTION_FEATURES`, load with
-    :func:`iamm.llm.instructions.load_instruction_dataset`) and `instruction_config.json` (the settings). A folder
+    :func:`iamm.llm.instructions.load_instruction_dataset`) and `build_info.json` (the settings, the IAMM
+    checkpoint and the counts per split; the dataset card reads it). A folder
     built with other word-split settings is refused unless `overwrite` (which also discards the caches).
     """
     config = config or InstructionConfig()
-    settings_path = os.path.join(output_dir, "instruction_config.json")
+    settings_path = os.path.join(output_dir, BUILD_INFO)
     settings = asdict(config)
     if overwrite:
         for split in samples:
@@ -200,8 +205,17 @@ def build_instruction_data(
                              f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in differ.items())}); use "
                              "another --output_dir or pass --overwrite_output true")
     os.makedirs(output_dir, exist_ok=True)
-    with open(settings_path, "w") as f:
-        json.dump({**settings, "model": model_name}, f, indent=2)
+    counts: Dict[str, int] = {}
+    if os.path.exists(settings_path) and not overwrite:
+        with open(settings_path) as f:
+            counts = json.load(f).get("counts", {})
+
+    def write_build_info():
+        with open(settings_path + ".tmp", "w") as f:
+            json.dump({**settings, "model": model_name, "counts": counts}, f, indent=2)
+        os.replace(settings_path + ".tmp", settings_path)
+
+    write_build_info()
     paths = {}
     for split, split_samples in samples.items():
         rows = split_samples if isinstance(split_samples, list) else [split_samples[i] for i in range(len(split_samples))]
@@ -213,4 +227,6 @@ def build_instruction_data(
         paths[split] = save_instruction_split(Dataset.from_list(instructions, features=INSTRUCTION_FEATURES),
                                               output_dir, split)
         logger.info("%s: %d instructions -> %s", split, len(instructions), paths[split])
+        counts[split] = len(instructions)
+        write_build_info()
     return paths

@@ -329,24 +329,27 @@ def save_instruction_split(dataset: Dataset, output_dir: str, split: str) -> str
     return path
 
 
-def load_instruction_dataset(path: str, splits: Optional[Sequence[str]] = None) -> DatasetDict:
+def load_instruction_dataset(path: str, splits: Optional[Sequence[str]] = None,
+                             columns: Optional[Sequence[str]] = None) -> DatasetDict:
     """Load an instruction data set saved by `scripts/build_instructions.py` (a folder) as a `DatasetDict`.
 
-    Equivalent to `datasets.load_dataset("parquet", data_files={split: <folder>/data/<split>-*.parquet})`; the
-    columns are checked against :data:`INSTRUCTION_FEATURES`.
+    Equivalent to `datasets.load_dataset("parquet", data_files={split: <folder>/data/<split>*.parquet})`: the
+    split files may be named `<split>.parquet` or sharded as the Hub names them (`<split>-00000-of-00001.parquet`);
+    the columns are checked against `columns` (default: every column of :data:`INSTRUCTION_FEATURES`).
     """
-    files = sorted(glob.glob(os.path.join(path, "data", "*-00000-of-00001.parquet")))
-    available = {os.path.basename(f).split("-00000-of-")[0]: f for f in files}
+    available: Dict[str, List[str]] = {}
+    for file in sorted(glob.glob(os.path.join(path, "data", "*.parquet"))):
+        available.setdefault(os.path.basename(file)[: -len(".parquet")].split("-")[0], []).append(file)
     if not available:
-        raise FileNotFoundError(f"{path}: no instruction data (data/<split>-00000-of-00001.parquet); build it with "
-                                "scripts/build_instructions.py")
+        raise FileNotFoundError(f"{path}: no instruction data (data/<split>.parquet or data/<split>-*.parquet); build "
+                                "it with scripts/build_instructions.py")
     wanted = list(splits) if splits is not None else sorted(available)
     missing = [s for s in wanted if s not in available]
     if missing:
         raise ValueError(f"{path}: split(s) {missing} not built; available: {sorted(available)}")
     data = load_dataset("parquet", data_files={s: available[s] for s in wanted})
     for split, ds in data.items():
-        absent = [c for c in INSTRUCTION_FEATURES if c not in ds.column_names]
+        absent = [c for c in (columns or INSTRUCTION_FEATURES) if c not in ds.column_names]
         if absent:
             raise ValueError(f"{available[split]}: not an instruction data set, columns {absent} are missing")
     return data

@@ -75,7 +75,7 @@ class LoraArguments(ModelLoadingArguments):
     """Model, data and adapter options of `train_lora.py` (training options are `LoraTrainingArguments`).
 
     Args:
-        data_dir: folder of the instruction dataset (`data/{split}.parquet` or `{split}.parquet`).
+        data_dir: folder of the instruction dataset (`data/{split}.parquet` or `data/{split}-*.parquet`).
         instruction_column: `messages` (with associated words) or `plain_messages` (without).
         train_split, eval_split: split names.
         max_length: longest training sequence; longer rows lose prompt tokens from the left, the answer is kept.
@@ -85,7 +85,7 @@ class LoraArguments(ModelLoadingArguments):
         merge: also write base + adapter merged into one model under `output_dir/merged`.
     """
 
-    data_dir: str = field(default="", metadata={"help": "Instruction dataset folder (data/{split}.parquet)"})
+    data_dir: str = field(default="", metadata={"help": "Instruction dataset folder (data/{split}.parquet or data/{split}-*.parquet)"})
     instruction_column: str = field(default="messages", metadata={
         "help": "messages (with associated words) or plain_messages (without)"})
     train_split: str = field(default="train", metadata={"help": "Training split"})
@@ -130,20 +130,11 @@ class LoraTrainingArguments(TrainingArguments):
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def load_instruction_splits(data_dir: str, splits: Sequence[str]):
-    """Load splits of the instruction dataset from `data_dir/data/{split}.parquet` (or `data_dir/{split}.parquet`)."""
-    from datasets import load_dataset
+def load_instruction_splits(data_dir: str, splits: Sequence[str], columns: Sequence[str] = ("id", "answer")):
+    """Splits of the instruction data set in `data_dir` (`data/<split>.parquet` or Hub-style shards), with `columns`."""
+    from .instructions import load_instruction_dataset
 
-    files = {}
-    for split in splits:
-        for candidate in (os.path.join(data_dir, "data", f"{split}.parquet"), os.path.join(data_dir, f"{split}.parquet")):
-            if os.path.isfile(candidate):
-                files[split] = candidate
-                break
-        else:
-            raise FileNotFoundError(f"{data_dir}: no data/{split}.parquet; build the instruction data with "
-                                    "scripts/build_instructions.py, or pick an existing split")
-    return load_dataset("parquet", data_files=files)
+    return load_instruction_dataset(data_dir, splits, columns=columns)
 
 
 def _render_ids(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool) -> List[int]:
@@ -323,7 +314,7 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
                                lora_args.trust_remote_code)
     do_eval = training_args.eval_strategy != "no"
     splits = [lora_args.train_split] + ([lora_args.eval_split] if do_eval else [])
-    data = load_instruction_splits(lora_args.data_dir, splits)
+    data = load_instruction_splits(lora_args.data_dir, splits, ("id", lora_args.instruction_column, "answer"))
     train = data[lora_args.train_split]
     if lora_args.max_train_samples is not None:
         train = train.select(range(min(lora_args.max_train_samples, len(train))))
@@ -364,7 +355,7 @@ class GenerationArguments(ModelLoadingArguments):
     """
 
     adapter_dir: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder (train_lora.py output)"})
-    data_dir: str = field(default="", metadata={"help": "Instruction dataset folder (data/{split}.parquet)"})
+    data_dir: str = field(default="", metadata={"help": "Instruction dataset folder (data/{split}.parquet or data/{split}-*.parquet)"})
     split: str = field(default="test", metadata={"help": "Split to answer"})
     instruction_column: Optional[str] = field(default=None, metadata={
         "help": "messages or plain_messages; default: the column the adapter was trained on"})
@@ -473,7 +464,7 @@ def generate_predictions(args: GenerationArguments) -> int:
 
     _check_manifest(args)
     done = read_finished_ids(args.output_file)
-    rows = load_instruction_splits(args.data_dir, [args.split])[args.split]
+    rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column))[args.split]
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
     todo = [r for r in rows.select_columns(["id", args.instruction_column]) if r["id"] not in done]

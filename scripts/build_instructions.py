@@ -7,7 +7,7 @@
 
 Writes `associations/<split>.jsonl` (the cached associated words), `data/<split>-00000-of-00001.parquet` (load with
 `iamm.llm.instructions.load_instruction_dataset` or `datasets.load_dataset("parquet", ...)`) and
-`instruction_config.json`. An interrupted run continues where it stopped (finished samples are not recomputed);
+`build_info.json`. An interrupted run continues where it stopped (finished samples are not recomputed);
 `--overwrite_output true` starts over.
 """
 
