@@ -16,7 +16,7 @@ This file is copied next to the weights by `save_pretrained`; it imports only to
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -365,8 +365,8 @@ class AssociationOutput(ModelOutput):
         slots (`(N, S, d)`): the pair's memory slots (Eq. 15), S = 2*H*k1 (direction, head, keyword order).
         slot_mask (`(N, S)` bool): slots whose keyword exists.
         slot_refs (`(N, S)`): a slot's ref is its keyword's ref.
-        first_order_scores (`(N, 2, H, Lt)`): each target word's association score averaged over the real source
-            words (Eq. 10-11); -inf on padding. Lt is the longer of the two sentences.
+        first_order_scores (`(N, 2, H, L)`): each target word's association score averaged over the real source
+            words (Eq. 10-11); -inf on padding. L is the longer of the two sentences.
         keyword_refs (`(N, 2, H, k1)`) / keyword_weights: the keywords and their weights.
         associated_refs (`(N, 2, H, k1, k2)`) / associated_weights: each keyword's associated words (Eq. 12-14).
     """
@@ -382,6 +382,19 @@ class AssociationOutput(ModelOutput):
 
 
 ASSOCIATION_DETAILS = ("keyword_refs", "keyword_weights", "associated_refs", "associated_weights")
+
+
+class KeywordSelection(NamedTuple):
+    """One direction of the association module: first-order scores (N, H, Lt), the keywords (N, H, k1) and their
+    associated words (N, H, k1, k2): validity, positions and weights."""
+
+    first_order_scores: torch.Tensor
+    keyword_valid: torch.Tensor
+    keyword_index: torch.Tensor
+    keyword_weights: torch.Tensor
+    word_valid: torch.Tensor
+    word_index: torch.Tensor
+    word_weights: torch.Tensor
 
 
 def pad_to(x: torch.Tensor, length: int, dim: int, value: Any = 0) -> torch.Tensor:
@@ -403,7 +416,8 @@ class InformationAssociationModule(nn.Module):
     the slot is weighted by sigmoid(keyword score). Direction 0 takes X as the source and Y as the target,
     direction 1 the reverse. The 2*H*k1 slots are projected to d (Eq. 15): they are this pair's memory slots.
 
-    Both directions run as one batch: X and Y are padded to the same length and stacked.
+    Queries, keys and values of both sentences come from one matmul, and the slots of both directions from one
+    projection.
 
     `association_direction` picks the second-order scores: `"utterance_query"` ranks a keyword's associated words
     with the same scores that ranked the keywords (Eq. 12 read literally: queries from the source side);
@@ -433,80 +447,93 @@ class InformationAssociationModule(nn.Module):
             scores = rank(pad_to(scores, k, dim=-1))[..., :width]
         return torch.sigmoid(scores) * valid
 
+    def _direction(self, q_source, k_target, v_source, q_target, k_source, source_mask, target_mask):
+        """Keywords among the target words and their associated words among the source words.
+
+        q/k/v_source (N, H, Ls, dh), q/k_target (N, H, Lt, dh), masks (N, Ls) / (N, Lt). Returns the slot features
+        before the projection (N, H, k1, k2 * dh) and the selection (`KeywordSelection`), padded to k1 / k2.
+        """
+        N, H, Ls, dh = q_source.shape
+        Lt = k_target.shape[2]
+        scores = torch.matmul(q_source, k_target.transpose(-1, -2)) / math.sqrt(dh)  # (N, H, Ls, Lt), Eq. (8-9)
+        not_pair = ~(source_mask[:, None, :, None] & target_mask[:, None, None, :])  # (N, 1, Ls, Lt)
+        # First order, Eq. (10-11): mean over the real source words of each target word's scores.
+        n_source = source_mask.sum(1).clamp(min=1)[:, None, None]
+        first_order_scores = scores.masked_fill(not_pair, 0.0).sum(2) / n_source  # (N, H, Lt)
+        no_keyword = ~(target_mask & source_mask.any(1, keepdim=True))[:, None, :]  # (N, 1, Lt)
+        first_order_scores = first_order_scores.masked_fill(no_keyword, float("-inf"))
+        k1 = min(self.k1, Lt)
+        keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (N, H, k1)
+        keyword_valid = keyword_scores != float("-inf")  # masked entries are -inf
+        # Second order, Eq. (12-14): for each keyword, the source words it scores highest.
+        if self.keyword_query:  # the keyword's query against the source words' keys
+            keyword_queries = q_target.gather(2, keyword_index[..., None].expand(-1, -1, -1, dh))  # (N, H, k1, dh)
+            second_order_scores = torch.matmul(keyword_queries, k_source.transpose(-1, -2)) / math.sqrt(dh)
+            second_order_scores = second_order_scores.masked_fill(~source_mask[:, None, None, :], float("-inf"))
+        else:  # the scores that ranked the keywords, read from the keyword's column
+            transposed = scores.masked_fill(not_pair, float("-inf")).transpose(2, 3)  # (N, H, Lt, Ls)
+            second_order_scores = transposed.gather(2, keyword_index[..., None].expand(-1, -1, -1, Ls))  # (N, H, k1, Ls)
+        k2 = min(self.k2, Ls)
+        word_scores, word_index = stable_topk(second_order_scores, k2)  # (N, H, k1, k2)
+        word_valid = (word_scores != float("-inf")) & keyword_valid[..., None]
+        keyword_weights = self._weights(keyword_scores, keyword_valid, getattr(self, "keyword_rank", None), self.k1)
+        word_weights = self._weights(word_scores, word_valid, getattr(self, "word_rank", None), self.k2)
+        values = v_source.gather(2, word_index.reshape(N, H, k1 * k2, 1).expand(-1, -1, -1, dh))  # (N, H, k1*k2, dh)
+        values = values.view(N, H, k1, k2, dh) * word_weights[..., None]
+        values = pad_to(values, self.k2, 3).reshape(N, H, k1, self.k2 * dh)  # (N, H, k1, k2 * dh)
+        features = pad_to(values * keyword_weights[..., None], self.k1, 2)  # (N, H, k1, k2 * dh)
+        # pad to k1 keywords / k2 words when the sentences are shorter than that
+        selection = KeywordSelection(
+            first_order_scores=first_order_scores,
+            keyword_valid=pad_to(keyword_valid, self.k1, 2, False),
+            keyword_index=pad_to(keyword_index, self.k1, 2),
+            keyword_weights=pad_to(keyword_weights, self.k1, 2),
+            word_valid=pad_to(pad_to(word_valid, self.k2, 3, False), self.k1, 2, False),
+            word_index=pad_to(pad_to(word_index, self.k2, 3), self.k1, 2),
+            word_weights=pad_to(pad_to(word_weights, self.k2, 3), self.k1, 2),
+        )
+        return features, selection
+
     def forward(self, utterance: torch.Tensor, utterance_mask: torch.Tensor, utterance_refs: Optional[torch.Tensor],
                 other: torch.Tensor, other_mask: torch.Tensor, other_refs: Optional[torch.Tensor],
                 output_details: bool = True) -> AssociationOutput:
         """Associate `utterance (N, Lx, d)` with `other (N, Ly, d)`; masks and refs are `(N, Lx)` / `(N, Ly)`.
 
         Without `output_details` (training), only `slots` and `slot_mask` are computed."""
-        N = utterance.shape[0]
+        N, Lx, _ = utterance.shape
         H, dh = self.heads, self.head_dim
-        length = max(utterance.shape[1], other.shape[1])
-        # rows 0..N-1: direction 0 (source X, target Y); rows N..2N-1: direction 1 (source Y, target X)
-        source = torch.cat([pad_to(utterance, length, 1), pad_to(other, length, 1)])  # (2N, L, d)
-        source_mask = torch.cat([pad_to(utterance_mask, length, 1, False), pad_to(other_mask, length, 1, False)])
-        target_mask = source_mask.roll(N, 0)  # the other half: (2N, L)
+        # queries, keys and values of both sentences in one matmul
         projection = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3 * H * dh, d)
-        q, k, v = F.linear(source, projection).view(2 * N, length, 3, H, dh).permute(2, 0, 3, 1, 4)  # (2N, H, L, dh)
-        source_keys = k
-        k = k.roll(N, 0)  # the target sentence's keys
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(dh)  # (2N, H, Ls, Lt), Eq. (8-9)
-        not_pair = ~(source_mask[:, None, :, None] & target_mask[:, None, None, :])  # (2N, 1, Ls, Lt)
-        # First order, Eq. (10-11): mean over the real source words of each target word's scores.
-        n_source = source_mask.sum(1).clamp(min=1)[:, None, None]
-        first_order_scores = scores.masked_fill(not_pair, 0.0).sum(2) / n_source  # (2N, H, Lt)
-        no_keyword = ~(target_mask & source_mask.any(1, keepdim=True))[:, None, :]  # (2N, 1, Lt)
-        first_order_scores = first_order_scores.masked_fill(no_keyword, float("-inf"))
-        k1 = min(self.k1, length)
-        keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (2N, H, k1)
-        keyword_valid = keyword_scores != float("-inf")  # masked entries are -inf
-        # Second order, Eq. (12-14): for each keyword, the source words it scores highest.
-        if self.keyword_query:  # the keyword's query against the source words' keys
-            keyword_queries = q.roll(N, 0).gather(2, keyword_index[..., None].expand(-1, -1, -1, dh))  # (2N, H, k1, dh)
-            second_order_scores = torch.matmul(keyword_queries, source_keys.transpose(-1, -2)) / math.sqrt(dh)
-            second_order_scores = second_order_scores.masked_fill(~source_mask[:, None, None, :], float("-inf"))
-        else:  # the scores that ranked the keywords, read from the keyword's column
-            transposed = scores.masked_fill(not_pair, float("-inf")).transpose(2, 3)  # (2N, H, Lt, Ls)
-            second_order_scores = transposed.gather(2, keyword_index[..., None].expand(-1, -1, -1, length))
-        k2 = min(self.k2, length)
-        word_scores, word_index = stable_topk(second_order_scores, k2)  # (2N, H, k1, k2)
-        word_valid = (word_scores != float("-inf")) & keyword_valid[..., None]
-        keyword_weights = self._weights(keyword_scores, keyword_valid, getattr(self, "keyword_rank", None), self.k1)
-        word_weights = self._weights(word_scores, word_valid, getattr(self, "word_rank", None), self.k2)
-        values = v.gather(2, word_index.reshape(2 * N, H, k1 * k2, 1).expand(-1, -1, -1, dh))  # (2N, H, k1*k2, dh)
-        values = values.view(2 * N, H, k1, k2, dh) * word_weights[..., None]
-        values = pad_to(values, self.k2, 3).reshape(2 * N, H, k1, self.k2 * dh)  # (2N, H, k1, k2 * dh)
-        slots = self.slot_proj(values * keyword_weights[..., None])  # (2N, H, k1, d)
-        slots = pad_to(slots, self.k1, 2)  # (2N, H, k1, d) also when the sentences are shorter than k1
-        keyword_valid = pad_to(keyword_valid, self.k1, 2, False)
-
-        def by_pair(x: torch.Tensor) -> torch.Tensor:  # (2N, ...) -> (N, 2, ...): direction second
-            return x.view((2, N) + tuple(x.shape[1:])).transpose(0, 1)
-
-        slots, slot_mask = by_pair(slots).reshape(N, 2 * H * self.k1, -1), by_pair(keyword_valid).reshape(N, -1)
+        qkv = F.linear(torch.cat([utterance, other], 1), projection)  # (N, Lx + Ly, 3 * H * dh)
+        qkv = qkv.view(N, -1, 3, H, dh).permute(2, 0, 3, 1, 4)  # (3, N, H, Lx + Ly, dh)
+        (qx, kx, vx), (qy, ky, vy) = qkv[:, :, :, :Lx].unbind(0), qkv[:, :, :, Lx:].unbind(0)
+        # direction 0: keywords of Y, associated words in X; direction 1: keywords of X, associated words in Y
+        features_y, keywords_y = self._direction(qx, ky, vx, qy, kx, utterance_mask, other_mask)
+        features_x, keywords_x = self._direction(qy, kx, vy, qx, ky, other_mask, utterance_mask)
+        slots = self.slot_proj(torch.stack([features_y, features_x], 1))  # (N, 2, H, k1, d), Eq. (15)
+        slot_mask = torch.stack([keywords_y.keyword_valid, keywords_x.keyword_valid], 1).reshape(N, -1)  # (N, S)
+        slots = slots.reshape(N, slot_mask.shape[1], -1)  # (N, S, d)
         if not output_details:
             return AssociationOutput(slots=slots, slot_mask=slot_mask)
-        # refs of the keywords (target words) and of their associated words (source words)
-        source_refs = torch.cat([pad_to(utterance_refs, length, 1, INVALID_REF), pad_to(other_refs, length, 1, INVALID_REF)])
-        target_refs = source_refs.roll(N, 0)
-        keyword_refs = target_refs.gather(1, keyword_index.reshape(2 * N, H * k1)).view(2 * N, H, k1)
-        keyword_refs = keyword_refs.masked_fill(~keyword_valid, INVALID_REF)
-        word_refs = source_refs.gather(1, word_index.reshape(2 * N, H * k1 * k2)).view(2 * N, H, k1, k2)
-        word_refs = word_refs.masked_fill(~word_valid, INVALID_REF)
-        # pad to k1 keywords / k2 words when the sentences are shorter than that
-        keyword_refs = pad_to(keyword_refs, self.k1, 2, INVALID_REF)
-        keyword_weights = pad_to(keyword_weights, self.k1, 2)
-        word_refs = pad_to(pad_to(word_refs, self.k2, 3, INVALID_REF), self.k1, 2, INVALID_REF)
-        word_weights = pad_to(pad_to(word_weights, self.k2, 3), self.k1, 2)
+
+        def refs(table: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+            """table (N, L), index (N, H, ...) -> the refs of the indexed words, INVALID_REF where not valid."""
+            return table.gather(1, index.reshape(N, -1)).view(index.shape).masked_fill(~valid, INVALID_REF)
+
+        keyword_refs = torch.stack([refs(other_refs, keywords_y.keyword_index, keywords_y.keyword_valid),
+                                    refs(utterance_refs, keywords_x.keyword_index, keywords_x.keyword_valid)], 1)
+        both = (keywords_y, keywords_x)
+        length = max(Lx, other.shape[1])
         return AssociationOutput(
-            slots=slots,  # (N, S, d)
+            slots=slots,
             slot_mask=slot_mask,
-            slot_refs=by_pair(keyword_refs).reshape(N, -1),
-            first_order_scores=by_pair(first_order_scores),
-            keyword_refs=by_pair(keyword_refs),
-            keyword_weights=by_pair(keyword_weights),
-            associated_refs=by_pair(word_refs),
-            associated_weights=by_pair(word_weights),
+            slot_refs=keyword_refs.reshape(N, -1),
+            first_order_scores=torch.stack([pad_to(k.first_order_scores, length, 2, float("-inf")) for k in both], 1),
+            keyword_refs=keyword_refs,  # (N, 2, H, k1)
+            keyword_weights=torch.stack([k.keyword_weights for k in both], 1),
+            associated_refs=torch.stack([refs(utterance_refs, keywords_y.word_index, keywords_y.word_valid),
+                                         refs(other_refs, keywords_x.word_index, keywords_x.word_valid)], 1),
+            associated_weights=torch.stack([k.word_weights for k in both], 1),  # (N, 2, H, k1, k2)
         )
 
 
