@@ -344,3 +344,71 @@ def test_old_checkpoint_loads_with_identical_outputs(variant):
     model.eval()
     greedy = model.generate(**gen_inputs(batch), max_new_tokens=8, min_new_tokens=8)
     assert torch.equal(greedy, expected["greedy"])
+
+
+def amplify_memory(model, factor=8.0):
+    """Scale the memory pair's value and slot projections: each turn's memory slots are then built from values
+    `factor**2` times larger than the last turn's (what a trained model was seen to do, ~10x a turn)."""
+    with torch.no_grad():
+        for side in (model.model.explicit_association, model.model.implicit_association):
+            side.memory_association.value.weight.mul_(factor)
+            side.memory_association.slot_proj.weight.mul_(factor)
+    return model
+
+
+def memory_pair_norms(model, batch):
+    """Mean norm of sample 0's utterance-memory slots, per turn (turns 1..T-1), and the model's output."""
+    captured = {}
+    handle = model.model.explicit_association.register_forward_hook(lambda m, i, out: captured.update(out=out))
+    with torch.no_grad():
+        out = model(**batch)
+    handle.remove()
+    memory, config = captured["out"].memory[0], model.config
+    S = 2 * config.association_heads * config.num_keywords
+    per_turn = 3 * S  # situation, history and memory pairs
+    T = batch["context_ids"].shape[1]
+    norms = [memory[1 + t * per_turn + 2 * S: 1 + (t + 1) * per_turn].norm(dim=-1).mean().item() for t in range(1, T)]
+    return norms, out
+
+
+def test_memory_norm_keeps_the_memory_bounded_on_long_dialogues():
+    """Memory slots are built from memory slots: on a model whose memory pair amplifies, they grow geometrically
+    over the turns and overflow float32 on a 41-turn dialogue, unless the memory is normalised (memory_norm)."""
+    batch = tester.prepare_batch(turns=(41, 3), seed=5)
+    growing, out = memory_pair_norms(amplify_memory(make(memory_norm=False).eval()), batch)
+    ratios = [b / a for a, b in zip(growing[:6], growing[1:7])]
+    assert sorted(ratios)[len(ratios) // 2] > 5, growing[:7]
+    assert not torch.isfinite(out.emotion_logits[0]).all()  # what evaluation on long dialogues ran into
+    bounded, out = memory_pair_norms(amplify_memory(make(memory_norm=True).eval()), batch)
+    assert max(bounded) < 3 * bounded[0], bounded
+    assert torch.isfinite(out.emotion_logits).all() and torch.isfinite(out.loss)
+
+
+def test_trained_model_on_a_40_turn_dialogue_gives_finite_outputs_and_a_response():
+    """Trained on short dialogues, the model (memory_norm on, as every new config) still predicts, scores and
+    answers a 41-turn dialogue."""
+    model = amplify_memory(make())
+    assert model.config.memory_norm
+    train = tester.prepare_batch(turns=(3, 1, 5, 3), seed=6)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(25):
+        model(**train).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    long = tester.prepare_batch(turns=(41, 39), seed=7)
+    with torch.no_grad():
+        out = model(**long)
+    assert torch.isfinite(out.emotion_logits).all()
+    assert torch.isfinite(out.token_log_probs).all() and torch.isfinite(out.generation_loss)
+    generated = model.generate(**gen_inputs(long), max_new_tokens=10)
+    assert (generated[:, 1] != model.config.eos_token_id).all()  # a response of at least one word
+
+
+def test_memory_norm_is_on_for_new_configs_and_off_for_configs_saved_without_it(tmp_path):
+    assert IAMMConfig().memory_norm
+    tester.get_config().save_pretrained(tmp_path)
+    assert IAMMConfig.from_pretrained(tmp_path).memory_norm  # saved with the key: kept
+    old = IAMMConfig.from_pretrained(os.path.join(FIXTURES, "full"))  # written before the switch existed
+    assert old.memory_norm is False
+    assert IAMMConfig.from_pretrained(tmp_path, memory_norm=False).memory_norm is False
