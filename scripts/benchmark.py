@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark IAMM at the paper's configuration: train-step time, greedy generation time, parameters, peak memory.
+"""Benchmark IAMM at the paper's configuration: train-step time, greedy generation time, evaluation-style inference
+throughput, parameters, peak memory, and (with --count_ops) the operators a train step and a decoding step issue.
 
 Batches are synthetic but ED-like (seeded): a vocabulary of 23,714 words, batch 16, utterances of 8-25 words,
 situations of 10-30, targets of 8-20, knowledge of 10-25 words per relation, and contexts of 1, 3 and 5
@@ -7,6 +8,12 @@ utterances (one batch shape each). Nothing is downloaded.
 
     python scripts/benchmark.py --json                       # paper configuration, CPU
     python scripts/benchmark.py --device cuda --dtype bfloat16 --json
+    python scripts/benchmark.py --json --steps 1 --generation_runs 1 --context_turns 3 --count_ops true
+    python scripts/benchmark.py --json --compile true         # the train step through torch.compile
+
+Training with torch.compile: `scripts/train.py ... --torch_compile true` (Trainer's `torch_compile`,
+`torch_compile_backend`, `torch_compile_mode` arguments). Context sizes vary from batch to batch, so expect
+recompilations (dynamic shapes) before the step time settles.
 """
 
 import json
@@ -38,8 +45,13 @@ class BenchmarkArguments:
     threads: int = field(default=0, metadata={"help": "torch threads (0: leave the default)."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic data and the model."})
     count_ops: bool = field(
-        default=False, metadata={"help": "Also count the top-level operators of one train step (torch.profiler)."}
+        default=False,
+        metadata={"help": "Also count the top-level operators of one train step and of one decoding step (torch.profiler)."},
     )
+    inference_samples: int = field(
+        default=64, metadata={"help": "Synthetic samples for the evaluation-style inference throughput (0: skip)."}
+    )
+    compile: bool = field(default=False, metadata={"help": "Run the train steps through torch.compile(model)."})
     json: bool = field(default=False, metadata={"help": "Print one JSON object instead of a table."})
 
 
@@ -77,18 +89,51 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def count_top_level_ops(model, optimizer, batch, autocast) -> int:
-    """Operators of one train step (forward, backward, optimizer) not called from inside another operator."""
+def top_level_ops(fn) -> int:
+    """Operators `fn()` issues that are not called from inside another operator (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+
+def count_top_level_ops(model, optimizer, batch, autocast) -> int:
+    """Operators of one train step (forward, backward, optimizer)."""
+
+    def step():
         with autocast:
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+    return top_level_ops(step)
+
+
+def count_decode_step_ops(model, batch, autocast, steps: int = 10) -> float:
+    """Operators per generated token of greedy generate() with the cache (the difference between generating
+    1 + steps tokens and 1 token, divided by steps: the encoder and the first step cancel out)."""
+
+    def generate(n):
+        return lambda: model.generate(**batch, max_new_tokens=n, min_new_tokens=n)
+
+    with torch.no_grad(), autocast:
+        return (top_level_ops(generate(1 + steps)) - top_level_ops(generate(1))) / steps
+
+
+def inference_throughput(model, tokenizer, collator, samples, batch_size: int, new_tokens: int, autocast) -> float:
+    """Samples per second of evaluation-style inference: `predict_batch` (encoder once, emotion, greedy response,
+    associated words as text) over `samples`, `batch_size` at a time."""
+    from modeling_iamm.inference import predict_batch
+
+    start = time.perf_counter()
+    with autocast:
+        for i in range(0, len(samples), batch_size):
+            predict_batch(model, tokenizer, collator, samples[i: i + batch_size], with_associations=True,
+                          max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    return len(samples) / (time.perf_counter() - start)
 
 
 def main():
@@ -104,6 +149,7 @@ def main():
     model = IAMMForConditionalGeneration(config).to(args.device)
     # fused Adam: one kernel over all parameters (0.02 s a step here instead of 0.19 s for the foreach version)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
+    step_model = torch.compile(model) if args.compile else model
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     rng = torch.Generator().manual_seed(args.seed)
 
@@ -118,7 +164,7 @@ def main():
                 torch.cuda.synchronize()
             start = time.perf_counter()
             with autocast:
-                loss = model(**batch).loss
+                loss = step_model(**batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -152,6 +198,16 @@ def main():
         results[key][f"context_{turns}"] = statistics.median(times)
         gen_times += times
     results[f"greedy_generate_{args.new_tokens}_tokens_median_s"] = statistics.median(gen_times)
+    if args.count_ops:  # per generated token, on the last generation batch
+        results["decode_step_top_level_ops"] = count_decode_step_ops(model, batch, autocast)
+    if args.inference_samples:
+        turns = max(args.context_turns)
+        samples = []
+        while len(samples) < args.inference_samples:
+            samples += synthetic_samples(args, turns, words, rng)
+        results["inference_samples_per_s"] = inference_throughput(
+            model, tokenizer, collator, samples[: args.inference_samples], args.batch_size, args.new_tokens, autocast
+        )
     results["peak_memory_mb"] = peak_memory_mb(args.device)
     results["machine"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
                           "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"}
