@@ -412,3 +412,21 @@ def test_memory_norm_is_on_for_new_configs_and_off_for_configs_saved_without_it(
     old = IAMMConfig.from_pretrained(os.path.join(FIXTURES, "full"))  # written before the switch existed
     assert old.memory_norm is False
     assert IAMMConfig.from_pretrained(tmp_path, memory_norm=False).memory_norm is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])  # ~25 s and ~4 min on 2 CPU cores
+def test_compiled_train_step_matches_eager(backend):
+    """torch.compile(model) (what Trainer's `torch_compile` does) computes the eager loss, emotion logits and
+    gradients."""
+    batch = {k: v for k, v in tester.prepare_batch(turns=(1, 3, 5), seed=0).items() if k != "oov_words"}
+    eager, compiled = make().train(), make().train()
+    expected = eager(**batch)
+    expected.loss.backward()
+    torch._dynamo.reset()
+    out = torch.compile(compiled, backend=backend)(**batch)
+    out.loss.backward()
+    assert torch.allclose(out.loss, expected.loss, atol=1e-5)
+    assert torch.allclose(out.emotion_logits, expected.emotion_logits, atol=1e-4)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
