@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling_iamm import (IAMMConfig, IAMMDataCollator, IAMMEncoderModel, IAMMForConditionalGeneration, IAMMModel,
-                           RELATIONS,
+                           InformationAssociationModule, RELATIONS,
                            decode_extended)
 from modeling_iamm.modeling_iamm import IMPLICIT_REF, INVALID_REF, REF_STRIDE
 from tests.helpers.tiny_model import IAMMModelTester, generation_inputs
@@ -89,10 +89,16 @@ def test_forward_outputs_and_joint_loss(batch):
 
 
 @pytest.mark.parametrize("switch", [None, "use_explicit_association", "use_implicit_association",
-                                    "use_word_selector", "use_situation", "use_pointer_generator"])
+                                    "use_word_selector", "use_situation", "use_pointer_generator",
+                                    "emotion_pooling=tanh", "association_direction=keyword_query", "memory_norm"])
 def test_every_parameter_receives_a_gradient(batch, switch):
-    kwargs = {switch: False} if switch else {}
-    model = make(**kwargs, learned_rank_weighting=switch is None)
+    if switch is None:
+        kwargs = {}
+    elif "=" in switch:
+        kwargs = dict([switch.split("=")])
+    else:
+        kwargs = {switch: False}
+    model = make(**kwargs, learned_rank_weighting=switch is None or "=" in switch)
     model.train()
     model(**batch).loss.backward()
     assert dead_parameters(model) == []
@@ -430,3 +436,32 @@ def test_compiled_train_step_matches_eager(backend):
     assert torch.allclose(out.emotion_logits, expected.emotion_logits, atol=1e-4)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_association_direction_changes_which_words_a_keyword_associates():
+    """Y has one word (the keyword of direction 0). With queries = identity and keys = M, `utterance_query` ranks
+    the utterance words x by x . M y (x1 first), `keyword_query` by y . M x (x2 first)."""
+    results = {}
+    for direction in ("utterance_query", "keyword_query"):
+        config = IAMMConfig(vocab_size=10, hidden_size=2, association_heads=1, association_head_dim=2, num_keywords=1,
+                            num_associated_words=2, association_direction=direction)
+        module = InformationAssociationModule(config, num_keywords=1, num_associated_words=2)
+        with torch.no_grad():
+            module.query.weight.copy_(torch.eye(2))
+            module.key.weight.copy_(torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+        x, y = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), torch.tensor([[[1.0, 1.0]]])
+        out = module(utterance=x, utterance_mask=torch.ones(1, 2, dtype=torch.bool), utterance_refs=torch.tensor([[10, 11]]),
+                     other=y, other_mask=torch.ones(1, 1, dtype=torch.bool), other_refs=torch.tensor([[20]]))
+        assert out.keyword_refs[0, 0, 0, 0] == 20
+        results[direction] = out.associated_refs[0, 0, 0, 0].tolist()  # direction 0, head 0, keyword 0
+    assert results == {"utterance_query": [10, 11], "keyword_query": [11, 10]}
+
+
+def test_emotion_pooling_switch():
+    linear, tanh = make(), make(emotion_pooling="tanh")
+    assert linear.model.context_emotion_head.pooling_proj is None
+    assert isinstance(tanh.model.context_emotion_head.pooling_proj, torch.nn.Linear)
+    with pytest.raises(ValueError, match="emotion_pooling"):
+        tester.get_config(emotion_pooling="mean")
+    with pytest.raises(ValueError, match="association_direction"):
+        tester.get_config(association_direction="both")
