@@ -13,6 +13,7 @@ This file is copied next to the weights by `save_pretrained`; it imports only to
 `configuration_iamm`, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without the package.
 """
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -106,9 +107,8 @@ class IAMMSeq2SeqLMOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_positions(length: int, dim: int, offset: int = 0, device=None, dtype=torch.float32) -> torch.Tensor:
-    """The Transformer's timing signal, `(length, dim)`, for positions `offset .. offset + length - 1`."""
-    position = torch.arange(offset, offset + length, device=device, dtype=torch.float32)[:, None]
+def _timing_signal(length: int, dim: int, device, dtype) -> torch.Tensor:
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     num_timescales = dim // 2
     log_increment = math.log(1.0e4) / max(num_timescales - 1, 1)
     inv_timescales = torch.exp(torch.arange(num_timescales, device=device, dtype=torch.float32) * -log_increment)
@@ -117,6 +117,21 @@ def sinusoidal_positions(length: int, dim: int, offset: int = 0, device=None, dt
     if dim % 2:
         signal = F.pad(signal, (0, 1))
     return signal.to(dtype)
+
+
+_cached_timing_signal = functools.lru_cache(maxsize=16)(_timing_signal)
+
+
+def sinusoidal_positions(length: int, dim: int, offset: int = 0, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The Transformer's timing signal, `(length, dim)`, for positions `offset .. offset + length - 1`.
+
+    Read from a table computed once per size class (powers of two from 64), so a step issues one slice instead of
+    a dozen operators; each position's values do not depend on the table's size.
+    """
+    if torch.compiler.is_compiling():
+        return _timing_signal(offset + length, dim, device, dtype)[offset:]
+    size = max(64, 1 << (offset + length - 1).bit_length())
+    return _cached_timing_signal(size, dim, torch.device(device) if device is not None else None, dtype)[offset: offset + length]
 
 
 def pack(x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
