@@ -5,6 +5,11 @@ with first- and second-order interaction (Eq. 8-15), the iterative memory over d
 emotion heads combined as a product of probabilities (Eq. 20-25), the word selector, two decoders with a gate and a
 pointer-generator (Eq. 26-35).
 
+Models, as in transformers: `IAMMEncoderModel` is the encoder side (encoders, `IterativeAssociation` of each side,
+emotion heads, word selector; what `get_encoder()` returns), `IAMMModel` the encoder-decoder without a head (adds
+the two decoders and their gate), `IAMMForConditionalGeneration` adds the pointer-generator head, the losses and
+`generate()`.
+
 Shapes: B batch, T context utterances, L tokens per utterance ([CLS] first), Ls situation tokens, R relations,
 Lk knowledge tokens, Lc packed context tokens, M memory slots, Ly target tokens, d hidden size, H association heads,
 dh association head size, k1/k2/k3 keywords / associated words / selected memory words, S = 2*H*k1 slots per pair.
