@@ -263,8 +263,13 @@ class IAMMFeedForward(nn.Module):
         """
         x = F.pad(x, (0, 0, 2, 0) if self.causal else (0, 0, 1, 1))
         B, N = x.shape[0], x.shape[1] - 2
-        windows = x.unfold(1, 3, 1).reshape(B, N, -1)  # (B, N, C_in * 3): channel-major, tap-minor, as conv.weight
-        return F.linear(windows, conv.weight.flatten(1), conv.bias)
+        c_out, c_in, _ = conv.weight.shape
+        if c_in <= c_out:  # narrow input: the 3 taps of each position side by side, one matmul
+            windows = x.unfold(1, 3, 1).reshape(B, N, -1)  # (B, N, C_in * 3): channel-major, tap-minor, as conv.weight
+            return F.linear(windows, conv.weight.flatten(1), conv.bias)
+        # wide input: project every position through the 3 taps at once, then add the shifted projections
+        taps = F.linear(x, conv.weight.permute(2, 0, 1).reshape(3 * c_out, c_in)).view(B, N + 2, 3, c_out)
+        return taps[:, 0:N, 0] + taps[:, 1 : N + 1, 1] + taps[:, 2 : N + 2, 2] + conv.bias
 
     def _step(self, conv: nn.Conv1d, x: torch.Tensor, cache: DynamicCache, layer_idx: int) -> torch.Tensor:
         """One decoding step of a causal conv: its inputs at t-2, t-1 come from the cache."""
@@ -612,27 +617,28 @@ class IterativeAssociation(nn.Module):
         has no refs and no associations."""
         B, T, U, d = units.shape
         device = units.device
-        # (U_i, situation) and (U_i, U_1..U_{i-1}) for every turn, as one batch of P * B * T pairs
-        utterances = units.reshape(B * T, U, d)
-        utterance_mask = unit_mask.reshape(B * T, U)
-        earlier = torch.arange(T, device=device).repeat_interleave(U)[None, :] < torch.arange(T, device=device)[:, None]
-        history = units.reshape(B, 1, T * U, d).expand(B, T, T * U, d).reshape(B * T, T * U, d)  # every earlier unit
-        history_mask = (unit_mask.reshape(B, 1, T * U) & earlier[None]).reshape(B * T, T * U)  # (B*T, T*U)
+        # (U_i, situation) and (U_i, U_1..U_{i-1}) for every turn that has units, as one batch of P * n pairs
+        rows = unit_mask.any(-1).flatten().nonzero().squeeze(1)  # (n,): turns with units, as b * T + t
+        sample, turn = rows // T, rows % T
+        utterances = units.reshape(B * T, U, d).index_select(0, rows)  # (n, U, d)
+        utterance_mask = unit_mask.reshape(B * T, U).index_select(0, rows)
+        earlier = torch.arange(T, device=device).repeat_interleave(U)[None, :] < turn[:, None]  # (n, T*U)
+        history = units.reshape(B, T * U, d).index_select(0, sample)  # (n, T*U, d): every unit of the dialogue...
+        history_mask = unit_mask.reshape(B, T * U).index_select(0, sample) & earlier  # ...those of earlier turns
         others, other_masks, pairs = [history], [history_mask], ["history"]
         if situation is not None:
-            Ls = situation.shape[1]
-            others.insert(0, situation[:, None].expand(B, T, Ls, d).reshape(B * T, Ls, d))
-            other_masks.insert(0, situation_mask[:, None].expand(B, T, Ls).reshape(B * T, Ls))
+            others.insert(0, situation.index_select(0, sample))
+            other_masks.insert(0, situation_mask.index_select(0, sample))
             pairs.insert(0, "situation")
-        P = len(pairs)
+        P, n = len(pairs), rows.shape[0]
         length = max(o.shape[1] for o in others)
         refs = None
         if output_associations:
-            history_refs = unit_refs.reshape(B, 1, T * U).expand(B, T, T * U).reshape(B * T, T * U)
-            other_refs = [history_refs]
+            other_refs = [unit_refs.reshape(B, T * U).index_select(0, sample)]
             if situation is not None:
-                other_refs.insert(0, situation_refs[:, None].expand(B, T, Ls).reshape(B * T, Ls))
-            refs = (unit_refs.reshape(B * T, U).repeat(P, 1), torch.cat([pad_to(r, length, 1, INVALID_REF) for r in other_refs]))
+                other_refs.insert(0, situation_refs.index_select(0, sample))
+            refs = (unit_refs.reshape(B * T, U).index_select(0, rows).repeat(P, 1),
+                    torch.cat([pad_to(r, length, 1, INVALID_REF) for r in other_refs]))
         context_pairs = self.context_association(
             utterance=utterances.repeat(P, 1, 1),
             utterance_mask=utterance_mask.repeat(P, 1),
@@ -641,17 +647,23 @@ class IterativeAssociation(nn.Module):
             other_mask=torch.cat([pad_to(m, length, 1, False) for m in other_masks]),
             other_refs=refs[1] if refs else None,
             output_details=output_associations,
-        )  # rows: pair-major, then sample, then turn
+        )  # rows: pair-major, then turn
+
+        def per_turn(x: torch.Tensor, fill: Any) -> torch.Tensor:
+            """(P * n, ...) -> (B, T, P, ...): back in place, `fill` on turns without units."""
+            x = x.view((P, n) + tuple(x.shape[1:]))
+            full = x.new_full((P, B * T) + tuple(x.shape[2:]), fill).index_copy(1, rows, x)
+            return full.view((P, B, T) + tuple(x.shape[2:])).movedim(0, 2)
+
         S = context_pairs.slots.shape[1]
-        context_slots = context_pairs.slots.view(P, B, T, S, d).transpose(0, 1).transpose(1, 2)  # (B, T, P, S, d)
-        context_slot_mask = context_pairs.slot_mask.view(P, B, T, S).permute(1, 2, 0, 3)  # (B, T, P, S)
+        context_slots = per_turn(context_pairs.slots, 0.0)  # (B, T, P, S, d)
+        context_slot_mask = per_turn(context_pairs.slot_mask, False)  # (B, T, P, S)
         associations: Dict[str, torch.Tensor] = {}
         if output_associations:
-            context_slot_refs = context_pairs.slot_refs.view(P, B, T, S).permute(1, 2, 0, 3)
-            associations = {
-                f"{pair}_{key}": getattr(context_pairs, key).view((P, B, T) + getattr(context_pairs, key).shape[1:])[p]
-                for p, pair in enumerate(pairs) for key in ASSOCIATION_DETAILS
-            }  # (B, T, 2, H, k1[, k2])
+            context_slot_refs = per_turn(context_pairs.slot_refs, INVALID_REF)
+            for key in ASSOCIATION_DETAILS:
+                value = per_turn(getattr(context_pairs, key), INVALID_REF if "refs" in key else 0)
+                associations.update({f"{pair}_{key}": value[:, :, p] for p, pair in enumerate(pairs)})  # (B, T, 2, H, k1[, k2])
 
         # (U_i, memory): sequential over turns, batched over the samples
         memory = self.null_slot.to(units.dtype)[None, None, :].expand(B, 1, d)
