@@ -264,7 +264,7 @@ class IAMMFeedForward(nn.Module):
         x = F.pad(x, (0, 0, 2, 0) if self.causal else (0, 0, 1, 1))
         B, N = x.shape[0], x.shape[1] - 2
         c_out, c_in, _ = conv.weight.shape
-        if c_in <= c_out:  # narrow input: the 3 taps of each position side by side, one matmul
+        if c_in <= c_out or N <= 3:  # narrow input (or a decoding step): the 3 taps side by side, one matmul
             windows = x.unfold(1, 3, 1).reshape(B, N, -1)  # (B, N, C_in * 3): channel-major, tap-minor, as conv.weight
             return F.linear(windows, conv.weight.flatten(1), conv.bias)
         # wide input: project every position through the 3 taps at once, then add the shifted projections
