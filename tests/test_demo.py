@@ -13,8 +13,9 @@ import time
 import pytest
 import torch
 
-from modeling_iamm import EMOTION_LABELS, IAMMConfig, IAMMForConditionalGeneration
+from modeling_iamm import EMOTION_LABELS
 from modeling_iamm.inference import predict
+from tests.helpers.tiny_model import IAMMModelTester
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -28,10 +29,7 @@ NON_ENGLISH = ["Ich habe heute meine Arbeit verloren.", "Das tut mir leid!", "æˆ
 
 
 def tiny_model(tokenizer, **kwargs):
-    torch.manual_seed(0)
-    config = IAMMConfig(vocab_size=len(tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
-                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3, **kwargs)
-    return IAMMForConditionalGeneration(config).eval()
+    return IAMMModelTester(vocab_size=len(tokenizer), **kwargs).create_model().eval()
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from modeling_iamm import IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, encode_samples
+from modeling_iamm import IAMMConfig, IAMMDataCollator, encode_samples
 from modeling_iamm.inference import predict
 from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments, noam_lambda
+from tests.helpers.tiny_model import IAMMModelTester
 
 
 def test_noam_schedule_matches_the_authors_formula():
@@ -20,11 +21,7 @@ def test_noam_schedule_matches_the_authors_formula():
 
 def test_trainer_overfits_a_tiny_set_and_predicts_with_generate(tmp_path, word_tokenizer, sample_samples):
     train = encode_samples(sample_samples["train"].select(range(16)))
-    config = IAMMConfig(vocab_size=len(word_tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
-                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3,
-                        use_implicit_association=False)
-    torch.manual_seed(0)
-    model = IAMMForConditionalGeneration(config)
+    model = _tiny_model(word_tokenizer)
     args = IAMMTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=8, per_device_eval_batch_size=8, max_steps=40,
         learning_rate=1.0, schedule="noam", noam_warmup_steps=10, logging_steps=5, save_strategy="no", report_to=[],
@@ -49,7 +46,7 @@ def test_trainer_overfits_a_tiny_set_and_predicts_with_generate(tmp_path, word_t
 
     records = list(predict(model, word_tokenizer, list(train.select(range(3))), batch_size=2, max_new_tokens=5))
     assert [r["conv_id"] for r in records] == train["conv_id"][:3]
-    assert all(r["emotion"] in config.label2id and isinstance(r["response"], str) for r in records)
+    assert all(r["emotion"] in model.config.label2id and isinstance(r["response"], str) for r in records)
     assert "utterance-situation" in records[0]["associations"]
 
 
@@ -89,10 +86,7 @@ def test_presets_files_and_flags(tmp_path):
 def test_bf16_autocast_trains(word_tokenizer, sample_samples):
     """What --bf16 does on a GPU, checked with CPU autocast: finite loss, every parameter gets a gradient."""
     batch = IAMMDataCollator(word_tokenizer)(list(sample_samples["train"].select(range(8))))
-    config = IAMMConfig(vocab_size=len(word_tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
-                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3,
-                        use_implicit_association=False)
-    model = IAMMForConditionalGeneration(config)
+    model = _tiny_model(word_tokenizer)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(**batch).loss
     assert torch.isfinite(loss)
@@ -104,11 +98,8 @@ def test_bf16_autocast_trains(word_tokenizer, sample_samples):
 
 
 def _tiny_model(tokenizer, seed=0):
-    config = IAMMConfig(vocab_size=len(tokenizer), hidden_size=32, attention_head_dim=8, intermediate_size=16,
-                        association_head_dim=8, num_keywords=3, num_associated_words=4, num_memory_words=3,
-                        use_implicit_association=False)
-    torch.manual_seed(seed)
-    return IAMMForConditionalGeneration(config)
+    """The model tests' tiny IAMM, sized for `tokenizer`, without knowledge (as ED without COMET trains it)."""
+    return IAMMModelTester(vocab_size=len(tokenizer), use_implicit_association=False).create_model(seed)
 
 
 def test_evaluation_reports_perplexities_and_accuracy_computed_per_sample(tmp_path, word_tokenizer, sample_samples):
