@@ -10,7 +10,7 @@ import torch
 from modeling_iamm import (IAMMConfig, IAMMDataCollator, IAMMEncoderModel, IAMMForConditionalGeneration, IAMMModel,
                            InformationAssociationModule, RELATIONS,
                            decode_extended)
-from modeling_iamm.modeling_iamm import IMPLICIT_REF, INVALID_REF, REF_STRIDE
+from modeling_iamm.modeling_iamm import IAMM_ENCODER_INPUTS, IMPLICIT_REF, INVALID_REF, REF_STRIDE
 from tests.helpers.tiny_model import IAMMModelTester, generation_inputs
 
 RELS = ["to help", "a vet", "to rest", "cries", "sad"]
@@ -465,3 +465,19 @@ def test_emotion_pooling_switch():
         tester.get_config(emotion_pooling="mean")
     with pytest.raises(ValueError, match="association_direction"):
         tester.get_config(association_direction="both")
+
+
+def test_return_dict_and_unsupported_outputs(batch):
+    model = make().eval()
+    inputs = {k: v for k, v in batch.items() if k in IAMM_ENCODER_INPUTS}
+    with torch.no_grad():
+        as_tuple = model.get_encoder()(**inputs, return_dict=False)
+        named = model.get_encoder()(**inputs)
+        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], named.last_hidden_state)
+        assert isinstance(model(**batch, return_dict=False), tuple)
+        with pytest.raises(ValueError, match="does not return attention weights"):
+            model.get_encoder()(**inputs, output_attentions=True)
+        # oov_words sizes the extended vocabulary without reading the ids back: the same logits
+        with_oov = model(**batch).logits
+        without = model(**{k: v for k, v in batch.items() if k != "oov_words"}).logits
+        assert torch.equal(with_oov, without)
