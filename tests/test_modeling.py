@@ -420,8 +420,14 @@ def test_memory_norm_is_on_for_new_configs_and_off_for_configs_saved_without_it(
     assert IAMMConfig.from_pretrained(tmp_path, memory_norm=False).memory_norm is False
 
 
+INDUCTOR = pytest.param("inductor", marks=pytest.mark.skipif(
+    os.environ.get("IAMM_TEST_INDUCTOR") != "1",
+    reason="inductor's first C++ compile takes 4+ minutes on 2 CPU cores; IAMM_TEST_INDUCTOR=1 runs it "
+           "(aot_eager checks the same graph capture and autograd)"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])  # ~25 s and ~4 min on 2 CPU cores
+@pytest.mark.parametrize("backend", ["aot_eager", INDUCTOR])  # ~25 s and (cold cache) ~4 min on 2 CPU cores
 def test_compiled_train_step_matches_eager(backend):
     """torch.compile(model) (what Trainer's `torch_compile` does) computes the eager loss, emotion logits and
     gradients."""
