@@ -85,8 +85,8 @@ class IAMMConfig(PretrainedConfig):
             (the authors' code) instead of the plain sigmoid of the score (the paper).
         memory_norm (`bool`, *optional*, defaults to `True`):
             The utterance-memory pair reads the memory through a LayerNorm. Without it, memory slots built from
-            memory slots grow with every turn and overflow on long dialogues. A saved config without this key (written before the
-            option existed) loads as `False`, so older checkpoints compute what they did.
+            memory slots grow with every turn and overflow on long dialogues. A saved config without this key
+            (written before the option existed) loads as `False`, so older checkpoints compute what they did.
         emotion_pooling (`str`, *optional*, defaults to `"linear"`):
             Attention-pooling score of the emotion heads: `"linear"` (`w . h`) or `"tanh"` (`v . tanh(W h + b)`,
             the authors' code).

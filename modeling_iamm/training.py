@@ -356,7 +356,9 @@ class ModelArguments:
     use_situation: Optional[bool] = field(default=None, metadata={"help": "False: never read the situation."})
     use_pointer_generator: Optional[bool] = field(default=None, metadata={"help": "Copy words from the context."})
     learned_rank_weighting: Optional[bool] = field(default=None, metadata={"help": "The authors' k x k rank weighting."})
-    memory_norm: Optional[bool] = field(default=None, metadata={"help": "LayerNorm on new memory slots (default on)."})
+    memory_norm: Optional[bool] = field(
+        default=None, metadata={"help": "The utterance-memory pair reads the memory through a LayerNorm (default on)."}
+    )
     emotion_pooling: Optional[str] = field(
         default=None, metadata={"help": "Emotion heads' pooling score: 'linear' (w . h, default) or 'tanh' (authors)."}
     )
