@@ -112,7 +112,7 @@ def predict_batch(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataC
         encoder_outputs=encoder_outputs,
         emotions=[id2label[i] for i in encoder_outputs.emotion_logits.argmax(-1).tolist()],
         responses=texts if n == 1 else [texts[i * n:(i + 1) * n] for i in range(len(samples))],
-        associations=(decode_associations(encoder_outputs.associations, tensors, tokenizer, model.config)
+        associations=(decode_associations(encoder_outputs.associations, batch, tokenizer, model.config)
                       if with_associations else None),
     )
 

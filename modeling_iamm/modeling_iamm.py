@@ -1256,7 +1256,7 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
     def generate(self, *args, **kwargs):
         """`GenerationMixin.generate`, taking a whole collated batch.
 
-        Keys that only training uses (`labels`, `emotion_labels`, `decoder_attention_mask`, `oov_words`, and
+        Keys that only training uses (`labels`, `emotion_labels`, `decoder_attention_mask`, and
         `decoder_input_ids` when it came with `labels`) are dropped. Precomputed `encoder_outputs` are copied
         before generation: beam search and sampling with several returns expand them row-wise, and the caller's
         object (its emotion logits included) must keep one row per dialogue.
@@ -1406,7 +1406,7 @@ IAMM_ENCODER_INPUTS = (
     "situation_knowledge_ids", "situation_knowledge_mask", "context_knowledge_ids", "context_knowledge_mask",
 )
 
-TRAINING_ONLY_INPUTS = ("labels", "emotion_labels", "decoder_attention_mask", "oov_words")
+TRAINING_ONLY_INPUTS = ("labels", "emotion_labels", "decoder_attention_mask")
 """Batch keys that `generate()` drops (`decoder_input_ids` too, when it comes with `labels`)."""
 
 PAIR_NAMES = {"situation": "utterance-situation", "history": "utterance-history", "memory": "utterance-memory"}

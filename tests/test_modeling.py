@@ -487,3 +487,14 @@ def test_return_dict_and_unsupported_outputs(batch):
         with_oov = model(**batch).logits
         without = model(**{k: v for k, v in batch.items() if k != "oov_words"}).logits
         assert torch.equal(with_oov, without)
+
+
+def test_generate_sizes_the_copy_vocabulary_from_oov_words():
+    """generate() keeps the batch's `oov_words`, so each decoding step sizes the extended vocabulary from them
+    instead of reading the ids back from the device."""
+    tester = IAMMModelTester()
+    model, batch = tester.create_model().eval(), tester.prepare_batch()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("oov_words")), with_kwargs=True)
+    model.generate(**batch, max_new_tokens=3, num_beams=2)
+    assert len(seen) == 3 and all(words == batch["oov_words"] for words in seen)
