@@ -292,9 +292,8 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
     config = model.config
     if not config.use_situation and situation:
         notes.append("This model does not read the situation text.")
-    vocab = tokenizer.get_vocab()
     words = [w for ws in turn_words for w in ws] + situation_words
-    unknown = sum(w not in vocab for w in words)
+    unknown = sum(tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id for w in words)
     if words and unknown / len(words) > 0.5:
         notes.append(f"{unknown} of {len(words)} words are not in the model's vocabulary (it was trained on English "
                      f"EmpatheticDialogues); it can only copy them.")

@@ -39,6 +39,7 @@ from .instructions import (
     aggregate_word_weights,
     instruction_row,
     parquet_path,
+    sample_id,
     save_instruction_split,
 )
 from .records import open_records
@@ -53,11 +54,6 @@ COMPARED_HEADER_KEYS = ("format", "aggregation", "model_fingerprint", "tokenizer
 
 BUILD_INFO = "build_info.json"
 """The settings of an instruction data set, the IAMM checkpoint that made its associations, and its counts."""
-
-
-def sample_id(sample: Dict[str, Any]) -> str:
-    """The key of a listener-turn sample: `"<conv_id>#<turn>"` (as in IAMM's evaluation records)."""
-    return f"{sample['conv_id']}#{sample['turn']}"
 
 
 def input_sha(sample: Dict[str, Any]) -> str:

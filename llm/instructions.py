@@ -30,7 +30,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from datasets import Dataset, DatasetDict, Features, List as ListFeature, Value, load_dataset
 
@@ -96,9 +96,9 @@ class AssociatedWords:
     low: WordWeights
 
 
-def is_dialogue_word(token: str, special_tokens: Iterable[str] = SPECIAL_TOKENS) -> bool:
+def is_dialogue_word(token: str, special_tokens: Collection[str] = frozenset(SPECIAL_TOKENS)) -> bool:
     """Whether an association ref's text is a dialogue word worth showing (rule 3 of the module docstring)."""
-    if token == NULL_WORD or token in set(special_tokens) or _RELATION_REF.match(token):
+    if token == NULL_WORD or token in special_tokens or _RELATION_REF.match(token):
         return False
     return any(ch.isalnum() for ch in token)
 
@@ -211,6 +211,11 @@ INSTRUCTION_FEATURES = Features({
 """The columns of an instruction data set (every split), in order."""
 
 
+def sample_id(sample: Mapping[str, Any]) -> str:
+    """The key of a listener-turn sample: `"<conv_id>#<turn>"` (as in IAMM's evaluation records)."""
+    return f"{sample['conv_id']}#{sample['turn']}"
+
+
 def instruction_row(sample: Mapping[str, Any], word_weights: Sequence[Tuple[str, float]], iamm_emotion: str = "",
                     config: Optional[InstructionConfig] = None) -> Dict[str, Any]:
     """One row of :data:`INSTRUCTION_FEATURES` from an ED sample (`modeling_iamm.build_samples`) and its ranked
@@ -219,7 +224,7 @@ def instruction_row(sample: Mapping[str, Any], word_weights: Sequence[Tuple[str,
     with_words = build_instruction(sample["context"], sample["situation"], associated)
     plain = build_instruction(sample["context"], sample["situation"], None)
     return {
-        "id": f"{sample['conv_id']}#{sample['turn']}",
+        "id": sample_id(sample),
         "conv_id": sample["conv_id"],
         "turn": int(sample["turn"]),
         "situation": sample["situation"],

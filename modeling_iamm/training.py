@@ -14,6 +14,7 @@ from transformers import EarlyStoppingCallback, EvalPrediction, Seq2SeqTrainer, 
 from transformers.trainer_callback import ExportableState
 
 from .metrics import emotion_accuracy, perplexities
+from .word_vectors import PROJECTIONS
 
 LABEL_NAMES = ["labels", "emotion_labels"]
 
@@ -378,7 +379,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        if self.word_vectors_projection not in ("orthogonal", "pad"):
+        if self.word_vectors_projection not in PROJECTIONS:
             raise ValueError(f"--word_vectors_projection must be 'orthogonal' or 'pad', got {self.word_vectors_projection!r}")
         if self.word_vectors is None:
             self.word_vectors = "none"

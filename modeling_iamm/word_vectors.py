@@ -166,7 +166,7 @@ def coverage_report(tokenizer: PreTrainedTokenizerBase, found: torch.Tensor,
     special = set(tokenizer.all_special_ids)
     vocab = tokenizer.get_vocab()
     words = [i for i in vocab.values() if i not in special]
-    n_found = int(sum(bool(found[i]) for i in words))
+    n_found = int(found[torch.as_tensor(words, dtype=torch.long)].sum()) if words else 0
     token_coverage = None
     if token_counts is not None:
         total = sum(token_counts.values())
