@@ -98,11 +98,14 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
                              "continues the run in output_dir, overwrite starts a new one there; pass one of them")
 
 
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")  # Trainer's checkpoint folders
+
+
 def _checkpoints(folder: str) -> List[str]:
     """The `checkpoint-N` folders of a run's output_dir, by step."""
     if not os.path.isdir(folder):
         return []
-    found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := re.fullmatch(r"checkpoint-(\d+)", name))]
+    found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := CHECKPOINT_NAME.fullmatch(name))]
     return [os.path.join(folder, name) for _, name in sorted(found)]
 
 
@@ -154,7 +157,7 @@ def check_checkpoint_files(folder: str) -> None:
 
 
 def _step(checkpoint: str) -> int:
-    m = re.search(r"checkpoint-(\d+)$", checkpoint.rstrip("/"))
+    m = CHECKPOINT_NAME.fullmatch(os.path.basename(checkpoint.rstrip("/")))
     return int(m.group(1)) if m else 1 << 62
 
 
