@@ -58,26 +58,39 @@ def as_sample(dialogue: Dialogue, index: int = 0) -> Dict[str, Any]:
     return dialogue_sample(dialogue, conv_id=str(index))
 
 
-def top_associations(associations: Dict[str, Any], per_pair: int = 3) -> Dict[str, List[str]]:
-    """A short view of `extract_associations` output: per pair type, the strongest keywords with their best
-    associated words, as `"keyword -> word1, word2 (weight)"` strings; and the selected memory words."""
-    view: Dict[str, List[str]] = {}
+def compact_associations(associations: Dict[str, Any], keywords_per_pair: int = 3,
+                         words_per_keyword: int = 3) -> Dict[str, Any]:
+    """A short view of one dialogue's associated words (`decode_associations` output): per pair type the strongest
+    distinct keywords, each with its best associated words and weights; and the memory words the selector kept."""
+    view: Dict[str, Any] = {"keywords": {}, "memory_words": []}
     for pair, entries in associations.items():
         if pair == "selected_memory_words":
-            view[pair] = [f"{w} ({weight:.2f})" for w, weight in entries]
+            view["memory_words"] = [[w, weight] for w, weight in entries]
             continue
-        best = sorted(entries, key=lambda e: -e["keyword_weight"])
-        seen, lines = set(), []
-        for e in best:
-            if e["keyword"] in seen:
+        seen, kept = set(), []
+        for entry in sorted(entries, key=lambda e: -e["keyword_weight"]):
+            if entry["keyword"] in seen:
                 continue
-            seen.add(e["keyword"])
-            words = ", ".join(w for w, _ in e["associated"][:3])
-            lines.append(f"{e['keyword']} -> {words} ({e['keyword_weight']:.2f})")
-            if len(lines) == per_pair:
+            seen.add(entry["keyword"])
+            kept.append({"keyword": entry["keyword"], "weight": entry["keyword_weight"],
+                         "associated": [[w, weight] for w, weight in entry["associated"][:words_per_keyword]]})
+            if len(kept) == keywords_per_pair:
                 break
-        view[pair] = lines
+        view["keywords"][pair] = kept
     return view
+
+
+def top_associations(associations: Dict[str, Any], per_pair: int = 3) -> Dict[str, List[str]]:
+    """:func:`compact_associations` as text: per pair type `"keyword -> word1, word2, word3 (weight)"` lines; and
+    the selected memory words as `"word (weight)"`."""
+    view = compact_associations(associations, keywords_per_pair=per_pair)
+    lines: Dict[str, List[str]] = {
+        pair: [f"{k['keyword']} -> {', '.join(w for w, _ in k['associated'])} ({k['weight']:.2f})" for k in kept]
+        for pair, kept in view["keywords"].items()
+    }
+    if "selected_memory_words" in associations:
+        lines["selected_memory_words"] = [f"{w} ({weight:.2f})" for w, weight in view["memory_words"]]
+    return lines
 
 
 @dataclass

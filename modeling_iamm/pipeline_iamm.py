@@ -22,7 +22,7 @@ import torch
 from transformers import Pipeline
 
 from .collator import IAMMDataCollator
-from .inference import Dialogue, as_sample, predict_batch
+from .inference import Dialogue, as_sample, compact_associations, predict_batch
 
 TASK = "empathetic-response"
 
@@ -66,28 +66,6 @@ def _top(probs: torch.Tensor, id2label: Dict[int, str], k: Optional[int]) -> Dic
     k = probs.numel() if k is None else min(k, probs.numel())
     values, indices = probs.topk(k)
     return {id2label[int(i)]: round(float(p), 4) for p, i in zip(values, indices)}
-
-
-def compact_associations(associations: Dict[str, Any], keywords_per_pair: int = 3,
-                         words_per_keyword: int = 3) -> Dict[str, Any]:
-    """A short view of one dialogue's associated words (`decode_associations` output): per pair type the strongest
-    distinct keywords, each with its best associated words and weights; and the memory words the selector kept."""
-    view: Dict[str, Any] = {"keywords": {}, "memory_words": []}
-    for pair, entries in associations.items():
-        if pair == "selected_memory_words":
-            view["memory_words"] = [[w, weight] for w, weight in entries]
-            continue
-        seen, kept = set(), []
-        for entry in sorted(entries, key=lambda e: -e["keyword_weight"]):
-            if entry["keyword"] in seen:
-                continue
-            seen.add(entry["keyword"])
-            kept.append({"keyword": entry["keyword"], "weight": entry["keyword_weight"],
-                         "associated": [[w, weight] for w, weight in entry["associated"][:words_per_keyword]]})
-            if len(kept) == keywords_per_pair:
-                break
-        view["keywords"][pair] = kept
-    return view
 
 
 class EmpatheticResponsePipeline(Pipeline):
