@@ -261,7 +261,11 @@ class IAMMFeedForward(nn.Module):
         Same result as `conv` (whose weights are used as they are; zero padding 2 left when causal, else 1 each
         side), but much faster on CPU than a convolution with a few hundred channels.
         """
-        x = F.pad(x, (0, 0, 2, 0) if self.causal else (0, 0, 1, 1))
+        return self._conv_padded(conv, F.pad(x, (0, 0, 2, 0) if self.causal else (0, 0, 1, 1)))
+
+    @staticmethod
+    def _conv_padded(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of x (B, N + 2, C_in), padding included -> (B, N, C_out)."""
         B, N = x.shape[0], x.shape[1] - 2
         c_out, c_in, _ = conv.weight.shape
         if c_in <= c_out or N <= 3:  # narrow input (or a decoding step): the 3 taps side by side, one matmul
@@ -272,9 +276,16 @@ class IAMMFeedForward(nn.Module):
         return taps[:, 0:N, 0] + taps[:, 1 : N + 1, 1] + taps[:, 2 : N + 2, 2] + conv.bias
 
     def _step(self, conv: nn.Conv1d, x: torch.Tensor, cache: DynamicCache, layer_idx: int) -> torch.Tensor:
-        """One decoding step of a causal conv: its inputs at t-2, t-1 come from the cache."""
-        history, _ = cache.update(x[:, None], x[:, None], layer_idx)  # (B, 1, t, C_in)
-        return self._conv(conv, history[:, 0, -(x.shape[1] + 2) :])[:, -x.shape[1] :]
+        """One decoding step of a causal conv on x (B, n, C_in). The cache keeps only the two inputs before x
+        (zeros before the first step, as the convolution's padding), so a step costs the same at any length."""
+        if _cached(cache, layer_idx):
+            layer = cache.layers[layer_idx]
+            window = torch.cat([layer.keys[:, 0], x], 1)  # (B, 2 + n, C_in)
+            layer.keys = layer.values = window[:, None, -2:]  # (B, 1, 2, C_in)
+        else:
+            window = F.pad(x, (0, 0, 2, 0))
+            cache.update(window[:, None, -2:], window[:, None, -2:], layer_idx)
+        return self._conv_padded(conv, window)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 cache: Optional[DynamicCache] = None, layer_idx: int = 0) -> torch.Tensor:
@@ -355,7 +366,7 @@ class IAMMDecoderLayer(nn.Module):
 class IAMMDecoder(nn.Module):
     """A Transformer decoder (`Dec_c` over `H_c`, `Dec_a` over `H~_m`); returns the last layer's cross-attention."""
 
-    CACHE_SLOTS_PER_LAYER = 3  # self-attention keys/values, and the inputs of the two causal convolutions
+    CACHE_SLOTS_PER_LAYER = 3  # self-attention keys/values, and the last two inputs of each causal convolution
 
     def __init__(self, config: IAMMConfig):
         super().__init__()
