@@ -23,6 +23,7 @@ import torch
 from transformers import TrainingArguments
 
 from .chatglm3 import chatglm3_stop_token_ids, is_chatglm3_checkpoint, load_chatglm3, load_chatglm3_tokenizer
+from .records import RecordWriter, open_records
 
 logger = logging.getLogger(__name__)
 
@@ -348,8 +349,8 @@ class GenerationArguments(ModelLoadingArguments):
     Args:
         adapter_dir: the LoRA adapter folder written by `train_lora.py` (None: the base model alone).
         data_dir, split, instruction_column: which instruction rows to answer (column default: the adapter's).
-        output_file: predictions as JSONL lines `{"id", "output"}`, appended as batches finish; a sidecar
-            `<output_file>.manifest.json` records what produced them.
+        output_file: predictions as JSONL lines `{"id", "output"}`, appended as batches finish, after a header line
+            recording what produced them (`iamm.llm.records`).
         batch_size, max_new_tokens, max_prompt_length, do_sample, num_beams, temperature, top_p, seed: decoding.
         max_samples: answer only the first N rows.
     """
@@ -403,54 +404,14 @@ def _fingerprint(folder: Optional[str]) -> Optional[str]:
 
 def generation_manifest(args: GenerationArguments) -> Dict[str, Any]:
     """What determines the predictions: base, adapter (path and weight hash), data, column and decoding."""
+    # (not max_samples: it picks which rows are answered, not their answers, so a run can be extended)
     keys = ("model_name_or_path", "load_in_8bit", "load_in_4bit", "torch_dtype", "split", "instruction_column",
-            "max_new_tokens", "max_prompt_length", "do_sample", "num_beams", "temperature", "top_p", "seed",
-            "max_samples")
+            "max_new_tokens", "max_prompt_length", "do_sample", "num_beams", "temperature", "top_p", "seed")
     manifest = {k: getattr(args, k) for k in keys}
     manifest["data_dir"] = os.path.abspath(args.data_dir)
     manifest["adapter_dir"] = os.path.abspath(args.adapter_dir) if args.adapter_dir else None
     manifest["adapter_sha256"] = _fingerprint(args.adapter_dir)
     return manifest
-
-
-def read_finished_ids(output_file: str) -> set:
-    """Ids already in a predictions file; an incomplete last line (an interrupted write) is removed."""
-    if not os.path.isfile(output_file):
-        return set()
-    done, keep = set(), 0
-    with open(output_file, "rb") as f:
-        for line in f:
-            try:
-                done.add(json.loads(line)["id"])
-            except (ValueError, KeyError):
-                if line.endswith(b"\n"):
-                    raise ValueError(f"{output_file}: line {len(done) + 1} is not a prediction record; "
-                                     "remove the file or pick another --output_file") from None
-                logger.warning("%s: dropping an incomplete last line (interrupted write)", output_file)
-                break
-            keep += len(line)
-    with open(output_file, "rb+") as f:
-        f.truncate(keep)
-    return done
-
-
-def _check_manifest(args: GenerationArguments) -> None:
-    path = args.output_file + ".manifest.json"
-    manifest = generation_manifest(args)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
-        diff = {k: (previous.get(k), v) for k, v in manifest.items() if previous.get(k) != v}
-        if diff:
-            raise ValueError(f"{args.output_file} was written with other settings {diff} (old, new); pick another "
-                             "--output_file or delete it and its .manifest.json")
-    elif os.path.isfile(args.output_file) and os.path.getsize(args.output_file) > 0:
-        raise ValueError(f"{args.output_file} exists without {path}: cannot tell what produced it; pick another "
-                         "--output_file")
-    else:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
 
 
 def _batches(rows: List[Dict[str, Any]], size: int) -> Iterable[List[Dict[str, Any]]]:
@@ -460,10 +421,17 @@ def _batches(rows: List[Dict[str, Any]], size: int) -> Iterable[List[Dict[str, A
 
 def generate_predictions(args: GenerationArguments) -> int:
     """Answer the rows of `args.split` not yet in `args.output_file`; returns how many were written now."""
+    header = generation_manifest(args)
+    finished, writer = open_records(args.output_file, header, compare=list(header), what="predictions",
+                                    overwrite_hint="another --output_file")
+    with writer:
+        return _answer(args, {record["id"] for record in finished}, writer)
+
+
+def _answer(args: GenerationArguments, done: set, out: RecordWriter) -> int:
+    """Answer the rows of `args.split` whose id is not in `done`, appending to `out`."""
     from transformers import set_seed
 
-    _check_manifest(args)
-    done = read_finished_ids(args.output_file)
     rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column))[args.split]
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
@@ -487,20 +455,18 @@ def generate_predictions(args: GenerationArguments) -> int:
     if "<|assistant|>" in tokenizer.get_vocab() and "[gMASK]" in tokenizer.get_vocab():
         stop_ids = chatglm3_stop_token_ids(tokenizer)
     written = 0
-    with open(args.output_file, "a", encoding="utf-8") as out:
-        for batch in _batches(todo, args.batch_size):
-            prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length) for r in batch]
-            enc = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
-            with torch.no_grad():
-                generated = model.generate(
-                    **enc, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams,
-                    temperature=args.temperature if args.do_sample else None,
-                    top_p=args.top_p if args.do_sample else None, eos_token_id=stop_ids,
-                    pad_token_id=tokenizer.pad_token_id)
-            new_tokens = generated[:, enc["input_ids"].shape[1]:]
-            for row, ids in zip(batch, new_tokens):
-                text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-                out.write(json.dumps({"id": row["id"], "output": text}, ensure_ascii=False) + "\n")
-            out.flush()
-            written += len(batch)
+    for batch in _batches(todo, args.batch_size):
+        prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length) for r in batch]
+        enc = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
+        with torch.no_grad():
+            generated = model.generate(
+                **enc, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams,
+                temperature=args.temperature if args.do_sample else None,
+                top_p=args.top_p if args.do_sample else None, eos_token_id=stop_ids,
+                pad_token_id=tokenizer.pad_token_id)
+        new_tokens = generated[:, enc["input_ids"].shape[1]:]
+        for row, ids in zip(batch, new_tokens):
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            out.write({"id": row["id"], "output": text})
+        written += len(batch)
     return written

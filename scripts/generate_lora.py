@@ -5,9 +5,10 @@
         --adapter_dir runs/iamm-large-lora --data_dir data/iamm_instructions --split test \
         --output_file runs/iamm-large-lora/test_predictions.jsonl --batch_size 16
 
-Each line is `{"id": "<conv>:<turn>", "output": "<generated text>"}`, appended as batches finish. Run the same
-command again to continue: finished ids are skipped. A sidecar `<output_file>.manifest.json` records the base,
-the adapter (path and weight hash), the data and the decoding settings; other settings refuse the file.
+Each line is `{"id": "<conv>:<turn>", "output": "<generated text>"}`, appended as it is generated, after a header
+line recording the base, the adapter (path and weight hash), the data and the decoding settings. Run the same
+command again to continue (a larger --max_samples extends the run): finished ids are skipped; other settings
+refuse the file.
 Greedy decoding by default; prompts are left-padded.
 """
 

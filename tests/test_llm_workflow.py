@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from iamm.llm.records import read_jsonl
 from tests.helpers.tiny_glm import tiny_glm_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +44,8 @@ def test_instructions_lora_generation_and_llm_metrics_fit_together(tmp_path):
     predictions = tmp_path / "valid.jsonl"
     run("generate_lora.py", "--model_name_or_path", glm, "--adapter_dir", adapter, "--data_dir", instructions,
         "--split", "valid", "--output_file", predictions, "--batch_size", 3, "--max_new_tokens", 6)
-    ids = [json.loads(line)["id"] for line in open(predictions)]
-    assert len(ids) == 6
+    header, records = read_jsonl(str(predictions))
+    assert header["adapter_sha256"] and len({r["id"] for r in records}) == 6
 
     metrics_file = tmp_path / "metrics.json"
     run("evaluate_llm.py", "--predictions", predictions, "--instructions", instructions, "--split", "valid",

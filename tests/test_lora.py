@@ -192,34 +192,30 @@ def _generation_args(glm_dir, adapter, data, output, **kw):
     from iamm.llm.lora import GenerationArguments
 
     return GenerationArguments(model_name_or_path=glm_dir, adapter_dir=adapter, data_dir=data, split="valid",
-                               output_file=str(output), batch_size=kw.pop("batch_size", 2), max_new_tokens=6,
+                               output_file=str(output), batch_size=kw.pop("batch_size", 2), max_new_tokens=kw.pop("max_new_tokens", 6),
                                torch_dtype="float32", **kw)
 
 
 def test_generation_resumes_skipping_finished_ids_and_refuses_other_settings(glm_dir, adapter_dir, tmp_path):
     from iamm.llm.lora import generate_predictions
+    from iamm.llm.records import read_jsonl
 
     data = write_instruction_dataset(str(tmp_path / "instructions"))
     whole, parts = tmp_path / "whole.jsonl", tmp_path / "parts.jsonl"
     assert generate_predictions(_generation_args(glm_dir, adapter_dir, data, whole, batch_size=6)) == 6
-    lines = open(whole).read().splitlines()
-    assert json.load(open(str(whole) + ".manifest.json"))["instruction_column"] == "plain_messages"
+    header, records = read_jsonl(str(whole))
+    assert header["instruction_column"] == "plain_messages" and len(records) == 6
     assert generate_predictions(_generation_args(glm_dir, adapter_dir, data, parts, max_samples=2)) == 2
-    with pytest.raises(ValueError, match="other settings"):
-        generate_predictions(_generation_args(glm_dir, adapter_dir, data, parts, batch_size=3))  # max_samples differs
+    with pytest.raises(ValueError, match="other settings.*max_new_tokens"):
+        generate_predictions(_generation_args(glm_dir, adapter_dir, data, parts, max_new_tokens=3))
     with open(parts, "a") as f:
         f.write('{"id": "valid2:')  # an interrupted write
-    args = _generation_args(glm_dir, adapter_dir, data, parts, max_samples=2)
-    args.max_samples = None  # the same run, continued over the whole split
-    import shutil
-
-    manifest = json.load(open(str(parts) + ".manifest.json"))
-    manifest["max_samples"] = None
-    json.dump(manifest, open(str(parts) + ".manifest.json", "w"))
-    assert generate_predictions(args) == 4  # only the missing ids
-    assert open(parts).read().splitlines() == lines  # left padding: same greedy outputs in any batching
-    shutil.copy(whole, tmp_path / "orphan.jsonl")
-    with pytest.raises(ValueError, match="without"):
+    # the same run, continued over the whole split: only the missing ids are answered
+    assert generate_predictions(_generation_args(glm_dir, adapter_dir, data, parts, batch_size=3)) == 4
+    assert open(parts).read() == open(whole).read()  # left padding: same greedy outputs in any batching
+    with open(tmp_path / "orphan.jsonl", "w") as f:
+        f.write('{"id": "valid0:1", "output": "hi"}\n')  # predictions of unknown origin
+    with pytest.raises(ValueError, match="__header__"):
         generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / "orphan.jsonl"))
 
 
@@ -241,7 +237,10 @@ def test_generate_script_writes_jsonl(glm_dir, adapter_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     import pandas as pd
 
-    lines = [json.loads(line) for line in open(preds)]
+    from iamm.llm.records import read_jsonl
+
+    header, lines = read_jsonl(str(preds))
+    assert header["split"] == "test"
     assert [r["id"] for r in lines] == list(pd.read_parquet(os.path.join(data, "data", "test.parquet"))["id"])
     assert all(set(r) == {"id", "output"} and isinstance(r["output"], str) for r in lines)
 
