@@ -452,8 +452,8 @@ class InformationAssociationModule(nn.Module):
     the slot is weighted by sigmoid(keyword score). Direction 0 takes X as the source and Y as the target,
     direction 1 the reverse. The 2*H*k1 slots are projected to d (Eq. 15): they are this pair's memory slots.
 
-    Queries, keys and values of both sentences come from one matmul; both directions run as one batch (the two
-    sentences padded to the longer one), and their slots come from one projection.
+    Queries, keys and values of both sentences come from one matmul, and the slots of both directions from one
+    projection.
 
     `association_direction` picks the second-order scores: `"utterance_query"` ranks a keyword's associated words
     with the same scores that ranked the keywords (Eq. 12 read literally: queries from the source side);
@@ -538,52 +538,38 @@ class InformationAssociationModule(nn.Module):
         Without `output_details` (training), only `slots` and `slot_mask` are computed."""
         N, Lx, _ = utterance.shape
         H, dh = self.heads, self.head_dim
-        L = max(Lx, other.shape[1])
         # queries, keys and values of both sentences in one matmul
         projection = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3 * H * dh, d)
         qkv = F.linear(torch.cat([utterance, other], 1), projection)  # (N, Lx + Ly, 3 * H * dh)
         qkv = qkv.view(N, -1, 3, H, dh).permute(2, 0, 3, 1, 4)  # (3, N, H, Lx + Ly, dh)
-        qkv_x, qkv_y = pad_to(qkv[:, :, :, :Lx], L, 3), pad_to(qkv[:, :, :, Lx:], L, 3)  # (3, N, H, L, dh) each
-        mask_x, mask_y = pad_to(utterance_mask, L, 1, False), pad_to(other_mask, L, 1, False)  # (N, L) each
-        # both directions as one batch of 2N pairs, direction-major. Direction 0: X is the source, Y the target
-        # (keywords of Y, associated words in X); direction 1: the reverse.
-        q_source, k_source, v_source = torch.cat([qkv_x, qkv_y], 1).unbind(0)  # (2N, H, L, dh) each
-        q_target, k_target, _ = torch.cat([qkv_y, qkv_x], 1).unbind(0)
-        source_mask, target_mask = torch.cat([mask_x, mask_y]), torch.cat([mask_y, mask_x])  # (2N, L)
-        features, keywords = self._direction(q_source, k_target, v_source, q_target, k_source, source_mask, target_mask)
-        # (2N, H, k1, k2 * dh) -> (N, 2, H, k1, k2 * dh): each pair's slots, direction, head, keyword order
-        slots = self.slot_proj(features.view((2, N) + features.shape[1:]).transpose(0, 1))  # (N, 2, H, k1, d), Eq. (15)
-
-        def per_pair(x: torch.Tensor) -> torch.Tensor:
-            """(2N, ...) -> (N, 2, ...)"""
-            return x.view((2, N) + x.shape[1:]).transpose(0, 1)
-
-        slot_mask = per_pair(keywords.keyword_valid).reshape(N, -1)  # (N, S)
+        (qx, kx, vx), (qy, ky, vy) = qkv[:, :, :, :Lx].unbind(0), qkv[:, :, :, Lx:].unbind(0)
+        # direction 0: keywords of Y, associated words in X; direction 1: keywords of X, associated words in Y
+        features_y, keywords_y = self._direction(qx, ky, vx, qy, kx, utterance_mask, other_mask)
+        features_x, keywords_x = self._direction(qy, kx, vy, qx, ky, other_mask, utterance_mask)
+        slots = self.slot_proj(torch.stack([features_y, features_x], 1))  # (N, 2, H, k1, d), Eq. (15)
+        slot_mask = torch.stack([keywords_y.keyword_valid, keywords_x.keyword_valid], 1).reshape(N, -1)  # (N, S)
         slots = slots.reshape(N, slot_mask.shape[1], -1)  # (N, S, d)
         if not output_details:
             return AssociationOutput(slots=slots, slot_mask=slot_mask)
 
-        # refs of each direction's target (keywords) and source (associated words) words: (2N, L)
-        other_refs = pad_to(other_refs, L, 1, INVALID_REF)
-        utterance_refs = pad_to(utterance_refs, L, 1, INVALID_REF)
-        target_refs, source_refs = torch.cat([other_refs, utterance_refs]), torch.cat([utterance_refs, other_refs])
-
         def refs(table: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-            """table (2N, L), index (2N, H, ...) -> (N, 2, H, ...): the indexed words' refs, INVALID_REF where not
-            valid."""
-            found = table.gather(1, index.reshape(2 * N, -1)).view(index.shape).masked_fill(~valid, INVALID_REF)
-            return per_pair(found)
+            """table (N, L), index (N, H, ...) -> the refs of the indexed words, INVALID_REF where not valid."""
+            return table.gather(1, index.reshape(N, -1)).view(index.shape).masked_fill(~valid, INVALID_REF)
 
-        keyword_refs = refs(target_refs, keywords.keyword_index, keywords.keyword_valid)  # (N, 2, H, k1)
+        keyword_refs = torch.stack([refs(other_refs, keywords_y.keyword_index, keywords_y.keyword_valid),
+                                    refs(utterance_refs, keywords_x.keyword_index, keywords_x.keyword_valid)], 1)
+        both = (keywords_y, keywords_x)
+        length = max(Lx, other.shape[1])
         return AssociationOutput(
             slots=slots,
             slot_mask=slot_mask,
             slot_refs=keyword_refs.reshape(N, -1),
-            first_order_scores=per_pair(keywords.first_order_scores),  # (N, 2, H, L)
-            keyword_refs=keyword_refs,
-            keyword_weights=per_pair(keywords.keyword_weights),
-            associated_refs=refs(source_refs, keywords.word_index, keywords.word_valid),  # (N, 2, H, k1, k2)
-            associated_weights=per_pair(keywords.word_weights),
+            first_order_scores=torch.stack([pad_to(k.first_order_scores, length, 2, float("-inf")) for k in both], 1),
+            keyword_refs=keyword_refs,  # (N, 2, H, k1)
+            keyword_weights=torch.stack([k.keyword_weights for k in both], 1),
+            associated_refs=torch.stack([refs(utterance_refs, keywords_y.word_index, keywords_y.word_valid),
+                                         refs(other_refs, keywords_x.word_index, keywords_x.word_valid)], 1),
+            associated_weights=torch.stack([k.word_weights for k in both], 1),  # (N, 2, H, k1, k2)
         )
 
 
