@@ -188,6 +188,26 @@ def test_generate_greedy_cached_equals_uncached_and_other_modes(batch):
     assert beams.max() < extended and sampled.max() < extended
 
 
+def test_causal_convolution_decodes_step_by_step_from_its_last_two_inputs():
+    from transformers.cache_utils import DynamicCache
+
+    from modeling_iamm.modeling_iamm import IAMMFeedForward
+
+    torch.manual_seed(0)
+    config = tester.get_config()
+    ffn = IAMMFeedForward(config, causal=True).eval()
+    x = torch.randn(2, 7, config.hidden_size)
+    cache = DynamicCache()
+    with torch.no_grad():
+        whole = ffn(x)
+        steps = [ffn(x[:, :3], cache=cache, layer_idx=0)]  # a first call with several positions, then one at a time
+        steps += [ffn(x[:, t:t + 1], cache=cache, layer_idx=0) for t in range(3, 7)]
+    assert torch.allclose(torch.cat(steps, 1), whole, atol=1e-6)
+    # the cache holds the two inputs before the next step of each convolution, however long the response grows
+    assert [tuple(cache.layers[i].keys.shape) for i in (0, 1)] == [(2, 1, 2, config.hidden_size),
+                                                                   (2, 1, 2, config.intermediate_size)]
+
+
 def test_pointer_generator_copies_words_outside_the_vocabulary(word_tokenizer):
     collator = IAMMDataCollator(word_tokenizer)
     sample = {"conv_id": "c", "emotion_id": 0, "situation": "i saw a zorblax", "context": ["zorblax zorblax zorblax"],
