@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-from .training import _checkpoints
+from .training import CHECKPOINT_NAME, _checkpoints
 
 
 @dataclass
@@ -37,7 +37,7 @@ def evaluated_checkpoints(run_dir: str) -> List[EvaluatedCheckpoint]:
             history = json.load(f)["log_history"]
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{state_file}: cannot read the log history ({err})") from err
-    by_step = {int(os.path.basename(c).split("-")[1]): c for c in checkpoints}
+    by_step = {int(CHECKPOINT_NAME.fullmatch(os.path.basename(c)).group(1)): c for c in checkpoints}
     found: Dict[int, EvaluatedCheckpoint] = {}
     for entry in history:
         if "eval_ppl" not in entry:
