@@ -94,6 +94,12 @@ class IAMMConfig(PretrainedConfig):
             Second-order scores of the association module: `"utterance_query"` ranks a keyword's associated words
             with the scores that ranked the keywords (Eq. 12 read literally), `"keyword_query"` uses the keyword as
             the query (the authors' code and the paper's prose).
+        dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the word embeddings and on the output of every attention and feed-forward sub-layer of the
+            encoders and decoders, before the residual sum. The paper and the authors' code use none; it is a
+            regulariser to set, not part of the reproduced model.
+        classifier_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the pooled vector and the hidden layer of every emotion head (none in the paper).
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
             Epsilon of the layer norms.
         emotion_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -132,6 +138,8 @@ class IAMMConfig(PretrainedConfig):
         memory_norm: bool = True,
         emotion_pooling: str = "linear",
         association_direction: str = "utterance_query",
+        dropout: float = 0.0,
+        classifier_dropout: float = 0.0,
         layer_norm_eps: float = 1e-6,
         emotion_loss_weight: float = 1.0,
         pad_token_id: int = 0,
@@ -151,6 +159,9 @@ class IAMMConfig(PretrainedConfig):
         if association_direction not in ("utterance_query", "keyword_query"):
             raise ValueError("IAMMConfig.association_direction must be 'utterance_query' or 'keyword_query', "
                              f"got {association_direction!r}")
+        for name, value in (("dropout", dropout), ("classifier_dropout", classifier_dropout)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"IAMMConfig.{name} must be in [0, 1), got {value}")
         # keys of earlier versions that nothing read (configs that have them still load)
         kwargs.pop("max_position_embeddings", None)
         kwargs.pop("init_std", None)
@@ -185,6 +196,8 @@ class IAMMConfig(PretrainedConfig):
         self.memory_norm = memory_norm
         self.emotion_pooling = emotion_pooling
         self.association_direction = association_direction
+        self.dropout = dropout
+        self.classifier_dropout = classifier_dropout
         self.layer_norm_eps = layer_norm_eps
         self.emotion_loss_weight = emotion_loss_weight
         self.unk_token_id = unk_token_id

