@@ -1,9 +1,5 @@
-"""Choosing the checkpoint to release from a training run's validations, by a rule fixed before looking.
-
-The rule: among the evaluated checkpoints, the highest validation emotion accuracy among those whose validation
-perplexity is at most `max_ppl`; when none is (or without `max_ppl`), the lowest validation perplexity. Ties go to
-the earlier step.
-"""
+"""Choosing the checkpoint to release from a training run's validations, by a rule fixed before looking
+(`RULE`)."""
 
 import json
 import os
@@ -11,6 +7,10 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
 from .training import CHECKPOINT_NAME, _checkpoints
+
+RULE = ("Among the evaluated checkpoints, the highest validation emotion accuracy among those whose validation "
+        "perplexity is at most max_ppl; when none is (or without max_ppl), the lowest validation perplexity. Ties "
+        "go to the earlier step.")
 
 
 @dataclass
@@ -54,7 +54,7 @@ def evaluated_checkpoints(run_dir: str) -> List[EvaluatedCheckpoint]:
 
 
 def select_checkpoint(evaluated: List[EvaluatedCheckpoint], max_ppl: Optional[float] = None) -> EvaluatedCheckpoint:
-    """The checkpoint the rule of this module picks (only among checkpoints that were kept)."""
+    """The checkpoint `RULE` picks (only among checkpoints that were kept)."""
     kept = [e for e in evaluated if e.checkpoint is not None]
     if not kept:
         raise ValueError("none of the evaluated checkpoints was kept (save_steps must match eval_steps)")
@@ -67,5 +67,5 @@ def select_checkpoint(evaluated: List[EvaluatedCheckpoint], max_ppl: Optional[fl
 def selection_record(evaluated: List[EvaluatedCheckpoint], chosen: EvaluatedCheckpoint,
                      max_ppl: Optional[float]) -> Dict:
     """A JSON-ready record: the rule, every validation and the choice."""
-    return {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "max_ppl": max_ppl,
+    return {"rule": RULE, "max_ppl": max_ppl,
             "evaluated": [asdict(e) for e in evaluated], "selected": asdict(chosen)}

@@ -26,6 +26,8 @@ class SelectionArguments:
 
 def main(argv=None):
     (args,) = parse_args((SelectionArguments,), argv)
+    if args.output_file and os.path.exists(args.output_file):  # before any work: an earlier record is never replaced
+        raise SystemExit(f"{args.output_file} exists: choose another --output_file")
     evaluated = evaluated_checkpoints(args.run_dir)
     chosen = select_checkpoint(evaluated, args.max_ppl)
     print(f"{'step':>6} {'PPL':>7} {'Acc':>6}  checkpoint")
@@ -33,8 +35,6 @@ def main(argv=None):
         mark = "  <- selected" if e is chosen else ""
         print(f"{e.step:>6} {e.ppl:7.2f} {100 * e.emotion_accuracy:6.2f}  {e.checkpoint or '(not kept)'}{mark}")
     if args.output_file:
-        if os.path.exists(args.output_file):
-            raise SystemExit(f"{args.output_file} exists: choose another --output_file")
         with open(args.output_file, "w") as f:
             json.dump(selection_record(evaluated, chosen, args.max_ppl), f, indent=2)
     print(chosen.checkpoint)

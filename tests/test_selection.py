@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from modeling_iamm.selection import evaluated_checkpoints, select_checkpoint
+from modeling_iamm.selection import RULE, evaluated_checkpoints, select_checkpoint
 from scripts.select_checkpoint import main
 
 
@@ -42,9 +42,12 @@ def test_script_prints_and_records_the_choice_and_refuses_to_overwrite(tmp_path,
     main(["--run_dir", run, "--max_ppl", "35.3", "--output_file", str(out)])
     assert capsys.readouterr().out.strip().endswith(os.path.join(run, "checkpoint-1600"))
     record = json.loads(out.read_text())
-    assert record["selected"]["step"] == 1600 and len(record["evaluated"]) == 2 and "35.3" not in record["rule"]
+    assert record["selected"]["step"] == 1600 and len(record["evaluated"]) == 2
+    assert record["rule"] == RULE and "max_ppl" in record["rule"] and "35.3" not in record["rule"]
     with pytest.raises(SystemExit, match="exists"):
         main(["--run_dir", run, "--output_file", str(out)])
+    with pytest.raises(SystemExit, match="exists"):  # refused before reading the run (here: there is none)
+        main(["--run_dir", str(tmp_path / "missing"), "--output_file", str(out)])
 
 
 def test_a_run_without_checkpoints_or_validations_is_named(tmp_path):
