@@ -555,3 +555,25 @@ def test_dropout_acts_on_the_encoders_and_decoders(batch):
     assert not torch.equal(gen0, gen1) and not torch.equal(emo0, emo1)
     (gen0, _), (gen1, _) = losses_under_seeds(make(), batch)
     assert torch.equal(gen0, gen1)  # without dropout, training mode is deterministic
+
+
+def test_emotion_heads_and_gate_report(collator, samples):
+    from modeling_iamm.diagnostics import emotion_heads_and_gate
+
+    samples = [samples[i] for i in range(8)]
+    model = make(vocab=len(collator.tokenizer)).eval()
+    report = emotion_heads_and_gate(model, collator, samples, batch_size=3)
+    batch = collator(samples)
+    with torch.no_grad():
+        out = model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)})
+    heads = {h: getattr(out, f"{h}_emotion_logits") for h in ("context", "situation", "memory", "knowledge")}
+    assert set(report["cross_entropy_per_head"]) == {h for h, v in heads.items() if v is not None} and len(heads) == 4
+    expected = (out.emotion_logits.argmax(-1) == batch["emotion_labels"]).float().mean().item()
+    assert report["samples"] == len(samples) and report["acc_product_of_heads"] == round(100 * expected, 2)
+    with torch.no_grad():  # with the context half of the gate and its bias at zero, all of the logit is Dec_a's part
+        model.gate.weight[0, : model.config.hidden_size] = 0
+        model.gate.bias.fill_(0)
+    zeroed = emotion_heads_and_gate(model, collator, samples, batch_size=3)
+    assert zeroed["gate_logit_mean"] == pytest.approx(zeroed["gate_logit_from_association_decoder"], abs=0.011)
+    assert report["gate_logit_mean"] != zeroed["gate_logit_mean"]
+
