@@ -58,6 +58,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def refuse_existing_file(path: Optional[str], flag: str = "--output_file") -> None:
+    """Stop before any work when `path` already exists: a record written earlier is never replaced."""
+    if path and os.path.exists(path):
+        raise SystemExit(f"{path} exists: choose another {flag}")
+
+
 def parse_args(dataclass_types: Sequence[type], args: Optional[List[str]] = None) -> Tuple[Any, ...]:
     """Parse `--preset NAME`, then the command line (or a single `.json`/`.yaml` file) over the preset's defaults."""
     argv = list(sys.argv[1:] if args is None else args)

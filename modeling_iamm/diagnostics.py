@@ -25,7 +25,7 @@ def emotion_heads_and_gate(model, collator: IAMMDataCollator, samples: Sequence[
     model.eval()
     device = next(model.parameters()).device
     logits: Dict[str, list] = {h: [] for h in HEADS}
-    labels, gate_logits, from_association = [], [], []
+    labels, product, gate_logits, from_association = [], [], [], []
     captured: Dict[str, torch.Tensor] = {}
     gate = getattr(model, "gate", None)
     hook = gate.register_forward_hook(lambda m, i, o: captured.update(inputs=i[0], logit=o)) if gate is not None else None
@@ -38,6 +38,7 @@ def emotion_heads_and_gate(model, collator: IAMMDataCollator, samples: Sequence[
                 value = getattr(out, f"{head}_emotion_logits")
                 if value is not None:
                     logits[head].append(value.float().cpu())
+            product.append(out.emotion_logits.float().cpu())  # what the model predicts with (Eq. 25)
             labels.append(batch["emotion_labels"])
             if gate is not None:
                 real = (batch["labels"] != -100).to(device)
@@ -54,7 +55,7 @@ def emotion_heads_and_gate(model, collator: IAMMDataCollator, samples: Sequence[
 
     report: Dict[str, Any] = {"samples": int(y.numel())}
     report.update({f"acc_{h}_head_alone": accuracy(x) for h, x in heads.items()})
-    report["acc_product_of_heads"] = accuracy(sum(torch.log_softmax(x, -1) for x in heads.values()))
+    report["acc_product_of_heads"] = accuracy(torch.cat(product))
     report["cross_entropy_per_head"] = {h: round(F.cross_entropy(x, y).item(), 3) for h, x in heads.items()}
     if gate is not None:
         g, m = torch.cat(gate_logits), torch.cat(from_association)

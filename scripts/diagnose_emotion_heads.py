@@ -8,13 +8,12 @@ Prints (and with --output_file writes) one JSON record; see `modeling_iamm.diagn
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, refuse_existing_file
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.diagnostics import emotion_heads_and_gate
 from modeling_iamm.preparation import DataArguments, prepare_data
@@ -33,8 +32,7 @@ class DiagnosisArguments:
 
 def main(argv=None):
     args, data_args = parse_args((DiagnosisArguments, DataArguments), argv)
-    if args.output_file and os.path.exists(args.output_file):
-        raise SystemExit(f"{args.output_file} exists: choose another --output_file")
+    refuse_existing_file(args.output_file)
     model = load_model(args.model_name_or_path).to(args.device)
     tokenizer = load_tokenizer(data_args.tokenizer_name_or_path or args.model_name_or_path, model.config)
     data_args.splits = [args.split]

@@ -8,11 +8,10 @@ Highest validation emotion accuracy among the checkpoints with validation perple
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, refuse_existing_file
 from modeling_iamm.selection import evaluated_checkpoints, select_checkpoint, selection_record
 
 
@@ -26,8 +25,7 @@ class SelectionArguments:
 
 def main(argv=None):
     (args,) = parse_args((SelectionArguments,), argv)
-    if args.output_file and os.path.exists(args.output_file):  # before any work: an earlier record is never replaced
-        raise SystemExit(f"{args.output_file} exists: choose another --output_file")
+    refuse_existing_file(args.output_file)
     evaluated = evaluated_checkpoints(args.run_dir)
     chosen = select_checkpoint(evaluated, args.max_ppl)
     print(f"{'step':>6} {'PPL':>7} {'Acc':>6}  checkpoint")
