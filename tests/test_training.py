@@ -73,6 +73,12 @@ def test_presets_files_and_flags(tmp_path):
     _, _, train = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--max_steps", "5",
                                      "--use_cpu", "true"])
     assert train.max_steps == 5
+    # the emotion-loss weight is a flag, and reaches the config of a fresh model
+    _, model, _ = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--use_cpu", "true",
+                                     "--emotion_loss_weight", "0.5"])
+    assert IAMMConfig(**model.config_kwargs()).emotion_loss_weight == 0.5
+    with pytest.raises(ValueError, match="emotion_loss_weight"):
+        IAMMConfig(emotion_loss_weight=-1.0)
     # the same from a YAML file naming the preset
     config = tmp_path / "run.yaml"
     config.write_text("preset: tiny\ndata: d\noutput_dir: o\nmax_steps: 7\nuse_situation: false\nuse_cpu: true\n")
