@@ -577,3 +577,10 @@ def test_emotion_heads_and_gate_report(collator, samples):
     assert zeroed["gate_logit_mean"] == pytest.approx(zeroed["gate_logit_from_association_decoder"], abs=0.011)
     assert report["gate_logit_mean"] != zeroed["gate_logit_mean"]
 
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_emotion_loss_weight_scales_the_emotion_loss_in_the_total(batch, weight):
+    with torch.no_grad():
+        out = make(emotion_loss_weight=weight).eval()(**batch)
+    assert out.emotion_loss > 0
+    assert out.loss.item() == pytest.approx(out.generation_loss.item() + weight * out.emotion_loss.item(), rel=1e-6)
