@@ -485,27 +485,28 @@ class InformationAssociationModule(nn.Module):
 
     def _weights(self, scores: torch.Tensor, valid: torch.Tensor, rank: Optional[nn.Linear], k: int) -> torch.Tensor:
         """sigmoid(score) of the selected entries (or of a learned map over their sorted scores); 0 where invalid."""
+        if rank is None:  # invalid entries are -inf or real scores: where() keeps them out of values and gradients
+            return torch.where(valid, torch.sigmoid(scores), 0.0)
         scores = scores.masked_fill(~valid, 0.0)
-        if rank is not None:
-            width = scores.shape[-1]
-            scores = rank(pad_to(scores, k, dim=-1))[..., :width]
+        width = scores.shape[-1]
+        scores = rank(pad_to(scores, k, dim=-1))[..., :width]
         return torch.sigmoid(scores) * valid
 
-    def _direction(self, q_source, k_target, v_source, q_target, k_source, source_mask, target_mask):
+    def _direction(self, q_source, k_target, v_source, q_target, k_source, source_mask, pair):
         """Keywords among the target words and their associated words among the source words.
 
-        q/k/v_source (N, H, Ls, dh), q/k_target (N, H, Lt, dh), masks (N, Ls) / (N, Lt). Returns the slot features
-        before the projection (N, H, k1, k2 * dh) and the selection (`KeywordSelection`), padded to k1 / k2.
+        q/k/v_source (N, H, Ls, dh), q/k_target (N, H, Lt, dh), source_mask (N, Ls), pair (N, 1, Ls, Lt): True
+        where both words are real. Returns the slot features before the projection (N, H, k1, k2 * dh) and the
+        selection (`KeywordSelection`), padded to k1 / k2.
         """
         N, H, Ls, dh = q_source.shape
         Lt = k_target.shape[2]
         scores = torch.matmul(q_source, k_target.transpose(-1, -2)) / math.sqrt(dh)  # (N, H, Ls, Lt), Eq. (8-9)
-        not_pair = ~(source_mask[:, None, :, None] & target_mask[:, None, None, :])  # (N, 1, Ls, Lt)
-        # First order, Eq. (10-11): mean over the real source words of each target word's scores.
-        n_source = source_mask.sum(1).clamp(min=1)[:, None, None]
-        first_order_scores = scores.masked_fill(not_pair, 0.0).sum(2) / n_source  # (N, H, Lt)
-        no_keyword = ~(target_mask & source_mask.any(1, keepdim=True))[:, None, :]  # (N, 1, Lt)
-        first_order_scores = first_order_scores.masked_fill(no_keyword, float("-inf"))
+        # First order, Eq. (10-11): mean over the real source words of each target word's scores. A target word
+        # with no real source word (or padding) cannot be a keyword.
+        n_source = pair.sum(2).clamp(min=1)  # (N, 1, Lt): real source words (for real target words)
+        first_order_scores = torch.where(pair, scores, 0.0).sum(2) / n_source  # (N, H, Lt)
+        first_order_scores = torch.where(pair.any(2), first_order_scores, float("-inf"))
         k1 = min(self.k1, Lt)
         keyword_scores, keyword_index = stable_topk(first_order_scores, k1)  # (N, H, k1)
         keyword_valid = keyword_scores != float("-inf")  # masked entries are -inf
@@ -513,9 +514,9 @@ class InformationAssociationModule(nn.Module):
         if self.keyword_query:  # the keyword's query against the source words' keys
             keyword_queries = q_target.gather(2, keyword_index[..., None].expand(-1, -1, -1, dh))  # (N, H, k1, dh)
             second_order_scores = torch.matmul(keyword_queries, k_source.transpose(-1, -2)) / math.sqrt(dh)
-            second_order_scores = second_order_scores.masked_fill(~source_mask[:, None, None, :], float("-inf"))
+            second_order_scores = torch.where(source_mask.view(N, 1, 1, Ls), second_order_scores, float("-inf"))
         else:  # the scores that ranked the keywords, read from the keyword's column
-            transposed = scores.masked_fill(not_pair, float("-inf")).transpose(2, 3)  # (N, H, Lt, Ls)
+            transposed = torch.where(pair, scores, float("-inf")).transpose(2, 3)  # (N, H, Lt, Ls)
             second_order_scores = transposed.gather(2, keyword_index[..., None].expand(-1, -1, -1, Ls))  # (N, H, k1, Ls)
         k2 = min(self.k2, Ls)
         word_scores, word_index = stable_topk(second_order_scores, k2)  # (N, H, k1, k2)
@@ -551,9 +552,10 @@ class InformationAssociationModule(nn.Module):
         qkv = F.linear(torch.cat([utterance, other], 1), projection)  # (N, Lx + Ly, 3 * H * dh)
         qkv = qkv.view(N, -1, 3, H, dh).permute(2, 0, 3, 1, 4)  # (3, N, H, Lx + Ly, dh)
         (qx, kx, vx), (qy, ky, vy) = qkv[:, :, :, :Lx].unbind(0), qkv[:, :, :, Lx:].unbind(0)
+        pair = utterance_mask.view(N, 1, Lx, 1) & other_mask.view(N, 1, 1, -1)  # (N, 1, Lx, Ly): both words real
         # direction 0: keywords of Y, associated words in X; direction 1: keywords of X, associated words in Y
-        features_y, keywords_y = self._direction(qx, ky, vx, qy, kx, utterance_mask, other_mask)
-        features_x, keywords_x = self._direction(qy, kx, vy, qx, ky, other_mask, utterance_mask)
+        features_y, keywords_y = self._direction(qx, ky, vx, qy, kx, utterance_mask, pair)
+        features_x, keywords_x = self._direction(qy, kx, vy, qx, ky, other_mask, pair.transpose(2, 3))
         slots = self.slot_proj(torch.stack([features_y, features_x], 1))  # (N, 2, H, k1, d), Eq. (15)
         slot_mask = torch.stack([keywords_y.keyword_valid, keywords_x.keyword_valid], 1).reshape(N, -1)  # (N, S)
         slots = slots.reshape(N, slot_mask.shape[1], -1)  # (N, S, d)
