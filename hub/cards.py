@@ -180,6 +180,10 @@ def model_hyperparameters(config: Dict[str, Any], summary: Dict[str, Any]) -> Li
             "association_heads", "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
             "vocab_size", "ffn_type", "emotion_loss_weight")
     rows = [[k, _fmt(config[k])] for k in keys if k in config]
+    average = config.get("checkpoint_average")  # scripts/average_checkpoints.py
+    if average and average.get("steps"):
+        steps = average["steps"]
+        rows.append(["weights", f"mean of {len(steps)} checkpoints of one run, steps {', '.join(map(str, steps))}"])
     for key in ("global_step", "train_loss", "best_checkpoint", "best_metric", "vocabulary", "samples",
                 "train_seconds"):
         if summary.get(key) is not None:

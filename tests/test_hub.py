@@ -106,6 +106,11 @@ def test_model_card_metadata_and_setting():
     assert {r.metric_value for r in reloaded.data.eval_results if r.metric_type == "perplexity"} == {301.25, 288.5}
     assert all(r.dataset_split == "test" for r in reloaded.data.eval_results)
     assert "w/o implicit association" in card.text and "paper's estimator" in card.text
+    assert "mean of" not in card.text
+    # an averaged model (scripts/average_checkpoints.py) says which checkpoints its weights are the mean of
+    averaged = build_model_card("org/iamm", {"model_type": "iamm", "checkpoint_average": {"steps": [4800, 5600]}},
+                                {}, METRICS, "test")
+    assert "mean of 2 checkpoints of one run, steps 4800, 5600" in averaged.text
 
 
 # ---- the pipeline with the in-package classes ------------------------------------------------------------------
