@@ -183,7 +183,7 @@ def model_hyperparameters(config: Dict[str, Any], summary: Dict[str, Any]) -> Li
     average = config.get("checkpoint_average")  # scripts/average_checkpoints.py
     if average and average.get("steps"):
         steps = average["steps"]
-        rows.append(["weights", f"mean of {len(steps)} checkpoints of one run, steps {', '.join(map(str, steps))}"])
+        rows.append(["weights", f"mean of {len(steps)} checkpoints, steps {', '.join(map(str, steps))}"])
     for key in ("global_step", "train_loss", "best_checkpoint", "best_metric", "vocabulary", "samples",
                 "train_seconds"):
         if summary.get(key) is not None:

@@ -1,8 +1,8 @@
 """Averaging the weights of a run's checkpoints (checkpoint averaging, as in the Transformer paper and fairseq).
 
 The uniform mean of the checkpoints saved between two steps of one run is a model of its own: it smooths the
-last stretch of the optimisation and, on this model, generalises better than any of the averaged checkpoints
-(docs/results.md, "Checkpoint averaging"). Every checkpoint must come from the same architecture: same
+last stretch of the optimisation and, on this model, is more accurate than the checkpoints it averages, at close
+to the perplexity of the last of them (docs/results.md, "Checkpoint averaging"). Every checkpoint must come from the same architecture: same
 parameter names, shapes and dtypes, and the same config apart from bookkeeping fields.
 """
 

@@ -110,7 +110,7 @@ def test_model_card_metadata_and_setting():
     # an averaged model (scripts/average_checkpoints.py) says which checkpoints its weights are the mean of
     averaged = build_model_card("org/iamm", {"model_type": "iamm", "checkpoint_average": {"steps": [4800, 5600]}},
                                 {}, METRICS, "test")
-    assert "mean of 2 checkpoints of one run, steps 4800, 5600" in averaged.text
+    assert "mean of 2 checkpoints, steps 4800, 5600" in averaged.text
 
 
 # ---- the pipeline with the in-package classes ------------------------------------------------------------------
