@@ -86,13 +86,13 @@ def average_state_dicts(checkpoints: Sequence[str]) -> Dict[str, torch.Tensor]:
     return {name: (total[name] / len(checkpoints)).to(t.dtype) if name in total else t for name, t in reference.items()}
 
 
-def average_checkpoints(checkpoints: Sequence[str], model_class=None):
+def average_checkpoints(checkpoints: Sequence[str]):
     """The model of the last of `checkpoints` (its config and code) with the mean of all their weights, and a
     `checkpoint_average` record in its config (the steps and folders averaged)."""
     from .training import load_model
 
     averaged = average_state_dicts(checkpoints)
-    model = load_model(checkpoints[-1], model_class)
+    model = load_model(checkpoints[-1])
     try:
         model.load_state_dict(averaged, strict=True)
     except RuntimeError as err:  # e.g. a checkpoint saved under parameter names of an earlier version

@@ -1,4 +1,3 @@
-import json
 import os
 
 import pytest
@@ -6,6 +5,7 @@ import torch
 
 from modeling_iamm.averaging import average_state_dicts, checkpoints_between
 from modeling_iamm.training import load_model
+from scripts import average_checkpoints as average_checkpoints_script
 from scripts.average_checkpoints import main
 from tests.helpers.tiny_model import IAMMModelTester
 
@@ -67,7 +67,20 @@ def test_checkpoints_of_another_architecture_are_refused_by_name(run, tmp_path, 
     tester.create_model(hidden_size=48).save_pretrained(other, tokenizer=word_tokenizer)
     with pytest.raises(ValueError, match=rf"{other}: config differs .* hidden_size"):
         average_state_dicts([str(run_dir / "checkpoint-800"), str(other)])
-    config = json.loads((run_dir / "checkpoint-2400" / "config.json").read_text())
-    assert "hidden_size" in config  # the field named above is a real config field
     with pytest.raises(ValueError, match="either --run_dir"):
         main(["--output_dir", str(tmp_path / "x")])
+
+
+def test_a_failed_write_leaves_neither_the_output_folder_nor_a_partial_one(run, tmp_path, monkeypatch):
+    run_dir, _ = run
+    real_load_tokenizer = average_checkpoints_script.load_tokenizer
+
+    def failing_tokenizer(*args, **kwargs):  # the weights are written, then saving the tokenizer fails
+        tokenizer = real_load_tokenizer(*args, **kwargs)
+        monkeypatch.setattr(tokenizer, "save_pretrained", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        return tokenizer
+
+    monkeypatch.setattr(average_checkpoints_script, "load_tokenizer", failing_tokenizer)
+    with pytest.raises(OSError, match="disk full"):
+        main(["--run_dir", str(run_dir), "--output_dir", str(tmp_path / "average")])
+    assert sorted(os.listdir(tmp_path)) == ["run"]
