@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from safetensors import safe_open
 
+from .configuration_iamm import IAMMConfig
 from .training import _checkpoints, _step, check_checkpoint_files
 
 WEIGHTS_NAME = "model.safetensors"
@@ -33,11 +34,13 @@ def checkpoints_between(run_dir: str, from_step: int, to_step: Optional[int] = N
 
 
 def _architecture(folder: str) -> Dict[str, Any]:
+    """The checkpoint's config as it loads: a field that an older config.json lacks counts as the value loading
+    gives it (its default), so a run resumed under a newer version can still be averaged across the upgrade."""
     path = os.path.join(folder, "config.json")
     try:
         with open(path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as err:
+            config = IAMMConfig.from_dict(json.load(f)).to_dict()
+    except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"{path}: cannot read the checkpoint's config ({err})") from err
     return {k: v for k, v in config.items() if k not in _CONFIG_BOOKKEEPING}
 

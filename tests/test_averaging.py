@@ -84,3 +84,21 @@ def test_a_failed_write_leaves_neither_the_output_folder_nor_a_partial_one(run, 
     with pytest.raises(OSError, match="disk full"):
         main(["--run_dir", str(run_dir), "--output_dir", str(tmp_path / "average")])
     assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_a_field_an_older_config_lacks_counts_as_its_default(run, tmp_path):
+    """A run resumed under a newer version writes config fields its earlier checkpoints lack: averaging across
+    them is allowed when the field holds its default, and refused when it does not."""
+    import json
+
+    run_dir, _ = run
+    older = run_dir / "checkpoint-800" / "config.json"
+    config = json.loads(older.read_text())
+    assert config.pop("emotion_label_smoothing") == 0.0
+    older.write_text(json.dumps(config))
+    averaged = average_state_dicts([str(run_dir / "checkpoint-800"), str(run_dir / "checkpoint-1600")])
+    assert "model.embed_tokens.weight" in averaged
+    newer = run_dir / "checkpoint-1600" / "config.json"
+    newer.write_text(json.dumps({**json.loads(newer.read_text()), "emotion_label_smoothing": 0.1}))
+    with pytest.raises(ValueError, match=r"checkpoint-1600: config differs .* emotion_label_smoothing"):
+        average_state_dicts([str(run_dir / "checkpoint-800"), str(run_dir / "checkpoint-1600")])
