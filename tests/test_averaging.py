@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -86,11 +87,9 @@ def test_a_failed_write_leaves_neither_the_output_folder_nor_a_partial_one(run, 
     assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
-def test_a_field_an_older_config_lacks_counts_as_its_default(run, tmp_path):
+def test_a_field_an_older_config_lacks_counts_as_its_default(run):
     """A run resumed under a newer version writes config fields its earlier checkpoints lack: averaging across
     them is allowed when the field holds its default, and refused when it does not."""
-    import json
-
     run_dir, _ = run
     older = run_dir / "checkpoint-800" / "config.json"
     config = json.loads(older.read_text())
