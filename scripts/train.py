@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+import torch
 from transformers import TrainerCallback, set_seed
 
 from modeling_iamm.cli import parse_args
@@ -98,6 +99,11 @@ def main(argv=None):
         with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps(summary, indent=2))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # leave the process group in order: ranks that tear it down at interpreter exit can abort (SIGABRT)
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
 
 if __name__ == "__main__":
     main()
