@@ -139,11 +139,25 @@ def sinusoidal_positions(length: int, dim: int, offset: int = 0, device=None, dt
     return _cached_timing_signal(size, dim, torch.device(device) if device is not None else None, dtype)[offset: offset + length]
 
 
+def capturing() -> bool:
+    """True while `torch.compile` traces the model. The forward then takes the paths without host syncs or
+    data-dependent shapes (widths set by the input shapes instead of trimmed to the longest real row; every turn
+    encoded, padded ones masked out), so that a train step is one graph, which CUDA graphs can replay. Same outputs
+    on the real positions; eager runs keep the trimmed (cheaper on CPU) widths."""
+    return torch.compiler.is_compiling()
+
+
 def pack(x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Move the real entries of each row to the front: `x (B, N, ...)`, `mask (B, N)` -> `(B, N', ...)`, `(B, N')`.
 
-    Packing makes positions independent of how much padding a batch has (batch invariance).
+    Packing makes positions independent of how much padding a batch has (batch invariance). N' is the longest
+    row's real length, or N while `capturing()` (no host sync).
     """
+    if capturing():
+        order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices  # (B, N): real entries first, in order
+        packed_mask = mask.gather(1, order)
+        index = order.view(order.shape + (1,) * (x.dim() - 2)).expand_as(x)
+        return torch.where(packed_mask.view(index.shape[:2] + (1,) * (x.dim() - 2)), x.gather(1, index), 0), packed_mask
     B = mask.shape[0]
     lengths = mask.sum(1)
     n = max(int(lengths.max()), 1) if B else 1
@@ -639,7 +653,10 @@ class IterativeAssociation(nn.Module):
         B, T, U, d = units.shape
         device = units.device
         # (U_i, situation) and (U_i, U_1..U_{i-1}) for every turn that has units, as one batch of P * n pairs
-        rows = unit_mask.any(-1).flatten().nonzero().squeeze(1)  # (n,): turns with units, as b * T + t
+        if capturing():  # every turn (a turn without units finds no keyword: its slots are masked)
+            rows = torch.arange(B * T, device=device)
+        else:
+            rows = unit_mask.any(-1).flatten().nonzero().squeeze(1)  # (n,): turns with units, as b * T + t
         sample, turn = rows // T, rows % T
         utterances = units.reshape(B * T, U, d).index_select(0, rows)  # (n, U, d)
         utterance_mask = unit_mask.reshape(B * T, U).index_select(0, rows)
@@ -888,8 +905,13 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         """
         B, T, L = context_ids.shape
         words = self.embed(context_ids) + self.embed(role_ids)[:, :, None, :]  # (B, T, L, d): word + role
-        encoded = torch.zeros_like(words)
-        encoded[turn_mask] = self.utterance_encoder(words[turn_mask], context_mask[turn_mask])  # (n_real_turns, L, d)
+        if capturing():  # every turn; a padded one reads its first position (no all-masked row: NaN in some kernels)
+            safe_mask = context_mask | (torch.arange(L, device=context_mask.device) == 0)
+            encoded = self.utterance_encoder(words.reshape(B * T, L, -1), safe_mask.reshape(B * T, L))
+            encoded = torch.where(turn_mask[:, :, None, None], encoded.view(words.shape), 0.0)  # (B, T, L, d)
+        else:
+            encoded = torch.zeros_like(words)
+            encoded[turn_mask] = self.utterance_encoder(words[turn_mask], context_mask[turn_mask])  # (n_real_turns, L, d)
         packed, packed_mask = pack(encoded.reshape(B, T * L, -1), context_mask.reshape(B, T * L))
         return words, self.context_encoder(packed, packed_mask), packed_mask
 
@@ -899,8 +921,12 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         vector is that relation's summary (Eq. 4-5). Returns the situation block (B, R, d) (None without it) and
         the utterance blocks (B, T, R, d), zeros on padded turns."""
         B, T, R, Lk = context_knowledge_ids.shape
-        texts = [context_knowledge_ids[turn_mask].flatten(0, 1)]  # (n_real_turns * R, Lk)
-        masks = [context_knowledge_mask[turn_mask].flatten(0, 1)]
+        if capturing():  # every turn; a padded one reads its first position (no all-masked row: NaN in some kernels)
+            texts = [context_knowledge_ids.flatten(0, 2)]  # (B * T * R, Lk)
+            masks = [(context_knowledge_mask | (torch.arange(Lk, device=turn_mask.device) == 0)).flatten(0, 2)]
+        else:
+            texts = [context_knowledge_ids[turn_mask].flatten(0, 1)]  # (n_real_turns * R, Lk)
+            masks = [context_knowledge_mask[turn_mask].flatten(0, 1)]
         if situation_knowledge_ids is not None:
             texts.append(situation_knowledge_ids.flatten(0, 1))  # (B * R, Lk')
             masks.append(situation_knowledge_mask.flatten(0, 1))
@@ -909,8 +935,11 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         summaries = self.knowledge_encoder(self.embed(ids), torch.cat([pad_to(m, length, 1, False) for m in masks]),
                                            first_only=True)  # (n_texts, d)
         n_context = texts[0].shape[0]
-        blocks = summaries.new_zeros(B, T, R, summaries.shape[-1])
-        blocks[turn_mask] = summaries[:n_context].view(-1, R, summaries.shape[-1])
+        if capturing():
+            blocks = torch.where(turn_mask[:, :, None, None], summaries[:n_context].view(B, T, R, -1), 0.0)
+        else:
+            blocks = summaries.new_zeros(B, T, R, summaries.shape[-1])
+            blocks[turn_mask] = summaries[:n_context].view(-1, R, summaries.shape[-1])
         situation_block = summaries[n_context:].view(B, R, -1) if situation_knowledge_ids is not None else None
         return situation_block, blocks
 
@@ -963,7 +992,7 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
             context_ids_extended = context_ids
         B, T, L = context_ids.shape
         turn_mask = context_mask[:, :, 0]  # (B, T): real utterances
-        if not turn_mask[:, 0].all():
+        if not capturing() and not turn_mask[:, 0].all():
             raise ValueError("every sample needs at least one context utterance, in context_ids[:, 0]")
         if config.use_situation and situation_ids is None:
             raise ValueError("this IAMM reads the situation: pass situation_ids (or set config.use_situation=False)")

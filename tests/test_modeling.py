@@ -464,6 +464,41 @@ def test_compiled_train_step_matches_eager(backend):
         assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
 
 
+@pytest.mark.parametrize("knowledge", [True, False])
+def test_capture_path_matches_the_default_path(monkeypatch, knowledge):
+    """Under torch.compile the forward keeps the input widths and encodes every turn (no host sync): on a batch
+    with padded turns it computes the default path's loss, emotion logits and gradients."""
+    import modeling_iamm.modeling_iamm as modeling
+
+    batch = {k: v for k, v in tester.prepare_batch(turns=(1, 3, 5), seed=3, knowledge=knowledge).items()
+             if k != "oov_words"}
+    results = []
+    for capture in (False, True):
+        monkeypatch.setattr(modeling, "capturing", lambda: capture)
+        model = make(use_implicit_association=knowledge).train()
+        with torch.no_grad():
+            width = model.get_encoder()(**{k: batch[k] for k in IAMM_ENCODER_INPUTS if k in batch}).context_mask.shape[1]
+        out = model(**batch)
+        out.loss.backward()
+        results.append((out, {n: p.grad for n, p in model.named_parameters()}, width))
+    (expected, expected_grads, trimmed), (out, grads, full) = results
+    assert full == batch["context_ids"].shape[1] * batch["context_ids"].shape[2] > trimmed  # widths from the input
+    assert torch.allclose(out.loss, expected.loss, atol=1e-6)
+    assert torch.allclose(out.emotion_logits, expected.emotion_logits, atol=1e-5)
+    for name, grad in expected_grads.items():
+        assert torch.allclose(grads[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("knowledge", [True, False])
+def test_train_step_is_one_graph_under_compile(knowledge):
+    """No graph break: torch.compile captures the whole forward (what CUDA graphs need)."""
+    torch._dynamo.reset()
+    batch = {k: v for k, v in tester.prepare_batch(turns=(1, 3, 5), seed=0, knowledge=knowledge).items()
+             if k != "oov_words"}
+    explanation = torch._dynamo.explain(make(use_implicit_association=knowledge).train())(**batch)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
 def test_association_direction_changes_which_words_a_keyword_associates():
     """Y has one word (the keyword of direction 0). With queries = identity and keys = M, `utterance_query` ranks
     the utterance words x by x . M y (x1 first), `keyword_query` by y . M x (x2 first)."""
