@@ -99,6 +99,9 @@ class IAMMDataCollator:
             this many words of each text (the first ones), `[CLS]`/`[EOS]` not counted. None: no limit.
         relation_names: knowledge relations, in the model's order.
         return_oov_words: include the per-sample OOV word lists (needed to decode copied words back to text).
+        pad_to_multiple_of: pad every length (L, Ls, Lk, Ly) up to a multiple of this, so that a few tensor shapes
+            cover a whole dataset (what `torch.compile` and CUDA graphs want: fewer recompilations and captures).
+            Outputs do not change: the model masks padding and is batch invariant. None: pad to the longest.
 
     Every cut is counted in `truncated` (texts cut, per limit name; `max_context_turns` counts samples whose oldest
     turns were dropped) and logged as a warning the first time it happens for each limit; :meth:`truncation_report`
@@ -113,6 +116,7 @@ class IAMMDataCollator:
     max_target_length: Optional[int] = None
     relation_names: Sequence[str] = tuple(RELATIONS)
     return_oov_words: bool = True
+    pad_to_multiple_of: Optional[int] = None
     truncated: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def __post_init__(self):
@@ -120,6 +124,8 @@ class IAMMDataCollator:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"IAMMDataCollator: {name} must be >= 1 or None (no limit), got {value}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"IAMMDataCollator: pad_to_multiple_of must be >= 1 or None, got {self.pad_to_multiple_of}")
         check_tokenizer(self.tokenizer)
         self.vocab: Dict[str, int] = self.tokenizer.get_vocab()
         self.vocab_size = len(self.tokenizer)
@@ -134,6 +140,11 @@ class IAMMDataCollator:
     def length_limits(self) -> Dict[str, Optional[int]]:
         """The limits this collator applies, by name (None: no limit)."""
         return {name: getattr(self, name) for name in LENGTH_LIMIT_NAMES}
+
+    def _padded(self, length: int) -> int:
+        """`length`, rounded up to `pad_to_multiple_of`."""
+        m = self.pad_to_multiple_of
+        return length if m is None else -(-length // m) * m
 
     def truncation_report(self) -> Dict[str, int]:
         """How many texts each limit cut so far (turn limit: samples), only the limits that cut something."""
@@ -192,7 +203,8 @@ class IAMMDataCollator:
             targets.append(self._words(f, "target_words", "target"))
 
         T = max(len(c) for c in contexts)
-        L = 1 + max(len(u[: self.max_utterance_length] if self.max_utterance_length else u) for c in contexts for u in c)
+        L = self._padded(1 + max(len(u[: self.max_utterance_length] if self.max_utterance_length else u)
+                                 for c in contexts for u in c))
         context_ids = torch.full((B, T, L), self.pad_id, dtype=torch.long)
         context_ids_extended = torch.full((B, T, L), self.pad_id, dtype=torch.long)
         role_ids = torch.full((B, T), self.pad_id, dtype=torch.long)
@@ -220,9 +232,10 @@ class IAMMDataCollator:
             )
             oov_words.append(sorted(oov, key=oov.get))
 
-        situation_ids = _pad([self._cls_ids(s, self.max_situation_length, "max_situation_length") for s in situations],
-                             self.pad_id)
-        decoder_input_ids = _pad(decoder_inputs, self.pad_id)
+        situation_rows = [self._cls_ids(s, self.max_situation_length, "max_situation_length") for s in situations]
+        situation_ids = _pad(situation_rows, self.pad_id, self._padded(max(len(r) for r in situation_rows)))
+        Ly = self._padded(max(len(r) for r in decoder_inputs))
+        decoder_input_ids = _pad(decoder_inputs, self.pad_id, Ly)
         batch: Dict[str, Any] = {
             "context_ids": context_ids,
             "context_mask": context_ids != self.pad_id,
@@ -232,7 +245,7 @@ class IAMMDataCollator:
             "situation_mask": situation_ids != self.pad_id,
             "decoder_input_ids": decoder_input_ids,
             "decoder_attention_mask": decoder_input_ids != self.pad_id,
-            "labels": _pad(labels, IGNORE_INDEX),
+            "labels": _pad(labels, IGNORE_INDEX, Ly),
             "emotion_labels": torch.as_tensor([int(f["emotion_id"]) for f in features], dtype=torch.long),
         }
         if self._has_knowledge(features):
@@ -263,7 +276,7 @@ class IAMMDataCollator:
             ctx_rows.append([[self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length") for k in rels]
                              for rels in ctx])
         Lk = max(len(k) for rows in sit_rows for k in rows)
-        Lk = max([Lk] + [len(k) for rows in ctx_rows for rels in rows for k in rels])
+        Lk = self._padded(max([Lk] + [len(k) for rows in ctx_rows for rels in rows for k in rels]))
         sit_ids = torch.full((len(features), R, Lk), self.pad_id, dtype=torch.long)
         ctx_ids = torch.full((len(features), T, R, Lk), self.pad_id, dtype=torch.long)
         for b, (sit, ctx) in enumerate(zip(sit_rows, ctx_rows)):

@@ -33,6 +33,9 @@ def noam_lambda(hidden_size: int, warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
+COMPILE_PAD_MULTIPLE = 8  # bucketed padding under torch.compile: a handful of shapes cover ED
+
+
 @dataclass
 class IAMMTrainingArguments(Seq2SeqTrainingArguments):
     """`Seq2SeqTrainingArguments` plus IAMM's schedule.
@@ -72,6 +75,12 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
         default=False, metadata={"help": "Start over in a non-empty output_dir (scripts/train.py refuses otherwise)."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns (IAMM needs them)."})
+    pad_to_multiple_of: Optional[int] = field(
+        default=None,
+        metadata={"help": "Pad every text length of a batch up to a multiple of this, so that a few shapes cover the "
+                          "data (fewer recompilations under --torch_compile; outputs do not change). Default: "
+                          f"{COMPILE_PAD_MULTIPLE} with --torch_compile true, else none; 0: none."},
+    )
     label_names: Optional[List[str]] = field(
         default_factory=lambda: list(LABEL_NAMES), metadata={"help": "Label tensors of a batch."}
     )
@@ -88,6 +97,10 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
             if not (self.load_best_model_at_end and self.metric_for_best_model and self.eval_strategy != "no"):
                 raise ValueError("--early_stopping_patience needs evaluation, --load_best_model_at_end true and "
                                  "--metric_for_best_model")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 0:
+            raise ValueError(f"--pad_to_multiple_of must be >= 1, or 0 for none, got {self.pad_to_multiple_of}")
+        if self.pad_to_multiple_of is None:
+            self.pad_to_multiple_of = COMPILE_PAD_MULTIPLE if self.torch_compile else 0
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
             raise ValueError(f"--max_train_seconds must be > 0, got {self.max_train_seconds}")
         if self.fp16 and (self.use_cpu or not torch.cuda.is_available()):

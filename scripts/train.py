@@ -71,7 +71,8 @@ def main(argv=None):
     if training_args.eval_strategy != "no" and eval_split is None:
         sys.exit("evaluation is on but the data has no valid split (pass it, or --eval_strategy no)")
     counter = CountBatches()
-    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, return_oov_words=False, **limits)
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, return_oov_words=False,
+                                pad_to_multiple_of=training_args.pad_to_multiple_of or None, **limits)
     trainer = IAMMTrainer(
         model=model, args=training_args, train_dataset=data["train"],
         eval_dataset=data[eval_split] if eval_split else None, processing_class=tokenizer,

@@ -85,3 +85,28 @@ def test_truncation_options(word_tokenizer):
     assert batch["context_ids"].shape == (1, 2, 3)
     assert batch["role_ids"][0].tolist() == word_tokenizer.convert_tokens_to_ids(["[LSN]", "[SPK]"])
     assert (batch["labels"][0] != IGNORE_INDEX).sum() == 4
+
+
+def test_pad_to_multiple_of_buckets_the_shapes_and_leaves_the_model_outputs_alone(word_tokenizer):
+    from modeling_iamm import IAMMConfig, IAMMForConditionalGeneration
+
+    rels = ["to help", "a vet", "to rest", "cries", "sad"]
+    features = [dict(_sample(["my dog died"], "sorry"), situation_knowledge=rels, context_knowledge=[rels]),
+                dict(_sample(["a", "b", "my cat ran away"], "oh no , that is sad"), situation_knowledge=rels,
+                     context_knowledge=[rels] * 3)]
+    plain = IAMMDataCollator(word_tokenizer, return_oov_words=False)(features)
+    bucketed = IAMMDataCollator(word_tokenizer, return_oov_words=False, pad_to_multiple_of=8)(features)
+    assert bucketed["context_ids"].shape == (2, 3, 8) and plain["context_ids"].shape == (2, 3, 5)
+    assert bucketed["situation_ids"].shape[1] == 8 and bucketed["context_knowledge_ids"].shape[-1] == 8
+    assert bucketed["labels"].shape == bucketed["decoder_input_ids"].shape == (2, 8)
+    for key, value in plain.items():  # the same content, more padding
+        cut = bucketed[key][tuple(slice(0, n) for n in value.shape)]
+        assert torch.equal(cut, value), key
+    torch.manual_seed(0)
+    model = IAMMForConditionalGeneration(IAMMConfig(vocab_size=len(word_tokenizer), hidden_size=32, attention_head_dim=8,
+                                                    intermediate_size=16, association_head_dim=8)).eval()
+    with torch.no_grad():
+        a, b = model(**plain), model(**bucketed)
+    assert torch.allclose(a.loss, b.loss, atol=1e-5) and torch.allclose(a.emotion_logits, b.emotion_logits, atol=1e-5)
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1"):
+        IAMMDataCollator(word_tokenizer, pad_to_multiple_of=0)

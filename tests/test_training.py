@@ -55,6 +55,16 @@ def test_training_arguments_validate():
         IAMMTrainingArguments(output_dir="unused", schedule="cosine", use_cpu=True)
 
 
+def test_compiled_training_pads_to_buckets_by_default():
+    """--torch_compile gets bucketed padding unless told otherwise (fewer shapes, fewer recompilations)."""
+    assert IAMMTrainingArguments(output_dir="unused", use_cpu=True).pad_to_multiple_of == 0
+    assert IAMMTrainingArguments(output_dir="unused", use_cpu=True, torch_compile=True).pad_to_multiple_of == 8
+    assert IAMMTrainingArguments(output_dir="unused", use_cpu=True, torch_compile=True,
+                                 pad_to_multiple_of=0).pad_to_multiple_of == 0
+    with pytest.raises(ValueError, match="--pad_to_multiple_of must be >= 1, or 0"):
+        IAMMTrainingArguments(output_dir="unused", use_cpu=True, pad_to_multiple_of=-8)
+
+
 def test_presets_files_and_flags(tmp_path):
     from modeling_iamm.cli import parse_args
     from modeling_iamm.preparation import DataArguments
