@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
@@ -263,17 +264,22 @@ def run_evaluation(
             json.dump(manifest, f, indent=2)
     done_ids = {r["id"] for r in done}
     todo = [i for i, key in enumerate(keys) if key not in done_ids]
+    start = time.perf_counter()
     with open(predictions_path, "a", encoding="utf-8") as f:
         for record in evaluate_records(model, tokenizer, samples, batch_size, with_associations, progress=progress,
                                        collator=collator, indices=todo, **generate_kwargs):
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
+    seconds = time.perf_counter() - start
     records = _in_order(read_records(predictions_path), keys, predictions_path)
     metrics = compute_metrics(records)
     check_finite_metrics(metrics, records, where=predictions_path)
     metrics["generation"] = dict(generate_kwargs)
     metrics["length_limits"] = collator.length_limits
     metrics["truncated"] = collator.truncation_report()
+    # throughput of this invocation (a resumed run: of the samples it evaluated), model loading not counted
+    metrics["runtime"] = {"evaluated_samples": len(todo), "seconds": round(seconds, 3),
+                          "samples_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None}
     if metrics["truncated"]:
         logger.warning("length limits cut %s (texts per limit; turns: samples) in this run", metrics["truncated"])
     metrics.update(extra_metrics or {})

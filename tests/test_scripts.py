@@ -106,6 +106,7 @@ def test_evaluate_writes_both_files_and_resumes(tmp_path, trained):
     records = [json.loads(l) for l in open(out / "predictions.jsonl")]
     metrics = json.load(open(out / "metrics.json"))
     assert len(records) == 20 and metrics["samples"] == 20
+    assert metrics["runtime"]["evaluated_samples"] == 20 and metrics["runtime"]["samples_per_second"] > 0
     first = records[0]
     for key in ("conv_id", "context", "gold_emotion", "predicted_emotion", "gold_response", "generated_response",
                 "associations", "nll_sum", "n_tokens"):
@@ -150,3 +151,27 @@ def test_tfidf_baseline_runs(tmp_path):
     result = json.loads(stdout[stdout.index("{"):])
     assert set(result) == {"accuracy_x100[situation]", "accuracy_x100[context]"}
     assert all(0 <= v <= 100 for v in result.values())
+
+
+def test_gpu_benchmark_script_time_boxes_each_stage_and_keeps_finished_results(tmp_path):
+    """benchmark_gpu.sh (checked here with DEVICE=cpu): a stage out of time is recorded as such (exit 124) and the
+    next stage still runs and writes its result; a non-empty output folder is refused."""
+    out = tmp_path / "out"
+    tiny = ("--vocab_size 300 --batch_size 2 --steps 1 --generation_runs 1 --context_turns 1 --new_tokens 2 "
+            "--knowledge false --inference_samples 2")
+    env = dict(ENV, DEVICE="cpu", STAGES="bench_fp32 bench_bf16", BENCH_ARGS=tiny, STAGE_SECONDS="120",
+               PYTHON=sys.executable)
+    script = os.path.join(SCRIPTS, "benchmark_gpu.sh")
+    subprocess.run(["bash", script, str(out)], env=env, check=True, timeout=300)
+    result = json.load(open(out / "bench_fp32.json"))
+    assert result["config"]["device"] == "cpu" and result["train_step_top_level_ops"] > 0
+    assert json.load(open(out / "bench_bf16.json"))["config"]["dtype"] == "bfloat16"
+    assert open(out / "stages.log").read().count(": exit 0 after") == 2
+    refused = subprocess.run(["bash", script, str(out)], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "is not empty" in refused.stderr
+    out2 = tmp_path / "out2"  # the first stage cannot finish in 1 s; the second still runs
+    env.update(STAGES="bench_fp32 train", STAGE_SECONDS="1")
+    subprocess.run(["bash", script, str(out2)], env=env, check=True, timeout=300)
+    log = open(out2 / "stages.log").read()
+    assert "== bench_fp32: exit 124" in log and "== train: skipped (no ED_FOLDER)" in log
+    assert not (out2 / "bench_fp32.json").exists()
