@@ -10,10 +10,16 @@ utterances (one batch shape each). Nothing is downloaded.
     python scripts/benchmark.py --device cuda --dtype bfloat16 --json
     python scripts/benchmark.py --json --steps 1 --generation_runs 1 --context_turns 3 --count_ops true
     python scripts/benchmark.py --json --compile true         # the train step through torch.compile
+    python scripts/benchmark.py --json --steps 1 --generation_runs 1 --context_turns 3 --count_ops true --compile true
+
+With --count_ops and --compile, the JSON also has the compiled step's counts (`compiled_train_step_top_level_ops`,
+`compiled_train_step_generated_kernels`: the kernels torch.compile generated, each one launch; `compiled_graphs`).
+The forward has no graph break (no host sync, no data-dependent shape), so a step is one graph forward and one
+backward. On CUDA, `*_gpu_kernels` counts every kernel the GPU ran.
 
 Training with torch.compile: `scripts/train.py ... --torch_compile true` (Trainer's `torch_compile`,
-`torch_compile_backend`, `torch_compile_mode` arguments). Context sizes vary from batch to batch, so expect
-recompilations (dynamic shapes) before the step time settles.
+`torch_compile_backend`, `torch_compile_mode` arguments); it pads every length to a multiple of 8
+(`--pad_to_multiple_of`), so a few shapes cover ED, and the first batches of each new shape recompile.
 """
 
 import json
@@ -52,6 +58,10 @@ class BenchmarkArguments:
         default=64, metadata={"help": "Synthetic samples for the evaluation-style inference throughput (0: skip)."}
     )
     compile: bool = field(default=False, metadata={"help": "Run the train steps through torch.compile(model)."})
+    compile_mode: str = field(
+        default="default",
+        metadata={"help": "torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs) or 'max-autotune'."},
+    )
     json: bool = field(default=False, metadata={"help": "Print one JSON object instead of a table."})
 
 
@@ -91,16 +101,35 @@ def peak_memory_mb(device: str) -> float:
 
 def top_level_ops(fn) -> int:
     """Operators `fn()` issues that are not called from inside another operator (torch.profiler)."""
+    return profile_launches(fn)["top_level_ops"]
+
+
+def profile_launches(fn, device: str = "cpu") -> dict:
+    """What `fn()` launches: `top_level_ops` (aten operators not called from inside another one), and
+    `generated_kernels` (the C++ kernels torch.compile generated on CPU, named in the profile when
+    `torch._inductor.config.cpp.enable_kernel_profile` was on at compile time); on CUDA also `gpu_kernels`
+    (every kernel the GPU ran, generated or not)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = device.startswith("cuda")
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         fn()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.events()
+    counts = {
+        "top_level_ops": sum(1 for e in events if e.name.startswith("aten::")
+                             and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))),
+        "generated_kernels": sum(1 for e in events if "cpp_fused" in e.name),
+    }
+    if cuda:
+        counts["gpu_kernels"] = sum(1 for e in events if e.device_type == DeviceType.CUDA)
+    return counts
 
 
-def count_top_level_ops(model, optimizer, batch, autocast) -> int:
-    """Operators of one train step (forward, backward, optimizer)."""
+def count_train_step(model, optimizer, batch, autocast, device: str = "cpu") -> dict:
+    """`profile_launches` of one train step (forward, backward, optimizer)."""
 
     def step():
         with autocast:
@@ -109,7 +138,7 @@ def count_top_level_ops(model, optimizer, batch, autocast) -> int:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return top_level_ops(step)
+    return profile_launches(step, device)
 
 
 def count_decode_step_ops(model, batch, autocast, steps: int = 10) -> float:
@@ -149,7 +178,11 @@ def main():
     model = IAMMForConditionalGeneration(config).to(args.device)
     # fused Adam: one kernel over all parameters (0.02 s a step here instead of 0.19 s for the foreach version)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
-    step_model = torch.compile(model) if args.compile else model
+    if args.compile and args.count_ops:  # name the generated CPU kernels in the profile (to count them)
+        from torch._inductor import config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
+    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     rng = torch.Generator().manual_seed(args.seed)
 
@@ -175,7 +208,16 @@ def main():
         results["train_step_s"][f"context_{turns}"] = statistics.median(times)
         step_times += times
     if args.count_ops:  # kernel launches bound a GPU step at batch 16: how many operators one step issues
-        results["train_step_top_level_ops"] = count_top_level_ops(model, optimizer, batches[-1], autocast)
+        eager = count_train_step(model, optimizer, batches[-1], autocast, args.device)
+        results["train_step_top_level_ops"] = eager["top_level_ops"]
+        if "gpu_kernels" in eager:
+            results["train_step_gpu_kernels"] = eager["gpu_kernels"]
+        if args.compile:  # the same step through the compiled model (already compiled for this batch shape)
+            from torch._dynamo.utils import counters
+
+            compiled = count_train_step(step_model, optimizer, batches[-1], autocast, args.device)
+            results.update({f"compiled_train_step_{k}": v for k, v in compiled.items()})
+            results["compiled_graphs"] = counters["stats"]["unique_graphs"]
     results["train_step_median_s"] = statistics.median(step_times)
     results["train_step_mean_s"] = statistics.mean(step_times)
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The speed measurements of docs/results.md on one GPU, in one command: each stage is time-boxed and writes its
+# result into OUT as soon as it exists, so a stage that runs out of time leaves the others' results.
+#
+#   scripts/benchmark_gpu.sh OUT [ED_FOLDER]
+#
+# Stages (STAGES picks and orders them; all by default):
+#   bench_fp32       scripts/benchmark.py, float32, eager: step and greedy times, operators and GPU kernels per step
+#   bench_bf16       the same under bf16 autocast
+#   bench_compiled   the train step through torch.compile (one graph: operators and generated kernels per step)
+#   bench_cudagraphs the same with mode="reduce-overhead" (CUDA graphs)
+#   train            with ED_FOLDER: scripts/train.py --preset paper for TRAIN_STEPS steps, eager then compiled
+#                    (Trainer's torch_compile), seconds per 1,000 steps from each train_summary.json
+#   evaluate         with ED_FOLDER: scripts/evaluate.py on the valid split (samples/s), from the eager train model
+# Environment: STAGE_SECONDS (limit of each stage, default 150), DEVICE (default cuda; cpu checks the script),
+# PYTHON (default python),
+# TRAIN_STEPS (default 600), BENCH_ARGS (extra benchmark.py arguments, e.g. "--steps 2 --generation_runs 1").
+# OUT gets one JSON per benchmark stage, train.json, evaluate.json, and stages.log (each stage's exit status and
+# the tail of its output). OUT must be new or empty: results of two runs are never mixed.
+set -u
+OUT=${1:?usage: scripts/benchmark_gpu.sh OUT [ED_FOLDER]}
+DATA=${2:-}
+HERE=$(cd "$(dirname "$0")" && pwd)
+LIMIT=${STAGE_SECONDS:-150}
+DEVICE=${DEVICE:-cuda}
+STEPS=${TRAIN_STEPS:-600}
+STAGES=${STAGES:-bench_fp32 bench_bf16 bench_compiled bench_cudagraphs train evaluate}
+BENCH_ARGS=${BENCH_ARGS:-}
+PY=${PYTHON:-python}
+mkdir -p "$OUT"
+if [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then echo "$OUT is not empty: choose a new folder" >&2; exit 1; fi
+WORK=$(mktemp -d)
+LOG="$OUT/stages.log"
+
+run_stage() {  # name, result file, command...: time-boxed; exit status and output tail into stages.log
+  local name=$1 result=$2; shift 2
+  local start=$SECONDS
+  timeout "$LIMIT" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+  local status=$?
+  [ -n "$result" ] && [ -s "$WORK/$name.out" ] && cp "$WORK/$name.out" "$OUT/$result"
+  { echo "== $name: exit $status after $((SECONDS - start)) s (limit $LIMIT s; 124 = out of time)"
+    tail -n 5 "$WORK/$name.err"; } >>"$LOG"
+  return $status
+}
+
+bench() {  # name, benchmark.py arguments...
+  local name=$1; shift
+  run_stage "$name" "$name.json" "$PY" "$HERE/benchmark.py" --json --device "$DEVICE" --count_ops true \
+    --inference_samples 256 $BENCH_ARGS "$@"
+}
+
+train_summary() {  # the key figures of a train_summary.json, as one JSON line
+  "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1])); print(json.dumps({"run": sys.argv[2], **{k: s[k] for k in ("global_step", "train_seconds", "seconds_per_1000_steps")}}))' "$@"
+}
+
+for stage in $STAGES; do
+  case $stage in
+    bench_fp32) bench bench_fp32 ;;
+    bench_bf16) bench bench_bf16 --dtype bfloat16 ;;
+    bench_compiled) bench bench_compiled --compile true ;;
+    bench_cudagraphs) bench bench_cudagraphs --compile true --compile_mode reduce-overhead ;;
+    train | evaluate)
+      if [ -z "$DATA" ]; then echo "== $stage: skipped (no ED_FOLDER)" >>"$LOG"; continue; fi
+      if [ "$stage" = train ]; then
+        for mode in eager compiled; do
+          flags=(); [ "$mode" = compiled ] && flags=(--torch_compile true)
+          [ "$DEVICE" = cpu ] && flags+=(--use_cpu true)
+          run_stage "train_$mode" "" "$PY" "$HERE/train.py" --preset paper --data "$DATA" \
+            --output_dir "$WORK/train_$mode" --max_steps "$STEPS" --eval_strategy no --save_strategy no \
+            --report_to none --dataloader_num_workers 2 "${flags[@]}" \
+            && train_summary "$WORK/train_$mode/train_summary.json" "$mode" >>"$OUT/train.json"
+        done
+      else
+        run_stage evaluate "" "$PY" "$HERE/evaluate.py" --model_name_or_path "$WORK/train_eager" --data "$DATA" \
+          --split valid --output_dir "$WORK/eval" --batch_size 128 \
+          && cp "$WORK/eval/metrics.json" "$OUT/evaluate.json"
+      fi ;;
+    *) echo "unknown stage $stage (stages: bench_fp32 bench_bf16 bench_compiled bench_cudagraphs train evaluate)" >&2
+       exit 2 ;;
+  esac
+done
+rm -rf "$WORK"
