@@ -1384,7 +1384,7 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
         logits = None
         if return_logits:
             if oov_words is not None:
-                extended_size = self.config.vocab_size + max((len(words) for words in oov_words), default=0)
+                extended_size = self.config.vocab_size + max([len(words) for words in oov_words] + [0])
             else:
                 extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
             logits = self.generator(hidden, copy_attention, source_ids, extended_size)  # (B, Ly, V + n_oov)

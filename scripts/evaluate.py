@@ -5,6 +5,7 @@ metrics.json.
     python scripts/evaluate.py --model_name_or_path runs/iamm --data path/to/ed --split valid --output_dir eval/valid
     python scripts/evaluate.py --model_name_or_path runs/iamm --test_file ed/test.csv --split test --output_dir eval/test
     python scripts/evaluate.py ... --use_situation false     # the same model without the situation text
+    python scripts/evaluate.py ... --device cuda --batch_size 128 --torch_compile true   # compiled (GPU)
 
 Greedy decoding up to 50 tokens by default (--num_beams / --do_sample for others). Re-running after an
 interruption continues where it stopped, only with the same model, tokenizer, data and settings (manifest.json
@@ -25,7 +26,7 @@ from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import run_evaluation
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import load_tokenizer
-from modeling_iamm.training import load_model
+from modeling_iamm.training import COMPILE_PAD_MULTIPLE, load_model
 
 
 @dataclass
@@ -49,6 +50,13 @@ class EvaluationArguments:
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
     dtype: str = field(default="float32", metadata={"help": f"Weights' dtype: one of {', '.join(DTYPES)}."})
     trust_remote_code: bool = field(default=True, metadata={"help": "Load the checkpoint's own code (Hub ids)."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model (model.compile(dynamic=True)): the encoder and each decoding step run as "
+                          "compiled graphs, and lengths are padded to multiples of 8 so that a few shapes cover the "
+                          "split. The first batches pay the compilation; worth it on a GPU over a whole split."},
+    )
+    torch_compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend (with --torch_compile)."})
 
     def __post_init__(self):
         parse_dtype(self.dtype)
@@ -70,11 +78,15 @@ def main(argv=None):
     model = load_model(args.model_name_or_path, dtype=parse_dtype(args.dtype),
                        trust_remote_code=args.trust_remote_code, **overrides)
     model.to(args.device)
+    if args.torch_compile:  # the encoder (called once per batch) and the model (teacher forcing, decoding steps)
+        model.get_encoder().compile(dynamic=True, backend=args.torch_compile_backend)
+        model.compile(dynamic=True, backend=args.torch_compile_backend)
     tokenizer = load_tokenizer(data_args.tokenizer_name_or_path or args.model_name_or_path, model.config)
     data_args.splits = [args.split]
     data, tokenizer = prepare_data(data_args, tokenizer)
     limits = data_args.length_limits(getattr(model.config, "length_limits", None))
-    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, **limits)
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, **limits,
+                                pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None)
     generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample}
     if args.top_p is not None:
         generate_kwargs["top_p"] = args.top_p

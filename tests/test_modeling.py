@@ -499,6 +499,24 @@ def test_train_step_is_one_graph_under_compile(knowledge):
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
 
 
+@pytest.mark.slow
+def test_compiled_generate_matches_eager_without_graph_breaks():
+    """`model.compile(dynamic=True)` (what evaluate.py --torch_compile does): generate() runs the compiled
+    encoder and decoding steps, without a graph break, and greedy decoding gives the eager tokens."""
+    from torch._dynamo.utils import counters
+
+    batch = tester.prepare_batch(turns=(1, 3, 5), seed=2)
+    model = make().eval()
+    with torch.no_grad():
+        expected = model.generate(**batch, max_new_tokens=6, min_new_tokens=6)
+        torch._dynamo.reset()
+        counters.clear()
+        model.compile(dynamic=True, backend="aot_eager")
+        out = model.generate(**batch, max_new_tokens=6, min_new_tokens=6)
+    assert torch.equal(out, expected)
+    assert counters["stats"]["unique_graphs"] >= 2 and not counters["graph_break"], dict(counters["graph_break"])
+
+
 def test_association_direction_changes_which_words_a_keyword_associates():
     """Y has one word (the keyword of direction 0). With queries = identity and keys = M, `utterance_query` ranks
     the utterance words x by x . M y (x1 first), `keyword_query` by y . M x (x2 first)."""

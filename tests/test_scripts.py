@@ -153,6 +153,23 @@ def test_tfidf_baseline_runs(tmp_path):
     assert all(0 <= v <= 100 for v in result.values())
 
 
+@pytest.mark.slow
+def test_evaluate_compiled_gives_the_eager_records(tmp_path, trained):
+    """--torch_compile (aot_eager here: inductor's C++ build takes minutes on 2 cores) pads to buckets and runs the
+    compiled model: the same emotions, responses and associated words as the eager run, NLL within float tolerance."""
+    model_dir, _ = trained
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--torch_compile", "true", "--torch_compile_backend", "aot_eager"])):
+        run([os.path.join(SCRIPTS, "evaluate.py"), "--model_name_or_path", str(model_dir), "--data", SAMPLE, "--split",
+             "valid", "--output_dir", str(tmp_path / name), "--max_samples", "6", "--batch_size", "6",
+             "--max_new_tokens", "6", *extra], cwd=tmp_path)
+        runs[name] = [json.loads(l) for l in open(tmp_path / name / "predictions.jsonl")]
+    for eager, compiled in zip(runs["eager"], runs["compiled"]):
+        for key in ("id", "predicted_emotion", "generated_response", "associations", "n_tokens"):
+            assert eager[key] == compiled[key], key
+        assert compiled["nll_sum"] == pytest.approx(eager["nll_sum"], rel=1e-4)
+
+
 def test_gpu_benchmark_script_time_boxes_each_stage_and_keeps_finished_results(tmp_path):
     """benchmark_gpu.sh (checked here with DEVICE=cpu): a stage out of time is recorded as such (exit 124) and the
     next stage still runs and writes its result; a non-empty output folder is refused."""
