@@ -35,6 +35,7 @@ import torch
 from transformers import HfArgumentParser
 
 from modeling_iamm import IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, build_tokenizer
+from modeling_iamm.training import COMPILE_PAD_MULTIPLE
 
 
 @dataclass
@@ -99,11 +100,6 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def top_level_ops(fn) -> int:
-    """Operators `fn()` issues that are not called from inside another operator (torch.profiler)."""
-    return profile_launches(fn)["top_level_ops"]
-
-
 def profile_launches(fn, device: str = "cpu") -> dict:
     """What `fn()` launches: `top_level_ops` (aten operators not called from inside another one), and
     `generated_kernels` (the C++ kernels torch.compile generated on CPU, named in the profile when
@@ -141,15 +137,16 @@ def count_train_step(model, optimizer, batch, autocast, device: str = "cpu") -> 
     return profile_launches(step, device)
 
 
-def count_decode_step_ops(model, batch, autocast, steps: int = 10) -> float:
-    """Operators per generated token of greedy generate() with the cache (the difference between generating
+def count_decode_step(model, batch, autocast, device: str = "cpu", steps: int = 10) -> dict:
+    """`profile_launches` per generated token of greedy generate() with the cache (the difference between generating
     1 + steps tokens and 1 token, divided by steps: the encoder and the first step cancel out)."""
 
     def generate(n):
         return lambda: model.generate(**batch, max_new_tokens=n, min_new_tokens=n)
 
     with torch.no_grad(), autocast:
-        return (top_level_ops(generate(1 + steps)) - top_level_ops(generate(1))) / steps
+        longer, one = profile_launches(generate(1 + steps), device), profile_launches(generate(1), device)
+    return {k: (longer[k] - one[k]) / steps for k in longer}
 
 
 def inference_throughput(model, tokenizer, collator, samples, batch_size: int, new_tokens: int, autocast) -> float:
@@ -173,7 +170,8 @@ def main():
     words = [f"w{i}" for i in range(args.vocab_size - 7)]
     tokenizer = build_tokenizer([" ".join(words)])
     assert len(tokenizer) == args.vocab_size
-    collator = IAMMDataCollator(tokenizer)
+    # compiled: bucketed padding, as train.py --torch_compile does (fewer shapes, fewer recompilations)
+    collator = IAMMDataCollator(tokenizer, pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.compile else None)
     config = IAMMConfig(vocab_size=len(tokenizer), use_implicit_association=args.knowledge)
     model = IAMMForConditionalGeneration(config).to(args.device)
     # fused Adam: one kernel over all parameters (0.02 s a step here instead of 0.19 s for the foreach version)
@@ -222,34 +220,43 @@ def main():
     results["train_step_mean_s"] = statistics.mean(step_times)
 
     model.eval()
-    key = f"greedy_generate_{args.new_tokens}_tokens_s"
-    results[key] = {}
-    gen_times: List[float] = []
-    for turns in args.context_turns:
-        batch = to_device(collator(synthetic_samples(args, turns, words, rng)), args.device)
-        times = []
-        with torch.no_grad(), autocast:
-            for i in range(args.generation_runs + 1):
-                start = time.perf_counter()
-                out = model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                if i:
-                    times.append(time.perf_counter() - start)
-        assert out.shape == (args.batch_size, args.new_tokens + 1)
-        results[key][f"context_{turns}"] = statistics.median(times)
-        gen_times += times
-    results[f"greedy_generate_{args.new_tokens}_tokens_median_s"] = statistics.median(gen_times)
-    if args.count_ops:  # per generated token, on the last generation batch
-        results["decode_step_top_level_ops"] = count_decode_step_ops(model, batch, autocast)
-    if args.inference_samples:
-        turns = max(args.context_turns)
-        samples = []
-        while len(samples) < args.inference_samples:
-            samples += synthetic_samples(args, turns, words, rng)
-        results["inference_samples_per_s"] = inference_throughput(
-            model, tokenizer, collator, samples[: args.inference_samples], args.batch_size, args.new_tokens, autocast
-        )
+    generation_batches = {turns: to_device(collator(synthetic_samples(args, turns, words, rng)), args.device)
+                          for turns in args.context_turns}
+    inference_samples: List[dict] = []
+    while len(inference_samples) < args.inference_samples:
+        inference_samples += synthetic_samples(args, max(args.context_turns), words, rng)
+    inference_samples = inference_samples[: args.inference_samples]
+    passes = [""]
+    if args.compile:  # then the same through the compiled model: its encoder, and the model for the decoding steps
+        passes.append("compiled_")
+    for prefix in passes:
+        if prefix:
+            model.get_encoder().compile(dynamic=True, mode=args.compile_mode)
+            model.compile(dynamic=True, mode=args.compile_mode)
+        key = f"{prefix}greedy_generate_{args.new_tokens}_tokens_s"
+        results[key] = {}
+        gen_times: List[float] = []
+        for turns, batch in generation_batches.items():
+            times = []
+            with torch.no_grad(), autocast:
+                for i in range(args.generation_runs + 1):
+                    start = time.perf_counter()
+                    out = model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    if i:
+                        times.append(time.perf_counter() - start)
+            assert out.shape == (args.batch_size, args.new_tokens + 1)
+            results[key][f"context_{turns}"] = statistics.median(times)
+            gen_times += times
+        results[f"{prefix}greedy_generate_{args.new_tokens}_tokens_median_s"] = statistics.median(gen_times)
+        if args.count_ops:  # per generated token, on the last generation batch
+            counts = count_decode_step(model, batch, autocast, args.device)
+            results.update({f"{prefix}decode_step_{k}": v for k, v in counts.items()})
+        if args.inference_samples:
+            results[f"{prefix}inference_samples_per_s"] = inference_throughput(
+                model, tokenizer, collator, inference_samples, args.batch_size, args.new_tokens, autocast
+            )
     results["peak_memory_mb"] = peak_memory_mb(args.device)
     results["machine"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
                           "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"}
