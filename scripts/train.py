@@ -94,7 +94,8 @@ def main(argv=None):
             "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
             "train_loss": result.training_loss, "implicit_association": model.config.use_implicit_association,
             "samples": {split: ds.num_rows for split, ds in data.items()}, "vocabulary": len(tokenizer),
-            "length_limits": limits, "truncated": truncated,
+            "length_limits": limits, "truncated": truncated, "pad_to_multiple_of": collator.pad_to_multiple_of,
+            "torch_compile": training_args.torch_compile,
             "word_vectors": getattr(model.config, "word_vectors", None),
         }
         with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:
