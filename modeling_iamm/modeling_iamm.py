@@ -992,7 +992,9 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
             context_ids_extended = context_ids
         B, T, L = context_ids.shape
         turn_mask = context_mask[:, :, 0]  # (B, T): real utterances
-        if not capturing() and not turn_mask[:, 0].all():
+        if capturing():  # checked on the device, without a host sync
+            torch._assert_async(turn_mask[:, 0].all(), "every sample needs at least one context utterance")
+        elif not turn_mask[:, 0].all():
             raise ValueError("every sample needs at least one context utterance, in context_ids[:, 0]")
         if config.use_situation and situation_ids is None:
             raise ValueError("this IAMM reads the situation: pass situation_ids (or set config.use_situation=False)")
@@ -1321,6 +1323,10 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
         encoder_outputs = kwargs.get("encoder_outputs")
         if encoder_outputs is not None:
             kwargs["encoder_outputs"] = type(encoder_outputs)(**encoder_outputs)
+        oov_words = kwargs.pop("oov_words", None)
+        if oov_words is not None and kwargs.get("extended_vocab_size") is None:
+            # one int for every decoding step (a compiled step then sees a size, not a list of lists to specialise on)
+            kwargs["extended_vocab_size"] = self.config.vocab_size + max([len(words) for words in oov_words] + [0])
         return super().generate(*args, **kwargs)
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -1348,6 +1354,7 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
         output_associations: bool = False,
         return_logits: Optional[bool] = None,
         oov_words: Optional[List[List[str]]] = None,
+        extended_vocab_size: Optional[int] = None,
         return_dict: Optional[bool] = None,
     ) -> IAMMSeq2SeqLMOutput:
         r"""
@@ -1362,6 +1369,7 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
                 is computed from the target columns alone (same value, much less work) and `logits` is None.
             oov_words: the collator's OOV word lists: they size the extended vocabulary of `logits`
                 (`V + the most OOV words of a sample`) without reading `context_ids_extended` back from the device.
+            extended_vocab_size: that size itself (generate() passes it to every decoding step instead of the lists).
             return_dict: False returns the output's fields as a tuple (`ModelOutput.to_tuple()`).
         """
         if decoder_input_ids is None:
@@ -1383,7 +1391,9 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
             return_logits = not (self.training and labels is not None)
         logits = None
         if return_logits:
-            if oov_words is not None:
+            if extended_vocab_size is not None:
+                extended_size = extended_vocab_size
+            elif oov_words is not None:
                 extended_size = self.config.vocab_size + max([len(words) for words in oov_words] + [0])
             else:
                 extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)

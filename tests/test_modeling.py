@@ -505,16 +505,20 @@ def test_compiled_generate_matches_eager_without_graph_breaks():
     encoder and decoding steps, without a graph break, and greedy decoding gives the eager tokens."""
     from torch._dynamo.utils import counters
 
-    batch = tester.prepare_batch(turns=(1, 3, 5), seed=2)
+    batches = [tester.prepare_batch(turns=(1, 3, 5), seed=seed) for seed in (2, 3, 4)]
+    assert len({tuple(map(len, b["oov_words"])) for b in batches}) == 3  # other OOV words in every batch
     model = make().eval()
     with torch.no_grad():
-        expected = model.generate(**batch, max_new_tokens=6, min_new_tokens=6)
+        expected = [model.generate(**b, max_new_tokens=6, min_new_tokens=6) for b in batches]
         torch._dynamo.reset()
         counters.clear()
         model.compile(dynamic=True, backend="aot_eager")
-        out = model.generate(**batch, max_new_tokens=6, min_new_tokens=6)
-    assert torch.equal(out, expected)
-    assert counters["stats"]["unique_graphs"] >= 2 and not counters["graph_break"], dict(counters["graph_break"])
+        out = [model.generate(**batches[0], max_new_tokens=6, min_new_tokens=6)]
+        graphs = counters["stats"]["unique_graphs"]
+        out += [model.generate(**b, max_new_tokens=6, min_new_tokens=6) for b in batches[1:]]
+    assert all(torch.equal(a, b) for a, b in zip(out, expected))
+    assert graphs >= 2 and not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] <= graphs + 1  # new batches reuse the graphs (one recompile at most)
 
 
 def test_association_direction_changes_which_words_a_keyword_associates():
@@ -563,14 +567,16 @@ def test_return_dict_and_unsupported_outputs(batch):
 
 
 def test_generate_sizes_the_copy_vocabulary_from_oov_words():
-    """generate() keeps the batch's `oov_words`, so each decoding step sizes the extended vocabulary from them
+    """generate() turns the batch's `oov_words` into the extended vocabulary's size, passed to each decoding step,
     instead of reading the ids back from the device."""
     tester = IAMMModelTester()
     model, batch = tester.create_model().eval(), tester.prepare_batch()
     seen = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("oov_words")), with_kwargs=True)
-    model.generate(**batch, max_new_tokens=3, num_beams=2)
-    assert len(seen) == 3 and all(words == batch["oov_words"] for words in seen)
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("extended_vocab_size")),
+                                    with_kwargs=True)
+    out = model.generate(**batch, max_new_tokens=3, num_beams=2, output_scores=True, return_dict_in_generate=True)
+    expected = tester.vocab_size + max(len(words) for words in batch["oov_words"])
+    assert len(seen) == 3 and set(seen) == {expected} and out.scores[0].shape[-1] == expected
 
 
 def test_dropout_is_off_by_default_and_adds_no_parameters(batch):
