@@ -201,7 +201,11 @@ def test_gpu_benchmark_script_time_boxes_each_stage_and_keeps_finished_results(t
     assert refused.returncode != 0 and "is not empty" in refused.stderr
     out2 = tmp_path / "out2"  # the first stage cannot finish in 1 s; the second still runs
     env.update(STAGES="bench_fp32 train", STAGE_SECONDS="1")
-    subprocess.run(["bash", script, str(out2)], env=env, check=True, timeout=300)
+    assert subprocess.run(["bash", script, str(out2)], env=env, timeout=300).returncode == 1  # one stage failed
     log = open(out2 / "stages.log").read()
     assert "== bench_fp32: exit 124" in log and "== train: skipped (no ED_FOLDER)" in log
     assert not (out2 / "bench_fp32.json").exists()
+    env.update(STAGES="bench_fp32 bench_fp16")  # a misspelt stage is refused before anything runs
+    refused = subprocess.run(["bash", script, str(tmp_path / "out3")], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "unknown stage bench_fp16" in refused.stderr
+    assert not (tmp_path / "out3").exists()
