@@ -30,7 +30,7 @@ from modeling_iamm.cli import parse_args
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import check_tokenizer, tokenizer_fingerprint
-from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model,
+from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model, compiled_graphs,
                                     prepare_output_dir, resolve_resume_checkpoint)
 
 logger = logging.getLogger("train")
@@ -96,6 +96,7 @@ def main(argv=None):
             "samples": {split: ds.num_rows for split, ds in data.items()}, "vocabulary": len(tokenizer),
             "length_limits": limits, "truncated": truncated, "pad_to_multiple_of": collator.pad_to_multiple_of,
             "torch_compile": training_args.torch_compile,
+            "compiled_graphs": compiled_graphs() if training_args.torch_compile else None,
             "word_vectors": getattr(model.config, "word_vectors", None),
         }
         with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:

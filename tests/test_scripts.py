@@ -162,6 +162,7 @@ def test_train_compiled_through_the_trainer(tmp_path):
          "--torch_compile", "true", "--torch_compile_backend", "eager"], cwd=tmp_path)
     summary = json.load(open(out / "train_summary.json"))
     assert summary["global_step"] == 3 and summary["torch_compile"] is True and summary["pad_to_multiple_of"] == 8
+    assert summary["compiled_graphs"] >= 1  # the steps ran through the compiled model
     assert torch.isfinite(torch.tensor(summary["train_loss"]))
 
 
@@ -177,6 +178,7 @@ def test_evaluate_compiled_gives_the_eager_records(tmp_path, trained):
              "valid", "--output_dir", str(tmp_path / name), "--max_samples", "6", "--batch_size", "6",
              "--max_new_tokens", "6", *extra], cwd=tmp_path)
         runs[name] = [json.loads(l) for l in open(tmp_path / name / "predictions.jsonl")]
+    assert json.load(open(tmp_path / "compiled" / "metrics.json"))["runtime"]["compiled_graphs"] >= 2  # encoder, model
     for eager, compiled in zip(runs["eager"], runs["compiled"]):
         for key in ("id", "predicted_emotion", "generated_response", "associations", "n_tokens"):
             assert eager[key] == compiled[key], key
