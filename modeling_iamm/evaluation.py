@@ -264,7 +264,7 @@ def run_evaluation(
             json.dump(manifest, f, indent=2)
     done_ids = {r["id"] for r in done}
     todo = [i for i, key in enumerate(keys) if key not in done_ids]
-    start = time.perf_counter()
+    start, graphs_before = time.perf_counter(), compiled_graphs()
     with open(predictions_path, "a", encoding="utf-8") as f:
         for record in evaluate_records(model, tokenizer, samples, batch_size, with_associations, progress=progress,
                                        collator=collator, indices=todo, **generate_kwargs):
@@ -277,15 +277,24 @@ def run_evaluation(
     metrics["generation"] = dict(generate_kwargs)
     metrics["length_limits"] = collator.length_limits
     metrics["truncated"] = collator.truncation_report()
-    # throughput of this invocation (a resumed run: of the samples it evaluated), model loading not counted
+    # throughput of this invocation (a resumed run: of the samples it evaluated), model loading not counted, and
+    # the graphs torch.compile built meanwhile (0 for an eager model)
     metrics["runtime"] = {"evaluated_samples": len(todo), "seconds": round(seconds, 3),
-                          "samples_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None}
+                          "samples_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None,
+                          "compiled_graphs": compiled_graphs() - graphs_before}
     if metrics["truncated"]:
         logger.warning("length limits cut %s (texts per limit; turns: samples) in this run", metrics["truncated"])
     metrics.update(extra_metrics or {})
     with open(metrics_path, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile (Dynamo) built in this process so far, recompilations included."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _in_order(records: List[Dict[str, Any]], keys: List[str], path: str) -> List[Dict[str, Any]]:

@@ -147,6 +147,12 @@ def capturing() -> bool:
     return torch.compiler.is_compiling()
 
 
+def with_first_position(mask: torch.Tensor) -> torch.Tensor:
+    """`mask (..., L)` with position 0 always real: a padded row then reads one position instead of none (an
+    attention row with every key masked is NaN in some kernels). Real rows already start with [CLS]."""
+    return mask | (torch.arange(mask.shape[-1], device=mask.device) == 0)
+
+
 def pack(x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Move the real entries of each row to the front: `x (B, N, ...)`, `mask (B, N)` -> `(B, N', ...)`, `(B, N')`.
 
@@ -905,9 +911,9 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         """
         B, T, L = context_ids.shape
         words = self.embed(context_ids) + self.embed(role_ids)[:, :, None, :]  # (B, T, L, d): word + role
-        if capturing():  # every turn; a padded one reads its first position (no all-masked row: NaN in some kernels)
-            safe_mask = context_mask | (torch.arange(L, device=context_mask.device) == 0)
-            encoded = self.utterance_encoder(words.reshape(B * T, L, -1), safe_mask.reshape(B * T, L))
+        if capturing():  # every turn, padded ones too
+            mask = with_first_position(context_mask).reshape(B * T, L)
+            encoded = self.utterance_encoder(words.reshape(B * T, L, -1), mask)
             encoded = torch.where(turn_mask[:, :, None, None], encoded.view(words.shape), 0.0)  # (B, T, L, d)
         else:
             encoded = torch.zeros_like(words)
@@ -921,9 +927,9 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         vector is that relation's summary (Eq. 4-5). Returns the situation block (B, R, d) (None without it) and
         the utterance blocks (B, T, R, d), zeros on padded turns."""
         B, T, R, Lk = context_knowledge_ids.shape
-        if capturing():  # every turn; a padded one reads its first position (no all-masked row: NaN in some kernels)
+        if capturing():  # every turn, padded ones too
             texts = [context_knowledge_ids.flatten(0, 2)]  # (B * T * R, Lk)
-            masks = [(context_knowledge_mask | (torch.arange(Lk, device=turn_mask.device) == 0)).flatten(0, 2)]
+            masks = [with_first_position(context_knowledge_mask).flatten(0, 2)]
         else:
             texts = [context_knowledge_ids[turn_mask].flatten(0, 1)]  # (n_real_turns * R, Lk)
             masks = [context_knowledge_mask[turn_mask].flatten(0, 1)]
@@ -1326,8 +1332,12 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
         oov_words = kwargs.pop("oov_words", None)
         if oov_words is not None and kwargs.get("extended_vocab_size") is None:
             # one int for every decoding step (a compiled step then sees a size, not a list of lists to specialise on)
-            kwargs["extended_vocab_size"] = self.config.vocab_size + max([len(words) for words in oov_words] + [0])
+            kwargs["extended_vocab_size"] = self.extended_vocab_size(oov_words)
         return super().generate(*args, **kwargs)
+
+    def extended_vocab_size(self, oov_words: List[List[str]]) -> int:
+        """The vocabulary plus the most OOV words of a sample (the collator's `oov_words`): the copy vocabulary."""
+        return self.config.vocab_size + max([len(words) for words in oov_words] + [0])
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.generator.output_projection
@@ -1394,7 +1404,7 @@ class IAMMForConditionalGeneration(IAMMModel, GenerationMixin):
             if extended_vocab_size is not None:
                 extended_size = extended_vocab_size
             elif oov_words is not None:
-                extended_size = self.config.vocab_size + max([len(words) for words in oov_words] + [0])
+                extended_size = self.extended_vocab_size(oov_words)
             else:
                 extended_size = max(self.config.vocab_size, int(source_ids.max()) + 1)
             logits = self.generator(hidden, copy_attention, source_ids, extended_size)  # (B, Ly, V + n_oov)

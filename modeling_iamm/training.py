@@ -36,13 +36,6 @@ def noam_lambda(hidden_size: int, warmup_steps: int) -> Callable[[int], float]:
 COMPILE_PAD_MULTIPLE = 8  # bucketed padding under torch.compile: a handful of shapes cover ED
 
 
-def compiled_graphs() -> int:
-    """How many graphs torch.compile (Dynamo) built in this process so far, recompilations included."""
-    from torch._dynamo.utils import counters
-
-    return counters["stats"]["unique_graphs"]
-
-
 @dataclass
 class IAMMTrainingArguments(Seq2SeqTrainingArguments):
     """`Seq2SeqTrainingArguments` plus IAMM's schedule.

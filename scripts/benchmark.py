@@ -37,6 +37,7 @@ import torch
 from transformers import HfArgumentParser
 
 from modeling_iamm import IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, build_tokenizer
+from modeling_iamm.evaluation import compiled_graphs
 from modeling_iamm.training import COMPILE_PAD_MULTIPLE
 
 
@@ -223,7 +224,7 @@ def main():
 
             compiled = count_train_step(step_model, optimizer, batches[-1], autocast, args.device)
             results.update({f"compiled_train_step_{k}": v for k, v in compiled.items()})
-            results["compiled_graphs"] = counters["stats"]["unique_graphs"]  # Dynamo's graphs, recompilations included
+            results["compiled_graphs"] = compiled_graphs()
             results["compiled_graph_breaks"] = sum(counters["graph_break"].values())
     results[f"{train}_median_s"] = statistics.median(step_times)
     results[f"{train}_mean_s"] = statistics.mean(step_times)  # compiled: includes the compilations

@@ -26,7 +26,7 @@ from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import run_evaluation
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import load_tokenizer
-from modeling_iamm.training import COMPILE_PAD_MULTIPLE, compiled_graphs, load_model
+from modeling_iamm.training import COMPILE_PAD_MULTIPLE, load_model
 
 
 @dataclass
@@ -100,10 +100,6 @@ def main(argv=None):
     metrics = run_evaluation(model, tokenizer, data[args.split], args.output_dir, args.batch_size,
                              args.with_associations, args.overwrite_output, extra_metrics=extra, collator=collator,
                              run_info=run_info, **generate_kwargs)
-    if args.torch_compile:  # what was compiled (graphs Dynamo built, recompilations included), next to the metrics
-        metrics["runtime"]["compiled_graphs"] = compiled_graphs()
-        with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
     print(json.dumps(metrics, indent=2))
 
 

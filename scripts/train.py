@@ -28,9 +28,10 @@ from transformers import TrainerCallback, set_seed
 
 from modeling_iamm.cli import parse_args
 from modeling_iamm.collator import IAMMDataCollator
+from modeling_iamm.evaluation import compiled_graphs
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import check_tokenizer, tokenizer_fingerprint
-from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model, compiled_graphs,
+from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model,
                                     prepare_output_dir, resolve_resume_checkpoint)
 
 logger = logging.getLogger("train")

@@ -179,6 +179,7 @@ def test_evaluate_compiled_gives_the_eager_records(tmp_path, trained):
              "--max_new_tokens", "6", *extra], cwd=tmp_path)
         runs[name] = [json.loads(l) for l in open(tmp_path / name / "predictions.jsonl")]
     assert json.load(open(tmp_path / "compiled" / "metrics.json"))["runtime"]["compiled_graphs"] >= 2  # encoder, model
+    assert json.load(open(tmp_path / "eager" / "metrics.json"))["runtime"]["compiled_graphs"] == 0
     for eager, compiled in zip(runs["eager"], runs["compiled"]):
         for key in ("id", "predicted_emotion", "generated_response", "associations", "n_tokens"):
             assert eager[key] == compiled[key], key
