@@ -4,13 +4,19 @@ throughput, parameters, peak memory, and (with --count_ops) the operators a trai
 
 Batches are synthetic but ED-like (seeded): a vocabulary of 23,714 words, batch 16, utterances of 8-25 words,
 situations of 10-30, targets of 8-20, knowledge of 10-25 words per relation, and contexts of 1, 3 and 5
-utterances (one batch shape each). Nothing is downloaded.
+utterances (one batch shape each). Nothing is downloaded. With `--data` (an ED source), the batches are instead
+16 samples drawn at random (seeded) from a split, as a shuffled loader gives them, their words in the vocabulary
+(filled up to 23,714 with made-up words), knowledge synthetic as above; times are reported over all batches
+(`context_ed`) and by the longest context of the batch (`*_by_context_turns`). That is the side-by-side setting
+of the authors' code's timing harness (random real ED contexts, batch 16, the same vocabulary size).
 
     python scripts/benchmark.py --json                       # paper configuration, CPU
     python scripts/benchmark.py --device cuda --dtype bfloat16 --json
     python scripts/benchmark.py --json --steps 1 --generation_runs 1 --context_turns 3 --count_ops true
     python scripts/benchmark.py --json --compile true         # the train step through torch.compile
     python scripts/benchmark.py --json --steps 1 --generation_runs 1 --context_turns 3 --count_ops true --compile true
+    python scripts/benchmark.py --json --matmul_time true    # CPU: how much of a step is matrix products
+    python scripts/benchmark.py --json --data path/to/ed --steps 20 --generation_runs 5   # real ED batches
 
 With --count_ops and --compile, the JSON also has the compiled step's counts (`compiled_train_step_top_level_ops`,
 `compiled_train_step_generated_kernels`: the C++ kernels torch.compile generated on CPU, each one launch;
@@ -31,7 +37,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List
+from typing import Dict, List, Optional
 
 import torch
 from transformers import HfArgumentParser
@@ -46,6 +52,10 @@ class BenchmarkArguments:
     vocab_size: int = field(default=23714, metadata={"help": "Vocabulary size (paper: about 23.7k)."})
     batch_size: int = field(default=16, metadata={"help": "Dialogues per batch (paper: 16)."})
     context_turns: List[int] = field(default_factory=lambda: [1, 3, 5], metadata={"help": "Context sizes to time."})
+    data: Optional[str] = field(
+        default=None, metadata={"help": "An ED source: time random batches of its --split instead of synthetic ones."}
+    )
+    split: str = field(default="valid", metadata={"help": "The split of --data to draw batches from."})
     steps: int = field(default=10, metadata={"help": "Timed train steps per context size (after 2 warm-up steps)."})
     generation_runs: int = field(default=3, metadata={"help": "Timed generate() calls."})
     new_tokens: int = field(default=30, metadata={"help": "Tokens to generate greedily."})
@@ -57,6 +67,12 @@ class BenchmarkArguments:
     count_ops: bool = field(
         default=False,
         metadata={"help": "Also count the top-level operators of one train step and of one decoding step (torch.profiler)."},
+    )
+    matmul_time: bool = field(
+        default=False,
+        metadata={"help": "Also profile one train step and one greedy generation (CPU) and report the seconds spent in "
+                          "matrix products, and in the products with the vocabulary (the output projection): the "
+                          "arithmetic that any implementation of the model must do."},
     )
     inference_samples: int = field(
         default=64, metadata={"help": "Synthetic samples for the evaluation-style inference throughput (0: skip)."}
@@ -70,10 +86,24 @@ class BenchmarkArguments:
     json: bool = field(default=False, metadata={"help": "Print one JSON object instead of a table."})
 
 
-def synthetic_samples(args: BenchmarkArguments, turns: int, words: List[str], rng: torch.Generator):
+def _random_text(words: List[str], rng: torch.Generator):
     def text(lo, hi):
         n = int(torch.randint(lo, hi + 1, (1,), generator=rng))
         return " ".join(words[int(i)] for i in torch.randint(len(words), (n,), generator=rng))
+
+    return text
+
+
+def synthetic_knowledge(sample: dict, words: List[str], rng: torch.Generator) -> dict:
+    """Knowledge texts of 10-25 random words for the situation and each utterance (5 relations)."""
+    text = _random_text(words, rng)
+    sample["situation_knowledge"] = [text(10, 25) for _ in range(5)]
+    sample["context_knowledge"] = [[text(10, 25) for _ in range(5)] for _ in sample["context"]]
+    return sample
+
+
+def synthetic_samples(args: BenchmarkArguments, turns: int, words: List[str], rng: torch.Generator):
+    text = _random_text(words, rng)
 
     samples = []
     for _ in range(args.batch_size):
@@ -87,11 +117,40 @@ def synthetic_samples(args: BenchmarkArguments, turns: int, words: List[str], rn
             "context_roles": ["speaker" if i % 2 == 0 else "listener" for i in range(t)],
             "target": text(8, 20),
         }
-        if args.knowledge:
-            sample["situation_knowledge"] = [text(10, 25) for _ in range(5)]
-            sample["context_knowledge"] = [[text(10, 25) for _ in range(5)] for _ in range(t)]
-        samples.append(sample)
+        samples.append(synthetic_knowledge(sample, words, rng) if args.knowledge else sample)
     return samples
+
+
+def ed_samples(args: BenchmarkArguments) -> List[dict]:
+    """Every listener-turn sample of `args.split` of the ED source `args.data`."""
+    from modeling_iamm.data import build_samples, load_empathetic_dialogues
+
+    columns = ["emotion_id", "situation", "context", "context_roles", "target"]
+    return build_samples(load_empathetic_dialogues(args.data, splits=[args.split])[args.split]).select_columns(
+        columns).to_list()
+
+
+def vocabulary(args: BenchmarkArguments, samples: Optional[List[dict]]) -> List[str]:
+    """`vocab_size - 7` words (7 special tokens): the samples' words first (most frequent first), then made-up ones."""
+    from collections import Counter
+
+    from modeling_iamm.text import word_tokenize
+
+    counts: Counter = Counter()
+    for sample in samples or []:
+        for text in [sample["situation"], sample["target"], *sample["context"]]:
+            counts.update(word_tokenize(text))
+    words = [w for w, _ in counts.most_common(args.vocab_size - 7)]
+    return words + [f"w{i}" for i in range(args.vocab_size - 7 - len(words))]
+
+
+def draw_batches(args: BenchmarkArguments, pool: List[dict], n: int, words: List[str], rng: torch.Generator):
+    """`n` batches of `batch_size` samples drawn at random from `pool` (knowledge added when --knowledge)."""
+    batches = []
+    for _ in range(n):
+        picked = [dict(pool[int(i)]) for i in torch.randint(len(pool), (args.batch_size,), generator=rng)]
+        batches.append([synthetic_knowledge(s, words, rng) if args.knowledge else s for s in picked])
+    return batches
 
 
 def to_device(batch, device):
@@ -128,17 +187,39 @@ def profile_launches(fn, device: str = "cpu") -> dict:
     return counts
 
 
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matrix_product_time(fn, vocab_size: int) -> dict:
+    """Seconds `fn()` spends in matrix products (CPU, `torch.profiler` self time): `profiled_s` (every operator's
+    self time), `matrix_products_s`, and `vocab_products_s`, the products with a vocabulary-sized operand (the
+    output projection, forward and backward)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    times = {"profiled_s": 0.0, "matrix_products_s": 0.0, "vocab_products_s": 0.0}
+    for event in prof.key_averages(group_by_input_shape=True):
+        times["profiled_s"] += event.self_cpu_time_total / 1e6
+        if event.key in MATRIX_PRODUCTS:
+            times["matrix_products_s"] += event.self_cpu_time_total / 1e6
+            if any(vocab_size in shape for shape in event.input_shapes if shape):
+                times["vocab_products_s"] += event.self_cpu_time_total / 1e6
+    return {k: round(v, 4) for k, v in times.items()}
+
+
+def train_step(model, optimizer, batch, autocast):
+    with autocast:
+        loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def count_train_step(model, optimizer, batch, autocast, device: str = "cpu") -> dict:
     """`profile_launches` of one train step (forward, backward, optimizer)."""
 
-    def step():
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return profile_launches(step, device)
+    return profile_launches(lambda: train_step(model, optimizer, batch, autocast), device)
 
 
 def count_decode_step(model, batch, autocast, device: str = "cpu", steps: int = 10) -> dict:
@@ -175,7 +256,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    words = [f"w{i}" for i in range(args.vocab_size - 7)]
+    pool = ed_samples(args) if args.data else None
+    words = vocabulary(args, pool)
     tokenizer = build_tokenizer([" ".join(words)])
     assert len(tokenizer) == args.vocab_size
     # compiled: bucketed padding, as train.py --torch_compile does (fewer shapes, fewer recompilations)
@@ -196,22 +278,22 @@ def main():
     results = {"parameters": sum(p.numel() for p in model.parameters()), f"{train}_s": {}, "config": vars(args)}
     step_times: List[float] = []
     model.train()
-    for turns in args.context_turns:
-        batches = [to_device(collator(synthetic_samples(args, turns, words, rng)), args.device) for _ in range(args.steps + 2)]
+    by_context: Dict[int, List[float]] = {}
+    for turns in ["ed"] if pool else args.context_turns:
+        group = (draw_batches(args, pool, args.steps + 2, words, rng) if pool else
+                 [synthetic_samples(args, turns, words, rng) for _ in range(args.steps + 2)])
+        batches = [to_device(collator(samples), args.device) for samples in group]
         times = []
         for i, batch in enumerate(batches):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            with autocast:
-                loss = step_model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(step_model, optimizer, batch, autocast)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i >= 2:
                 times.append(time.perf_counter() - start)
+                by_context.setdefault(int(batch["context_mask"].shape[1]), []).append(times[-1])
         results[f"{train}_s"][f"context_{turns}"] = statistics.median(times)
         step_times += times
     if args.count_ops:  # kernel launches bound a GPU step at batch 16: how many operators one step issues
@@ -226,15 +308,27 @@ def main():
             results.update({f"compiled_train_step_{k}": v for k, v in compiled.items()})
             results["compiled_graphs"] = compiled_graphs()
             results["compiled_graph_breaks"] = sum(counters["graph_break"].values())
+    if args.matmul_time and args.device == "cpu":
+        results[f"{train}_time_in"] = matrix_product_time(
+            lambda: train_step(step_model, optimizer, batches[-1], autocast), args.vocab_size)
+    if pool:
+        results[f"{train}_s_by_context_turns"] = {k: statistics.median(v) for k, v in sorted(by_context.items())}
     results[f"{train}_median_s"] = statistics.median(step_times)
     results[f"{train}_mean_s"] = statistics.mean(step_times)  # compiled: includes the compilations
 
     model.eval()
-    generation_batches = {turns: to_device(collator(synthetic_samples(args, turns, words, rng)), args.device)
-                          for turns in args.context_turns}
+    # synthetic: one batch per context size, generated from generation_runs + 1 times (the first not timed);
+    # --data: generation_runs + 1 different random batches
+    if pool:
+        generation_batches = {"ed": [to_device(collator(b), args.device)
+                                     for b in draw_batches(args, pool, args.generation_runs + 1, words, rng)]}
+    else:
+        generation_batches = {turns: [to_device(collator(synthetic_samples(args, turns, words, rng)), args.device)]
+                              * (args.generation_runs + 1) for turns in args.context_turns}
     inference_samples: List[dict] = []
     while len(inference_samples) < args.inference_samples:
-        inference_samples += synthetic_samples(args, max(args.context_turns), words, rng)
+        inference_samples += (draw_batches(args, pool, 1, words, rng)[0] if pool
+                              else synthetic_samples(args, max(args.context_turns), words, rng))
     inference_samples = inference_samples[: args.inference_samples]
     passes = [""]
     if args.compile:  # then the same through the compiled model: its encoder, and the model for the decoding steps
@@ -247,10 +341,10 @@ def main():
         key = f"{prefix}greedy_generate_{args.new_tokens}_tokens_s"
         results[key] = {}
         gen_times: List[float] = []
-        for turns, batch in generation_batches.items():
+        for turns, batches in generation_batches.items():
             times = []
             with torch.no_grad(), autocast:
-                for i in range(args.generation_runs + 1):
+                for i, batch in enumerate(batches):
                     start = time.perf_counter()
                     out = model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
                     if args.device.startswith("cuda"):
@@ -261,6 +355,11 @@ def main():
             results[key][f"context_{turns}"] = statistics.median(times)
             gen_times += times
         results[f"{prefix}greedy_generate_{args.new_tokens}_tokens_median_s"] = statistics.median(gen_times)
+        if args.matmul_time and args.device == "cpu":  # the last generation batch, once more
+            with torch.no_grad(), autocast:
+                results[f"{prefix}greedy_generate_time_in"] = matrix_product_time(
+                    lambda: model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens),
+                    args.vocab_size)
         if args.count_ops:  # per generated token, on the last generation batch
             counts = count_decode_step(model, batch, autocast, args.device)
             results.update({f"{prefix}decode_step_{k}": v for k, v in counts.items()})

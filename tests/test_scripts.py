@@ -153,6 +153,23 @@ def test_tfidf_baseline_runs(tmp_path):
     assert all(0 <= v <= 100 for v in result.values())
 
 
+def test_tfidf_baseline_combined_with_a_trained_model(tmp_path, trained):
+    """--model_name_or_path: the model's heads alone and multiplied with the baseline, on the same samples (the
+    baseline's accuracy inside the combination is the plain run's)."""
+    model_dir, _ = trained
+    stdout = run([os.path.join(SCRIPTS, "baseline_tfidf.py"), "--data", SAMPLE, "--inputs", "situation+context",
+                  "--model_name_or_path", str(model_dir), "--device", "cpu"], cwd=tmp_path)
+    result = json.loads(stdout[stdout.index("{"):])
+    combined = result["with_model"]["accuracy_x100"]
+    assert combined["baseline"] == result["accuracy_x100[situation+context]"]
+    assert {"product", "product+baseline", "context", "context+baseline"} <= set(combined)
+    predictions = tmp_path / "eval"
+    run([os.path.join(SCRIPTS, "evaluate.py"), "--model_name_or_path", str(model_dir), "--data", SAMPLE, "--split",
+         "valid", "--output_dir", str(predictions), "--max_new_tokens", "1", "--no_with_associations"], cwd=tmp_path)
+    evaluated = json.load(open(predictions / "metrics.json"))["emotion_accuracy_x100"]
+    assert combined["product"] == pytest.approx(evaluated, abs=0.006)  # rounded to 2 decimals
+
+
 @pytest.mark.slow
 def test_train_compiled_through_the_trainer(tmp_path):
     """--torch_compile trains through the Trainer's compiled model, with bucketed padding (the "eager" backend here:
@@ -184,6 +201,37 @@ def test_evaluate_compiled_gives_the_eager_records(tmp_path, trained):
         for key in ("id", "predicted_emotion", "generated_response", "associations", "n_tokens"):
             assert eager[key] == compiled[key], key
         assert compiled["nll_sum"] == pytest.approx(eager["nll_sum"], rel=1e-4)
+
+
+def test_evaluate_no_repeat_ngram_size_blocks_repeated_words(tmp_path, trained):
+    """--no_repeat_ngram_size 1: no word twice in a response (the plain greedy responses of this tiny model do
+    repeat words); the setting is recorded in metrics.json and manifest.json."""
+    model_dir, _ = trained
+    responses = {}
+    for name, extra in (("greedy", []), ("blocked", ["--no_repeat_ngram_size", "1"])):
+        run([os.path.join(SCRIPTS, "evaluate.py"), "--model_name_or_path", str(model_dir), "--data", SAMPLE, "--split",
+             "valid", "--output_dir", str(tmp_path / name), "--max_samples", "8", "--max_new_tokens", "12",
+             "--no_with_associations", *extra], cwd=tmp_path)
+        responses[name] = [json.loads(l)["generated_response"].split() for l in open(tmp_path / name / "predictions.jsonl")]
+    assert any(len(set(words)) < len(words) for words in responses["greedy"])
+    assert all(len(set(words)) == len(words) for words in responses["blocked"])
+    assert json.load(open(tmp_path / "blocked" / "metrics.json"))["generation"]["no_repeat_ngram_size"] == 1
+    assert "no_repeat_ngram_size" not in json.load(open(tmp_path / "greedy" / "metrics.json"))["generation"]
+
+
+def test_benchmark_on_real_batches_reports_times_by_context_and_matrix_products(tmp_path):
+    """--data: random batches of a split (times over all and by the longest context); --matmul_time: the seconds in
+    matrix products, the vocabulary projection's part of them, within the profiled total."""
+    stdout = run([os.path.join(SCRIPTS, "benchmark.py"), "--json", "--data", SAMPLE, "--vocab_size", "400",
+                  "--batch_size", "4", "--steps", "3", "--generation_runs", "1", "--new_tokens", "2", "--knowledge",
+                  "false", "--inference_samples", "4", "--matmul_time", "true"], cwd=tmp_path)
+    result = json.loads(stdout[stdout.index("{"):])
+    assert set(result["train_step_s"]) == set(result["greedy_generate_2_tokens_s"]) == {"context_ed"}
+    by_context = result["train_step_s_by_context_turns"]
+    assert by_context and all(int(k) >= 1 and v > 0 for k, v in by_context.items())
+    for key in ("train_step_time_in", "greedy_generate_time_in"):
+        times = result[key]
+        assert 0 < times["vocab_products_s"] <= times["matrix_products_s"] <= times["profiled_s"], key
 
 
 def test_gpu_benchmark_script_time_boxes_each_stage_and_keeps_finished_results(tmp_path):
