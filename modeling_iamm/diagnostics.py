@@ -6,6 +6,8 @@ the heads that the model predicts with (Eq. 25), and the decoder gate of Eq. 30 
 (g = sigmoid(logit) is the weight of the context decoder; a logit above about 17 is g = 1 in float32, and then no
 gradient reaches the association decoder through the gate). `gate_logit_from_association_decoder` is the part of
 the logit that the association decoder's output contributes (its half of the gate weight times its output).
+`emotion_log_probs` gives each head's log-probabilities and the product's (the encoder only), for comparisons with
+other classifiers (`modeling_iamm.baselines.combined_accuracy`).
 """
 
 from typing import Any, Dict, Sequence
@@ -14,8 +16,29 @@ import torch
 import torch.nn.functional as F
 
 from .collator import IAMMDataCollator
+from .modeling_iamm import IAMM_ENCODER_INPUTS
 
 HEADS = ("context", "situation", "memory", "knowledge")
+
+
+@torch.no_grad()
+def emotion_log_probs(model, collator: IAMMDataCollator, samples: Sequence[Dict[str, Any]],
+                      batch_size: int = 64) -> Dict[str, torch.Tensor]:
+    """Log-probabilities `(N, n_emotions)` of each emotion head the model has (`"context"`, `"situation"`,
+    `"memory"`, `"knowledge"`) and of the product of the heads it predicts with (`"product"`, Eq. 25), and the gold
+    ids (`"labels"`, `(N,)`), in the order of `samples`."""
+    model.eval()
+    device = next(model.parameters()).device
+    encoder = model.get_encoder()
+    collected: Dict[str, list] = {}
+    for start in range(0, len(samples), batch_size):
+        batch = collator([samples[i] for i in range(start, min(start + batch_size, len(samples)))])
+        out = encoder(**{k: batch[k].to(device) for k in IAMM_ENCODER_INPUTS if k in batch})
+        for name, logits in [("product", out.emotion_logits)] + [(h, getattr(out, f"{h}_emotion_logits")) for h in HEADS]:
+            if logits is not None:
+                collected.setdefault(name, []).append(torch.log_softmax(logits.float(), dim=-1).cpu())
+        collected.setdefault("labels", []).append(batch["emotion_labels"])
+    return {name: torch.cat(parts) for name, parts in collected.items()}
 
 
 @torch.no_grad()

@@ -1,14 +1,21 @@
 #!/usr/bin/env python
-"""TF-IDF (word 1-2 grams) + logistic regression emotion baseline, one sample per listener turn.
+"""TF-IDF (word 1-2 grams; --ngram_max 1: words only) + logistic regression emotion baseline, one sample per listener turn.
 
     python scripts/baseline_tfidf.py --data path/to/ed --eval_split valid
+
+With --model_name_or_path, also how much a trained IAMM adds to it: the accuracy of each emotion head, of the
+model's product of heads, and of each multiplied 1:1 with the baseline's probabilities (situation + context):
+
+    python scripts/baseline_tfidf.py --data path/to/ed --inputs situation+context --model_name_or_path runs/iamm
 """
 
 import json
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
-from modeling_iamm.baselines import INPUTS, tfidf_emotion_accuracy
+import torch
+
+from modeling_iamm.baselines import INPUTS, combined_accuracy, tfidf_emotion_accuracy, tfidf_emotion_log_probs
 from modeling_iamm.cli import parse_args
 from modeling_iamm.data import build_samples, load_empathetic_dialogues
 
@@ -20,13 +27,48 @@ class BaselineArguments:
     inputs: List[str] = field(default_factory=lambda: list(INPUTS), metadata={"help": f"Any of {list(INPUTS)}."})
     C: float = field(default=10.0, metadata={"help": "Inverse regularisation of the logistic regression."})
     min_df: int = field(default=2, metadata={"help": "Ignore n-grams seen in fewer training samples."})
+    ngram_max: int = field(default=2, metadata={"help": "Longest word n-gram of the features (1: a bag of words)."})
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "A trained IAMM to combine with the baseline (its emotion heads, 1:1)."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Samples per batch of the model."})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
+
+    def __post_init__(self):
+        if self.ngram_max < 1:
+            raise ValueError(f"--ngram_max must be >= 1, got {self.ngram_max}")
+
+
+def with_model(args: BaselineArguments) -> dict:
+    """The model's heads alone and multiplied with the baseline, on the same samples in the same order."""
+    from modeling_iamm.collator import IAMMDataCollator
+    from modeling_iamm.diagnostics import emotion_log_probs
+    from modeling_iamm.preparation import DataArguments, prepare_data
+    from modeling_iamm.tokenization import load_tokenizer
+    from modeling_iamm.training import load_model
+
+    model = load_model(args.model_name_or_path).to(args.device)
+    data_args = DataArguments(data=args.data, splits=["train", args.eval_split])
+    data, tokenizer = prepare_data(data_args, load_tokenizer(args.model_name_or_path, model.config))
+    collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names,
+                                **data_args.length_limits(getattr(model.config, "length_limits", None)))
+    model_log_probs = emotion_log_probs(model, collator, data[args.eval_split], args.batch_size)
+    labels = model_log_probs.pop("labels")
+    baseline = tfidf_emotion_log_probs(data["train"], data[args.eval_split], "situation+context", args.C, args.min_df,
+                                       ngram_max=args.ngram_max)
+    return {"model": args.model_name_or_path, "inputs": "situation+context",
+            "accuracy_x100": combined_accuracy(model_log_probs, baseline, labels)}
 
 
 def main(argv=None):
     (args,) = parse_args((BaselineArguments,), argv)
     samples = build_samples(load_empathetic_dialogues(args.data, splits=["train", args.eval_split]))
-    accuracy = tfidf_emotion_accuracy(samples["train"], samples[args.eval_split], args.inputs, args.C, args.min_df)
-    print(json.dumps({f"accuracy_x100[{k}]": round(100 * v, 2) for k, v in accuracy.items()}, indent=2))
+    accuracy = tfidf_emotion_accuracy(samples["train"], samples[args.eval_split], args.inputs, args.C, args.min_df,
+                                      ngram_max=args.ngram_max)
+    result = {f"accuracy_x100[{k}]": round(100 * v, 2) for k, v in accuracy.items()}
+    if args.model_name_or_path:
+        result["with_model"] = with_model(args)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
