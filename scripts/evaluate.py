@@ -39,6 +39,13 @@ class EvaluationArguments:
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: greedy, the paper's protocol)."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam decoding."})
     top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling threshold (with --do_sample)."})
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Never repeat an n-gram of this many tokens within a response (0: off, the "
+                                     "paper's protocol)."}
+    )
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Divide the scores of tokens already in the response by this (1.0: off)."}
+    )
     num_return_sequences: Optional[int] = field(
         default=None, metadata={"help": "Responses per sample (with --do_sample or beams; >1 gives a list per record)."}
     )
@@ -90,6 +97,10 @@ def main(argv=None):
     generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample}
     if args.top_p is not None:
         generate_kwargs["top_p"] = args.top_p
+    if args.no_repeat_ngram_size:
+        generate_kwargs["no_repeat_ngram_size"] = args.no_repeat_ngram_size
+    if args.repetition_penalty != 1.0:
+        generate_kwargs["repetition_penalty"] = args.repetition_penalty
     if args.num_return_sequences is not None:
         generate_kwargs["num_return_sequences"] = args.num_return_sequences
     run_info = {"model": _where(args.model_name_or_path), "data": _where(data_args.source), "split": args.split,
