@@ -1273,8 +1273,10 @@ class PointerGenerator(nn.Module):
         vocab_logits = self.output_projection(hidden)  # (B, Ly, V)
         targets = targets.clamp(min=0)
         in_vocab = targets < self.vocab_size
-        target_logits = vocab_logits.gather(2, targets.clamp(max=self.vocab_size - 1)[..., None]).squeeze(-1)
-        log_vocab = target_logits - torch.logsumexp(vocab_logits, dim=-1)  # (B, Ly)
+        # log softmax(W O)[target] as a cross-entropy: one fused pass forward and backward over the (B*Ly, V)
+        # logits, instead of a gather and a logsumexp whose backward passes each write a (B*Ly, V) tensor
+        log_vocab = -F.cross_entropy(vocab_logits.flatten(0, 1), targets.clamp(max=self.vocab_size - 1).flatten(),
+                                     reduction="none").view_as(targets)  # (B, Ly)
         if self.p_gen is None:
             return log_vocab.masked_fill(~in_vocab, math.log(1e-12))
         p_gen = torch.sigmoid(self.p_gen(hidden)).squeeze(-1)  # (B, Ly)
