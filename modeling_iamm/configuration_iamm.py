@@ -102,6 +102,10 @@ class IAMMConfig(PretrainedConfig):
             Dropout on the pooled vector and the hidden layer of every emotion head (none in the paper).
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
             Epsilon of the layer norms.
+        gate_floor (`float`, *optional*, defaults to 0.0):
+            Smallest share of each decoder in the output (Eq. 30): `g = gate_floor + (1 - 2 gate_floor) *
+            sigmoid(w [O_c; O_a])`, so that the association decoder always contributes and is trained. 0.0 is the
+            paper's gate, which on ED saturates at g = 1 (the context decoder alone) early in training. In [0, 0.5).
         emotion_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the emotion loss beside the generation loss.
         emotion_label_smoothing (`float`, *optional*, defaults to 0.0):
@@ -145,6 +149,7 @@ class IAMMConfig(PretrainedConfig):
         dropout: float = 0.0,
         classifier_dropout: float = 0.0,
         layer_norm_eps: float = 1e-6,
+        gate_floor: float = 0.0,
         emotion_loss_weight: float = 1.0,
         emotion_label_smoothing: float = 0.0,
         pad_token_id: int = 0,
@@ -168,6 +173,8 @@ class IAMMConfig(PretrainedConfig):
                             ("emotion_label_smoothing", emotion_label_smoothing)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"IAMMConfig.{name} must be in [0, 1), got {value}")
+        if not 0.0 <= gate_floor < 0.5:
+            raise ValueError(f"IAMMConfig.gate_floor must be in [0, 0.5), got {gate_floor}")
         if emotion_loss_weight < 0:
             raise ValueError(f"IAMMConfig.emotion_loss_weight must be >= 0, got {emotion_loss_weight}")
         # keys of earlier versions that nothing read (configs that have them still load)
@@ -207,6 +214,7 @@ class IAMMConfig(PretrainedConfig):
         self.dropout = dropout
         self.classifier_dropout = classifier_dropout
         self.layer_norm_eps = layer_norm_eps
+        self.gate_floor = gate_floor
         self.emotion_loss_weight = emotion_loss_weight
         self.emotion_label_smoothing = emotion_label_smoothing
         self.unk_token_id = unk_token_id

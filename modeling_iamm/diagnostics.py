@@ -4,7 +4,8 @@
 each emotion head alone (context, situation, memory, knowledge: whichever the model has) beside the product of
 the heads that the model predicts with (Eq. 25), and the decoder gate of Eq. 30 over the real target tokens
 (g = sigmoid(logit) is the weight of the context decoder; a logit above about 17 is g = 1 in float32, and then no
-gradient reaches the association decoder through the gate). `gate_logit_from_association_decoder` is the part of
+gradient reaches the association decoder through the gate; with `gate_floor` f, g = f + (1 - 2f) sigmoid(logit),
+and `gate_mean` reports it). `gate_logit_from_association_decoder` is the part of
 the logit that the association decoder's output contributes (its half of the gate weight times its output).
 `emotion_log_probs` gives each head's log-probabilities and the product's (the encoder only), for comparisons with
 other classifiers (`modeling_iamm.baselines.combined_accuracy`).
@@ -82,10 +83,12 @@ def emotion_heads_and_gate(model, collator: IAMMDataCollator, samples: Sequence[
     report["cross_entropy_per_head"] = {h: round(F.cross_entropy(x, y).item(), 3) for h, x in heads.items()}
     if gate is not None:
         g, m = torch.cat(gate_logits), torch.cat(from_association)
+        floor = getattr(model.config, "gate_floor", 0.0)
         report.update({
             "gate_logit_mean": round(g.mean().item(), 2),
             "gate_logit_min": round(g.min().item(), 2),
             "share_tokens_gate_above_0.999": round((torch.sigmoid(g) > 0.999).float().mean().item(), 4),
+            "gate_mean": round((floor + (1 - 2 * floor) * torch.sigmoid(g)).mean().item(), 4),
             "gate_logit_from_association_decoder": round(m.mean().item(), 2),
         })
     return report

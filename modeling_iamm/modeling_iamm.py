@@ -1192,6 +1192,9 @@ class IAMMModel(IAMMPreTrainedModel):
                 decoder_index=1,
             )
             gate = torch.sigmoid(self.gate(torch.cat([out_c, out_m], dim=-1)))  # (B, t, 1), Eq. (30)
+            floor = getattr(self.config, "gate_floor", 0.0)
+            if floor:  # each decoder keeps at least `floor` of the output
+                gate = floor + (1 - 2 * floor) * gate
             out = gate * out_c + (1 - gate) * out_m
         copy_attention = copy_attention.mean(1) if copy_attention is not None else None  # (B, t, Lc): mean over heads
         return out, copy_attention

@@ -391,6 +391,10 @@ class ModelArguments:
     emotion_loss_weight: Optional[float] = field(
         default=None, metadata={"help": "Weight of the emotion loss beside the generation loss (paper: 1.0)."}
     )
+    gate_floor: Optional[float] = field(
+        default=None,
+        metadata={"help": "Smallest share of each decoder in the decoders' gate (Eq. 30), in [0, 0.5) (paper: 0.0)."},
+    )
     emotion_label_smoothing: Optional[float] = field(
         default=None, metadata={"help": "Label smoothing of the emotion heads' cross-entropy, in [0, 1) (paper: 0.0)."}
     )
@@ -417,7 +421,7 @@ class ModelArguments:
         "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
         "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction", "dropout",
-        "classifier_dropout", "emotion_loss_weight", "emotion_label_smoothing",
+        "classifier_dropout", "emotion_loss_weight", "emotion_label_smoothing", "gate_floor",
     )
 
     def config_kwargs(self) -> Dict[str, Any]:

@@ -661,3 +661,28 @@ def test_emotion_label_smoothing_mixes_a_uniform_target_into_every_heads_cross_e
     assert plain.emotion_loss.item() != pytest.approx(out.emotion_loss.item(), rel=1e-3)
     with pytest.raises(ValueError, match="emotion_label_smoothing"):
         IAMMConfig(emotion_label_smoothing=1.0)
+
+
+def test_gate_floor_keeps_the_association_decoder_in_the_output_and_trained(batch):
+    """With the gate saturated (g = 1 in float32), the paper's gate (floor 0) passes no gradient to Dec_a; a floor
+    keeps Dec_a's share at `floor` and trains it."""
+    grads = {}
+    for floor in (0.0, 0.2):
+        model = make(gate_floor=floor).train()
+        with torch.no_grad():
+            model.gate.bias.fill_(100.0)
+        model(**batch).loss.backward()
+        grads[floor] = max(p.grad.abs().max().item() for p in model.association_decoder.parameters())
+    assert grads[0.0] == 0.0 and grads[0.2] > 1e-6
+    with pytest.raises(ValueError, match="gate_floor"):
+        IAMMConfig(gate_floor=0.5)
+
+
+def test_gate_report_gives_the_floored_gate(collator, samples):
+    from modeling_iamm.diagnostics import emotion_heads_and_gate
+
+    model = make(vocab=len(collator.tokenizer), gate_floor=0.2).eval()
+    with torch.no_grad():
+        model.gate.bias.fill_(100.0)  # saturated: sigmoid = 1, so g = 1 - floor
+    report = emotion_heads_and_gate(model, collator, [samples[i] for i in range(4)], batch_size=2)
+    assert report["share_tokens_gate_above_0.999"] == 1.0 and report["gate_mean"] == pytest.approx(0.8, abs=1e-4)
