@@ -7,7 +7,7 @@ baseline's probabilities with each emotion head's (and with the model's product 
 tuned on the evaluated split.
 """
 
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 from datasets import Dataset
@@ -27,7 +27,8 @@ def _texts(samples: Dataset, inputs: str) -> List[str]:
     return [text_of({"situation": sit, "context": ctx}) for sit, ctx in zip(samples["situation"], samples["context"])]
 
 
-def _fit(train: Dataset, inputs: str, C: float, min_df: int, seed: int, ngram_max: int = 2):
+def _fit(train: Dataset, inputs: str, C: float, min_df: int, seed: int, ngram_max: int = 2) -> Tuple[Any, Any]:
+    """The fitted `(TfidfVectorizer, LogisticRegression)` on `train`'s `inputs` texts and emotions."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 

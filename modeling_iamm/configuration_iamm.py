@@ -104,7 +104,7 @@ class IAMMConfig(PretrainedConfig):
             Epsilon of the layer norms.
         gate_floor (`float`, *optional*, defaults to 0.0):
             Smallest share of each decoder in the output (Eq. 30): `g = gate_floor + (1 - 2 gate_floor) *
-            sigmoid(w [O_c; O_a])`, so that the association decoder always contributes and is trained. 0.0 is the
+            sigmoid(w [O_c; O_a] + b)`, so that the association decoder always contributes and is trained. 0.0 is the
             paper's gate, which on ED saturates at g = 1 (the context decoder alone) early in training. In [0, 0.5).
         emotion_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the emotion loss beside the generation loss.

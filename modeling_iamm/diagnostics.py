@@ -5,7 +5,7 @@ each emotion head alone (context, situation, memory, knowledge: whichever the mo
 the heads that the model predicts with (Eq. 25), and the decoder gate of Eq. 30 over the real target tokens
 (g = sigmoid(logit) is the weight of the context decoder; a logit above about 17 is g = 1 in float32, and then no
 gradient reaches the association decoder through the gate; with `gate_floor` f, g = f + (1 - 2f) sigmoid(logit),
-and `gate_mean` reports it). `gate_logit_from_association_decoder` is the part of
+and `gate_mean` reports it; `share_tokens_gate_above_0.999` counts the tokens whose sigmoid(logit) is above 0.999). `gate_logit_from_association_decoder` is the part of
 the logit that the association decoder's output contributes (its half of the gate weight times its output).
 `emotion_log_probs` gives each head's log-probabilities and the product's (the encoder only), for comparisons with
 other classifiers (`modeling_iamm.baselines.combined_accuracy`).

@@ -1271,13 +1271,13 @@ class PointerGenerator(nn.Module):
 
     def target_log_probs(self, hidden: torch.Tensor, copy_attention: Optional[torch.Tensor], source_ids: torch.Tensor,
                          targets: torch.Tensor) -> torch.Tensor:
-        """log p(target) only (B, Ly): the same values as `forward(...).gather(targets)`, without materialising
-        the (B, Ly, V) distribution three more times (what a training step needs)."""
+        """log p(target) only (B, Ly): the same values as `forward(...).gather(targets)` (computed in float32 under
+        autocast), without materialising the (B, Ly, V) distribution three more times (what a training step needs)."""
         vocab_logits = self.output_projection(hidden)  # (B, Ly, V)
         targets = targets.clamp(min=0)
         in_vocab = targets < self.vocab_size
-        # log softmax(W O)[target] as a cross-entropy: one fused pass forward and backward over the (B*Ly, V)
-        # logits, instead of a gather and a logsumexp whose backward passes each write a (B*Ly, V) tensor
+        # log softmax(W O)[target] = -cross_entropy (log_softmax + nll_loss): its backward writes fewer (B*Ly, V)
+        # tensors than a gather + logsumexp would; under autocast it runs in float32
         log_vocab = -F.cross_entropy(vocab_logits.flatten(0, 1), targets.clamp(max=self.vocab_size - 1).flatten(),
                                      reduction="none").view_as(targets)  # (B, Ly)
         if self.p_gen is None:

@@ -451,6 +451,10 @@ def build_model(args: ModelArguments, tokenizer, has_knowledge: bool, token_coun
         model = load_model(args.model_name_or_path, model_class=IAMMForConditionalGeneration)
         if model.config.use_implicit_association != use_implicit:
             raise ValueError(f"{args.model_name_or_path} has use_implicit_association={model.config.use_implicit_association}")
+        ignored = {k: v for k, v in args.config_kwargs().items() if getattr(model.config, k, None) != v}
+        if ignored:
+            logger.warning("%s keeps its saved config; these settings do not apply to it: %s",
+                           args.model_name_or_path, ", ".join(f"--{k} {v}" for k, v in ignored.items()))
         return model
     config = IAMMConfig(
         vocab_size=len(tokenizer), use_implicit_association=use_implicit,

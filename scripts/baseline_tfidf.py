@@ -11,7 +11,7 @@ model's product of heads, and of each multiplied 1:1 with the baseline's probabi
 
 import json
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -31,6 +31,9 @@ class BaselineArguments:
     model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "A trained IAMM to combine with the baseline (its emotion heads, 1:1)."}
     )
+    knowledge_file: Optional[str] = field(
+        default=None, metadata={"help": "The knowledge cache the model needs (a model with implicit association)."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Samples per batch of the model."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
 
@@ -39,7 +42,7 @@ class BaselineArguments:
             raise ValueError(f"--ngram_max must be >= 1, got {self.ngram_max}")
 
 
-def with_model(args: BaselineArguments) -> dict:
+def with_model(args: BaselineArguments) -> Dict[str, Any]:
     """The model's heads alone and multiplied with the baseline, on the same samples in the same order."""
     from modeling_iamm.collator import IAMMDataCollator
     from modeling_iamm.diagnostics import emotion_log_probs
@@ -48,7 +51,7 @@ def with_model(args: BaselineArguments) -> dict:
     from modeling_iamm.training import load_model
 
     model = load_model(args.model_name_or_path).to(args.device)
-    data_args = DataArguments(data=args.data, splits=["train", args.eval_split])
+    data_args = DataArguments(data=args.data, splits=["train", args.eval_split], knowledge_file=args.knowledge_file)
     data, tokenizer = prepare_data(data_args, load_tokenizer(args.model_name_or_path, model.config))
     collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names,
                                 **data_args.length_limits(getattr(model.config, "length_limits", None)))

@@ -7,7 +7,8 @@ situations of 10-30, targets of 8-20, knowledge of 10-25 words per relation, and
 utterances (one batch shape each). Nothing is downloaded. With `--data` (an ED source), the batches are instead
 16 samples drawn at random (seeded) from a split, as a shuffled loader gives them, their words in the vocabulary
 (filled up to 23,714 with made-up words), knowledge synthetic as above; times are reported over all batches
-(`context_ed`) and by the longest context of the batch (`*_by_context_turns`). That is the side-by-side setting
+(`context_ed`), and train steps by the longest context of the batch (`train_step_s_by_context_turns`);
+`--context_turns` does not apply. That is the side-by-side setting
 of the authors' code's timing harness (random real ED contexts, batch 16, the same vocabulary size).
 
     python scripts/benchmark.py --json                       # paper configuration, CPU
@@ -37,7 +38,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from transformers import HfArgumentParser
@@ -141,7 +142,12 @@ def vocabulary(args: BenchmarkArguments, samples: Optional[List[dict]]) -> List[
         for text in [sample["situation"], sample["target"], *sample["context"]]:
             counts.update(word_tokenize(text))
     words = [w for w, _ in counts.most_common(args.vocab_size - 7)]
-    return words + [f"w{i}" for i in range(args.vocab_size - 7 - len(words))]
+    fillers, i = [], 0
+    while len(words) + len(fillers) < args.vocab_size - 7:  # made-up words that are not real ones
+        if f"w{i}" not in counts:
+            fillers.append(f"w{i}")
+        i += 1
+    return words + fillers
 
 
 def draw_batches(args: BenchmarkArguments, pool: List[dict], n: int, words: List[str], rng: torch.Generator):
@@ -190,10 +196,10 @@ def profile_launches(fn, device: str = "cpu") -> dict:
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def matrix_product_time(fn, vocab_size: int) -> dict:
+def matrix_product_time(fn: Callable[[], object], vocab_size: int) -> Dict[str, float]:
     """Seconds `fn()` spends in matrix products (CPU, `torch.profiler` self time): `profiled_s` (every operator's
-    self time), `matrix_products_s`, and `vocab_products_s`, the products with a vocabulary-sized operand (the
-    output projection, forward and backward)."""
+    self time), `matrix_products_s` (`MATRIX_PRODUCTS`; attention's fused kernels are not counted), and
+    `vocab_products_s`, the products with a vocabulary-sized operand (the output projection, forward and backward)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -208,7 +214,8 @@ def matrix_product_time(fn, vocab_size: int) -> dict:
     return {k: round(v, 4) for k, v in times.items()}
 
 
-def train_step(model, optimizer, batch, autocast):
+def train_step(model, optimizer: torch.optim.Optimizer, batch: dict, autocast) -> None:
+    """One optimizer step on `batch` (forward under `autocast`, backward, step, zero the gradients)."""
     with autocast:
         loss = model(**batch).loss
     loss.backward()

@@ -7,7 +7,8 @@
 # Stages (STAGES picks and orders them; all by default):
 #   bench_fp32       scripts/benchmark.py, float32, eager: step and greedy times, operators and GPU kernels per step
 #                    (with ED_FOLDER on random batches of its valid split, the authors' harness's setting; else on
-#                    the synthetic batches)
+#                    the synthetic batches; the compiled stages always time the synthetic batches, whose few shapes
+#                    compile before the timed steps)
 #   bench_bf16       the same under bf16 autocast
 #   bench_compiled   the train step and greedy decoding through torch.compile (launches per step and per token)
 #   bench_cudagraphs the same with mode="reduce-overhead" (CUDA graphs)
@@ -59,7 +60,7 @@ run_stage() {  # name, result file, command...: time-boxed; exit status and outp
 bench() {  # name, benchmark.py arguments...
   local name=$1; shift
   run_stage "$name" "$name.json" "$PY" "$HERE/benchmark.py" --json --device "$DEVICE" --count_ops true \
-    --inference_samples 256 ${DATA:+--data "$DATA"} $BENCH_ARGS "$@"
+    --inference_samples 256 $BENCH_ARGS "$@"
 }
 
 train_summary() {  # the key figures of a train_summary.json, as one JSON line
@@ -68,8 +69,8 @@ train_summary() {  # the key figures of a train_summary.json, as one JSON line
 
 for stage in $STAGES; do
   case $stage in
-    bench_fp32) bench bench_fp32 ;;
-    bench_bf16) bench bench_bf16 --dtype bfloat16 ;;
+    bench_fp32) bench bench_fp32 ${DATA:+--data "$DATA"} ;;
+    bench_bf16) bench bench_bf16 --dtype bfloat16 ${DATA:+--data "$DATA"} ;;
     bench_compiled) bench bench_compiled --compile true ;;
     bench_cudagraphs) bench bench_cudagraphs --compile true --compile_mode reduce-overhead ;;
     train | evaluate)

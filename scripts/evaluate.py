@@ -44,7 +44,8 @@ class EvaluationArguments:
                                      "paper's protocol)."}
     )
     repetition_penalty: float = field(
-        default=1.0, metadata={"help": "Divide the scores of tokens already in the response by this (1.0: off)."}
+        default=1.0, metadata={"help": "Penalise tokens already in the response (transformers' repetition_penalty; "
+                                       "1.0: off, the paper's protocol)."}
     )
     num_return_sequences: Optional[int] = field(
         default=None, metadata={"help": "Responses per sample (with --do_sample or beams; >1 gives a list per record)."}

@@ -17,15 +17,26 @@ def test_baseline_log_probs_are_in_the_model_emotion_order(sample_samples):
     log_probs = tfidf_emotion_log_probs(train, valid, "situation+context", min_df=1)
     assert log_probs.shape == (len(valid), len(EMOTION_LABELS))
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(len(valid)))
-    seen = set(train["emotion"])
-    absent = [i for i, label in enumerate(EMOTION_LABELS) if label not in seen]
-    assert torch.isneginf(log_probs[:, absent]).all() and torch.isfinite(log_probs[:, sorted(
-        EMOTION_LABELS.index(label) for label in seen)]).all()
     # the argmax names the classifier's own prediction: same accuracy as the baseline (well above chance here)
     predicted = [EMOTION_LABELS[i] for i in log_probs.argmax(-1).tolist()]
     accuracy = sum(p == g for p, g in zip(predicted, valid["emotion"])) / len(valid)
     assert accuracy > 2 / len(EMOTION_LABELS)
     assert accuracy == tfidf_emotion_accuracy(train, valid, ["situation+context"], min_df=1)["situation+context"]
+
+
+def test_an_emotion_absent_from_train_gets_minus_infinity_and_combines_without_nan(sample_samples):
+    train, valid = sample_samples["train"], sample_samples["valid"]
+    absent = EMOTION_LABELS.index("surprised")
+    assert "surprised" in train["emotion"]
+    log_probs = tfidf_emotion_log_probs(train.filter(lambda s: s["emotion"] != "surprised"), valid, min_df=1)
+    assert torch.isneginf(log_probs[:, absent]).all()
+    assert torch.isfinite(log_probs[:, [i for i in range(len(EMOTION_LABELS)) if i != absent]]).all()
+    model = torch.full_like(log_probs, float("-inf"))  # a model sure of nothing but one emotion: -inf + -inf
+    model[:, absent] = 0.0
+    combined = model + log_probs
+    assert not torch.isnan(combined).any()
+    labels = torch.tensor([EMOTION_LABELS.index(e) for e in valid["emotion"]])
+    assert set(combined_accuracy({"product": model}, log_probs, labels)) == {"baseline", "product", "product+baseline"}
 
 
 def test_combined_accuracy_multiplies_the_distributions():

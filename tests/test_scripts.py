@@ -204,18 +204,19 @@ def test_evaluate_compiled_gives_the_eager_records(tmp_path, trained):
 
 
 def test_evaluate_no_repeat_ngram_size_blocks_repeated_words(tmp_path, trained):
-    """--no_repeat_ngram_size 1: no word twice in a response (the plain greedy responses of this tiny model do
-    repeat words); the setting is recorded in metrics.json and manifest.json."""
+    """--no_repeat_ngram_size 1 (with --repetition_penalty): no word twice in a response (the plain greedy
+    responses of this tiny model do repeat words); the settings are recorded in metrics.json."""
     model_dir, _ = trained
     responses = {}
-    for name, extra in (("greedy", []), ("blocked", ["--no_repeat_ngram_size", "1"])):
+    for name, extra in (("greedy", []), ("blocked", ["--no_repeat_ngram_size", "1", "--repetition_penalty", "1.3"])):
         run([os.path.join(SCRIPTS, "evaluate.py"), "--model_name_or_path", str(model_dir), "--data", SAMPLE, "--split",
              "valid", "--output_dir", str(tmp_path / name), "--max_samples", "8", "--max_new_tokens", "12",
              "--no_with_associations", *extra], cwd=tmp_path)
         responses[name] = [json.loads(l)["generated_response"].split() for l in open(tmp_path / name / "predictions.jsonl")]
     assert any(len(set(words)) < len(words) for words in responses["greedy"])
     assert all(len(set(words)) == len(words) for words in responses["blocked"])
-    assert json.load(open(tmp_path / "blocked" / "metrics.json"))["generation"]["no_repeat_ngram_size"] == 1
+    generation = json.load(open(tmp_path / "blocked" / "metrics.json"))["generation"]
+    assert generation["no_repeat_ngram_size"] == 1 and generation["repetition_penalty"] == 1.3
     assert "no_repeat_ngram_size" not in json.load(open(tmp_path / "greedy" / "metrics.json"))["generation"]
 
 

@@ -214,3 +214,19 @@ def test_resume_with_new_callbacks_and_refusal_of_an_optimizer_state_of_another_
     trainer = IAMMTrainer(model=reordered, args=args(4), train_dataset=train, data_collator=collator)
     with pytest.raises(ValueError, match="optimizer state does not match this model's parameters"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_settings_given_with_a_saved_model_are_named_as_not_applied(tmp_path, word_tokenizer, caplog):
+    """--model_name_or_path keeps the saved config: architecture flags that differ from it are named in a warning
+    (not silently dropped); the loaded model is the saved one."""
+    import logging
+
+    from modeling_iamm.training import ModelArguments, build_model
+
+    saved = _tiny_model(word_tokenizer)
+    saved.save_pretrained(tmp_path / "saved")
+    args = ModelArguments(model_name_or_path=str(tmp_path / "saved"), gate_floor=0.2, dropout=saved.config.dropout)
+    with caplog.at_level(logging.WARNING, logger="modeling_iamm.training"):
+        model = build_model(args, word_tokenizer, has_knowledge=False)
+    assert model.config.gate_floor == 0.0
+    assert "--gate_floor 0.2" in caplog.text and "--dropout" not in caplog.text  # only what differs
