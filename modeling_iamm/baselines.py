@@ -45,13 +45,19 @@ def tfidf_emotion_accuracy(train: Dataset, evaluation: Dataset, inputs: Sequence
                            C: float = 10.0, min_df: int = 2, seed: int = 0, ngram_max: int = 2) -> Dict[str, float]:
     """Accuracy (fraction) of TF-IDF (word n-grams up to `ngram_max`) + logistic regression on `evaluation`, for
     each input choice."""
-    results = {}
-    for name in inputs:
-        vectorizer, classifier = _fit(train, name, C, min_df, seed, ngram_max)
-        predictions = classifier.predict(vectorizer.transform(_texts(evaluation, name)))
-        gold = evaluation["emotion"]
-        results[name] = sum(p == g for p, g in zip(predictions, gold)) / len(gold)
-    return results
+    labels = emotion_ids(evaluation)
+    return {name: emotion_accuracy(tfidf_emotion_log_probs(train, evaluation, name, C, min_df, seed, ngram_max), labels)
+            for name in inputs}
+
+
+def emotion_ids(samples: Dataset) -> torch.Tensor:
+    """The samples' gold emotions as ids in the model's order (`EMOTION_LABELS`), `(N,)`."""
+    return torch.tensor([EMOTION_LABELS.index(label) for label in samples["emotion"]])
+
+
+def emotion_accuracy(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy (fraction) of the argmax of `log_probs (N, n_emotions)` against `labels (N,)`."""
+    return (log_probs.argmax(-1) == labels).float().mean().item()
 
 
 def tfidf_emotion_log_probs(train: Dataset, evaluation: Dataset, inputs: str = "situation+context",
@@ -70,12 +76,11 @@ def combined_accuracy(model_log_probs: Mapping[str, torch.Tensor], baseline_log_
                       labels: torch.Tensor) -> Dict[str, float]:
     """Accuracy x100 of each of the model's distributions alone (`<name>`) and multiplied 1:1 with the baseline's
     (`<name>+baseline`); `baseline` alone too. All `(N, n_emotions)` log-probabilities; `labels (N,)` emotion ids."""
+    def accuracy_x100(log_probs: torch.Tensor) -> float:
+        return round(100 * emotion_accuracy(log_probs, labels), 2)
 
-    def accuracy(log_probs: torch.Tensor) -> float:
-        return round(100 * (log_probs.argmax(-1) == labels).float().mean().item(), 2)
-
-    results = {"baseline": accuracy(baseline_log_probs)}
+    results = {"baseline": accuracy_x100(baseline_log_probs)}
     for name, log_probs in model_log_probs.items():
-        results[name] = accuracy(log_probs)
-        results[f"{name}+baseline"] = accuracy(log_probs + baseline_log_probs)
+        results[name] = accuracy_x100(log_probs)
+        results[f"{name}+baseline"] = accuracy_x100(log_probs + baseline_log_probs)
     return results

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from modeling_iamm.baselines import INPUTS, combined_accuracy, tfidf_emotion_accuracy, tfidf_emotion_log_probs
+from modeling_iamm.baselines import INPUTS, combined_accuracy, emotion_accuracy, emotion_ids, tfidf_emotion_log_probs
 from modeling_iamm.cli import parse_args
 from modeling_iamm.data import build_samples, load_empathetic_dialogues
 
@@ -42,8 +42,9 @@ class BaselineArguments:
             raise ValueError(f"--ngram_max must be >= 1, got {self.ngram_max}")
 
 
-def with_model(args: BaselineArguments) -> Dict[str, Any]:
-    """The model's heads alone and multiplied with the baseline, on the same samples in the same order."""
+def with_model(args: BaselineArguments, baseline_log_probs: torch.Tensor, evaluation) -> Dict[str, Any]:
+    """The model's heads alone and multiplied with the baseline's log-probabilities on `evaluation`; the model reads
+    the same samples, in the same order (checked)."""
     from modeling_iamm.collator import IAMMDataCollator
     from modeling_iamm.diagnostics import emotion_log_probs
     from modeling_iamm.preparation import DataArguments, prepare_data
@@ -51,26 +52,30 @@ def with_model(args: BaselineArguments) -> Dict[str, Any]:
     from modeling_iamm.training import load_model
 
     model = load_model(args.model_name_or_path).to(args.device)
-    data_args = DataArguments(data=args.data, splits=["train", args.eval_split], knowledge_file=args.knowledge_file)
+    data_args = DataArguments(data=args.data, splits=[args.eval_split], knowledge_file=args.knowledge_file)
     data, tokenizer = prepare_data(data_args, load_tokenizer(args.model_name_or_path, model.config))
+    samples = data[args.eval_split]
+    if samples["conv_id"] != evaluation["conv_id"] or samples["turn"] != evaluation["turn"]:
+        raise ValueError(f"{args.data}: the model's {args.eval_split} samples are not the baseline's")
     collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names,
                                 **data_args.length_limits(getattr(model.config, "length_limits", None)))
-    model_log_probs = emotion_log_probs(model, collator, data[args.eval_split], args.batch_size)
+    model_log_probs = emotion_log_probs(model, collator, samples, args.batch_size)
     labels = model_log_probs.pop("labels")
-    baseline = tfidf_emotion_log_probs(data["train"], data[args.eval_split], "situation+context", args.C, args.min_df,
-                                       ngram_max=args.ngram_max)
     return {"model": args.model_name_or_path, "inputs": "situation+context",
-            "accuracy_x100": combined_accuracy(model_log_probs, baseline, labels)}
+            "accuracy_x100": combined_accuracy(model_log_probs, baseline_log_probs, labels)}
 
 
 def main(argv=None):
     (args,) = parse_args((BaselineArguments,), argv)
     samples = build_samples(load_empathetic_dialogues(args.data, splits=["train", args.eval_split]))
-    accuracy = tfidf_emotion_accuracy(samples["train"], samples[args.eval_split], args.inputs, args.C, args.min_df,
-                                      ngram_max=args.ngram_max)
-    result = {f"accuracy_x100[{k}]": round(100 * v, 2) for k, v in accuracy.items()}
+    train, evaluation = samples["train"], samples[args.eval_split]
+    inputs = list(dict.fromkeys(args.inputs + (["situation+context"] if args.model_name_or_path else [])))
+    log_probs = {name: tfidf_emotion_log_probs(train, evaluation, name, args.C, args.min_df, ngram_max=args.ngram_max)
+                 for name in inputs}  # one fit per input, shared with the combination below
+    labels = emotion_ids(evaluation)
+    result = {f"accuracy_x100[{k}]": round(100 * emotion_accuracy(log_probs[k], labels), 2) for k in args.inputs}
     if args.model_name_or_path:
-        result["with_model"] = with_model(args)
+        result["with_model"] = with_model(args, log_probs["situation+context"], evaluation)
     print(json.dumps(result, indent=2))
 
 

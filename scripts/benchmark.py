@@ -72,8 +72,8 @@ class BenchmarkArguments:
     matmul_time: bool = field(
         default=False,
         metadata={"help": "Also profile one train step and one greedy generation (CPU) and report the seconds spent in "
-                          "matrix products, and in the products with the vocabulary (the output projection): the "
-                          "arithmetic that any implementation of the model must do."},
+                          "matrix products, and in the products with the vocabulary (the output projection), with "
+                          "these kernels and shapes."},
     )
     inference_samples: int = field(
         default=64, metadata={"help": "Synthetic samples for the evaluation-style inference throughput (0: skip)."}

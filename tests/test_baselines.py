@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_iamm import IAMMDataCollator
-from modeling_iamm.baselines import combined_accuracy, tfidf_emotion_accuracy, tfidf_emotion_log_probs
+from modeling_iamm.baselines import _fit, _texts, combined_accuracy, tfidf_emotion_accuracy, tfidf_emotion_log_probs
 from modeling_iamm.configuration_iamm import EMOTION_LABELS
 from modeling_iamm.diagnostics import emotion_log_probs
 from tests.helpers.tiny_model import IAMMModelTester
@@ -17,11 +17,14 @@ def test_baseline_log_probs_are_in_the_model_emotion_order(sample_samples):
     log_probs = tfidf_emotion_log_probs(train, valid, "situation+context", min_df=1)
     assert log_probs.shape == (len(valid), len(EMOTION_LABELS))
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(len(valid)))
-    # the argmax names the classifier's own prediction: same accuracy as the baseline (well above chance here)
-    predicted = [EMOTION_LABELS[i] for i in log_probs.argmax(-1).tolist()]
-    accuracy = sum(p == g for p, g in zip(predicted, valid["emotion"])) / len(valid)
-    assert accuracy > 2 / len(EMOTION_LABELS)
-    assert accuracy == tfidf_emotion_accuracy(train, valid, ["situation+context"], min_df=1)["situation+context"]
+    # the argmax names the classifier's own prediction (sklearn's predict, in its own label order)
+    vectorizer, classifier = _fit(train, "situation+context", C=10.0, min_df=1, seed=0)
+    expected = list(classifier.predict(vectorizer.transform(_texts(valid, "situation+context"))))
+    assert [EMOTION_LABELS[i] for i in log_probs.argmax(-1).tolist()] == expected
+    accuracy = sum(p == g for p, g in zip(expected, valid["emotion"])) / len(valid)
+    assert accuracy > 2 / len(EMOTION_LABELS)  # well above chance here
+    assert tfidf_emotion_accuracy(train, valid, ["situation+context"], min_df=1)["situation+context"] == pytest.approx(
+        accuracy)
 
 
 def test_an_emotion_absent_from_train_gets_minus_infinity_and_combines_without_nan(sample_samples):
@@ -65,8 +68,6 @@ def test_emotion_log_probs_are_the_heads_of_the_forward(sample_samples, word_tok
 
 
 def test_ngram_max_one_is_a_bag_of_words(sample_samples):
-    from modeling_iamm.baselines import _fit
-
     words, _ = _fit(sample_samples["train"], "situation", C=1.0, min_df=1, seed=0, ngram_max=1)
     grams, _ = _fit(sample_samples["train"], "situation", C=1.0, min_df=1, seed=0, ngram_max=2)
     assert not any(" " in f for f in words.vocabulary_) and any(" " in f for f in grams.vocabulary_)

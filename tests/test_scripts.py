@@ -155,13 +155,20 @@ def test_tfidf_baseline_runs(tmp_path):
 
 def test_tfidf_baseline_combined_with_a_trained_model(tmp_path, trained):
     """--model_name_or_path: the model's heads alone and multiplied with the baseline, on the same samples (the
-    baseline's accuracy inside the combination is the plain run's)."""
+    baseline's accuracy is sklearn's own prediction's)."""
     model_dir, _ = trained
     stdout = run([os.path.join(SCRIPTS, "baseline_tfidf.py"), "--data", SAMPLE, "--inputs", "situation+context",
                   "--model_name_or_path", str(model_dir), "--device", "cpu"], cwd=tmp_path)
     result = json.loads(stdout[stdout.index("{"):])
     combined = result["with_model"]["accuracy_x100"]
-    assert combined["baseline"] == result["accuracy_x100[situation+context]"]
+    from modeling_iamm import build_samples, load_empathetic_dialogues
+    from modeling_iamm.baselines import _fit, _texts
+
+    samples = build_samples(load_empathetic_dialogues(SAMPLE, splits=["train", "valid"]))
+    vectorizer, classifier = _fit(samples["train"], "situation+context", C=10.0, min_df=2, seed=0)
+    predicted = classifier.predict(vectorizer.transform(_texts(samples["valid"], "situation+context")))
+    expected = 100 * sum(p == g for p, g in zip(predicted, samples["valid"]["emotion"])) / len(predicted)
+    assert combined["baseline"] == result["accuracy_x100[situation+context]"] == pytest.approx(expected, abs=0.006)
     assert {"product", "product+baseline", "context", "context+baseline"} <= set(combined)
     predictions = tmp_path / "eval"
     run([os.path.join(SCRIPTS, "evaluate.py"), "--model_name_or_path", str(model_dir), "--data", SAMPLE, "--split",
