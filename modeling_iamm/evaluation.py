@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .collator import IAMMDataCollator
+from .folders import FolderLock, ensure_folder
 from .inference import predict_batch
 from .metrics import compute_metrics
 from .tokenization import tokenizer_fingerprint
@@ -226,10 +227,22 @@ def run_evaluation(
     An interrupted run resumes where it stopped, only with the same model, tokenizer, data and settings (else a
     `ValueError` says which differ); a finished one (a readable `metrics.json`) is never overwritten unless
     `overwrite=True`. Non-finite metrics raise :class:`NonFiniteMetricError` (and write no `metrics.json`).
+
+    One evaluation at a time writes into `output_dir`: it holds the folder's lock (:class:`~.folders.FolderLock`)
+    from before it reads anything there until it returns, and a second one raises
+    :class:`~.folders.FolderLockedError` naming the holder. With `num_return_sequences > 1` a record keeps every
+    response (a list) and Dist-n is computed over the first response of each sample.
     """
+    ensure_folder(output_dir)
+    with FolderLock(output_dir, "evaluation"):
+        return _run_evaluation(model, tokenizer, samples, output_dir, batch_size, with_associations, overwrite,
+                               progress, extra_metrics, collator, run_info, **generate_kwargs)
+
+
+def _run_evaluation(model, tokenizer, samples, output_dir, batch_size, with_associations, overwrite, progress,
+                    extra_metrics, collator, run_info, **generate_kwargs) -> Dict[str, Any]:
     collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
     generate_kwargs.setdefault("max_new_tokens", model.config.max_new_tokens_default)
-    os.makedirs(output_dir, exist_ok=True)
     predictions_path = os.path.join(output_dir, PREDICTIONS_NAME)
     metrics_path = os.path.join(output_dir, METRICS_NAME)
     manifest_path = os.path.join(output_dir, MANIFEST_NAME)
@@ -275,6 +288,8 @@ def run_evaluation(
     metrics = compute_metrics(records)
     check_finite_metrics(metrics, records, where=predictions_path)
     metrics["generation"] = dict(generate_kwargs)
+    if (generate_kwargs.get("num_return_sequences") or 1) > 1:
+        metrics["dist_over"] = "the first response of each sample (predictions.jsonl keeps them all)"
     metrics["length_limits"] = collator.length_limits
     metrics["truncated"] = collator.truncation_report()
     # throughput of this invocation (a resumed run: of the samples it evaluated), model loading not counted, and

@@ -7,15 +7,19 @@ metrics.json.
     python scripts/evaluate.py ... --use_situation false     # the same model without the situation text
     python scripts/evaluate.py ... --device cuda --batch_size 128 --torch_compile true   # compiled (GPU)
 
-Greedy decoding up to 50 tokens by default (--num_beams / --do_sample for others). Re-running after an
+Greedy decoding up to 50 tokens by default (--num_beams / --do_sample for others; with --num_return_sequences N
+each record keeps the N responses as a list and Dist-n counts the first of each sample). Re-running after an
 interruption continues where it stopped, only with the same model, tokenizer, data and settings (manifest.json
 records them; a difference is refused, naming it); a finished evaluation is kept unless --overwrite_output true.
-The length limits are the model's (saved by train.py) unless given; non-finite metrics fail the run.
+The length limits are the model's (saved by train.py) unless given; non-finite metrics fail the run. One evaluation
+at a time writes into an output folder (its .lock file names the process holding it); a second one stops at once,
+saying which process holds it.
 """
 
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -24,6 +28,7 @@ import torch
 from modeling_iamm.cli import DTYPES, parse_args, parse_dtype
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import run_evaluation
+from modeling_iamm.folders import FolderLock, FolderLockedError, ensure_folder
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import load_tokenizer
 from modeling_iamm.training import COMPILE_PAD_MULTIPLE, load_model
@@ -48,7 +53,8 @@ class EvaluationArguments:
                                        "1.0: off, the paper's protocol)."}
     )
     num_return_sequences: Optional[int] = field(
-        default=None, metadata={"help": "Responses per sample (with --do_sample or beams; >1 gives a list per record)."}
+        default=None, metadata={"help": "Responses per sample (with --do_sample, or at most --num_beams): each record "
+                                        "keeps them all as a list; Dist-n counts the first of each sample."}
     )
     use_situation: Optional[bool] = field(
         default=None, metadata={"help": "false: evaluate without the situation text (the model must have been saved with it)."}
@@ -70,6 +76,14 @@ class EvaluationArguments:
         parse_dtype(self.dtype)
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.num_beams < 1:
+            raise ValueError(f"--num_beams must be >= 1 (1: greedy), got {self.num_beams}")
+        n = self.num_return_sequences
+        if n is not None and n < 1:
+            raise ValueError(f"--num_return_sequences must be >= 1, got {n}")
+        if n is not None and n > self.num_beams and not self.do_sample:
+            raise ValueError(f"--num_return_sequences {n} needs --num_beams >= {n} or --do_sample true (greedy and "
+                             f"beam search return at most num_beams different responses)")
 
 
 def _where(path):
@@ -82,6 +96,19 @@ def _where(path):
 def main(argv=None):
     args, data_args = parse_args((EvaluationArguments, DataArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # before loading anything: a folder that another evaluation is writing into stops this one at once
+        ensure_folder(args.output_dir)
+        lock = FolderLock(args.output_dir, "evaluation").acquire()
+    except (FolderLockedError, NotADirectoryError) as e:
+        sys.exit(f"evaluate: {e}")
+    try:
+        evaluate(args, data_args)
+    finally:
+        lock.release()
+
+
+def evaluate(args: EvaluationArguments, data_args: DataArguments) -> None:
+    """Load the model and data of `args` and evaluate them (the caller holds the output folder's lock)."""
     overrides = {"use_situation": args.use_situation} if args.use_situation is not None else {}
     model = load_model(args.model_name_or_path, dtype=parse_dtype(args.dtype),
                        trust_remote_code=args.trust_remote_code, **overrides)

@@ -5,6 +5,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -221,3 +223,87 @@ def test_non_finite_metrics_fail_loudly():
     with pytest.raises(NonFiniteMetricError, match=r"ppl_paper=nan is not finite; 1 of 2 samples .*\(first: b#1\)"):
         check_finite_metrics({"ppl_paper": float("nan"), "dist1_x100": 3.0}, records)
     check_finite_metrics({"ppl_paper": 3.0}, records[:1])
+
+
+# ---- 7. one evaluation per folder --------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+HOLD_LOCK = ("import sys; from modeling_iamm.folders import FolderLock; FolderLock(sys.argv[1], 'evaluation').acquire(); "
+             "print('locked', flush=True); sys.stdin.read()")
+
+
+def test_a_second_evaluation_into_a_busy_folder_stops_naming_the_holder(tmp_path, model_dir, caplog):
+    out = tmp_path / "eval"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=ROOT, env=ENV, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--model_name_or_path", str(model_dir),
+             "--data", SAMPLE_DATA_DIR, "--split", "valid", "--output_dir", str(out), "--max_samples", "4"],
+            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0 and "Traceback" not in second.stderr
+        last = second.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"evaluate: {out} is in use by another evaluation: pid {holder.pid} on ")
+        assert sorted(os.listdir(out)) == [".lock"]  # the second run wrote nothing
+    finally:
+        holder.kill()  # SIGKILL: its lock file stays behind, naming a process that no longer runs
+        holder.wait()
+    assert json.loads((out / ".lock").read_text())["pid"] == holder.pid
+    with caplog.at_level("WARNING"):
+        records = evaluate(model_dir, out)
+    assert f"taking over the lock left by pid {holder.pid}" in caplog.text
+    assert len(records) == 12 and (out / "metrics.json").exists()
+    assert not (out / ".lock").exists()  # released at the end
+    with pytest.raises(FileExistsError, match="finished evaluation"):
+        evaluate(model_dir, out)
+    assert not (out / ".lock").exists()  # released when the run fails too
+
+
+def test_folder_lock_nests_in_one_process_and_without_flock_checks_the_pid(tmp_path, monkeypatch):
+    from modeling_iamm import folders
+
+    with folders.FolderLock(str(tmp_path), "evaluation"):
+        with folders.FolderLock(str(tmp_path), "evaluation"):  # run_evaluation inside the script's lock
+            pass
+        assert (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".lock").exists()
+    monkeypatch.setattr(folders, "fcntl", None)  # no flock: the pid in the file decides
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = __import__("socket").gethostname()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": host, "started": "then"}))
+    with folders.FolderLock(str(tmp_path)):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": host, "started": "then"}))
+    with pytest.raises(folders.FolderLockedError, match=rf"pid {os.getppid()} on {host}, started then"):
+        folders.FolderLock(str(tmp_path)).acquire()
+
+
+def test_output_dir_that_is_a_file_is_one_clear_line(tmp_path, model_dir):
+    path = tmp_path / "a_file"
+    path.write_text("x")
+    with pytest.raises(SystemExit, match=rf"--output_dir {path} is a file, not a folder"):
+        evaluate(model_dir, path)
+    assert path.read_text() == "x"
+
+
+# ---- 8. several responses per sample ------------------------------------------------------------------------
+
+
+def test_several_responses_per_sample_are_kept_and_dist_counts_the_first(tmp_path, model_dir):
+    from modeling_iamm.metrics import distinct_n
+
+    out = tmp_path / "beams"
+    records = evaluate(model_dir, out, "--num_beams", "2", "--num_return_sequences", "2")
+    assert all(isinstance(r["generated_response"], list) and len(r["generated_response"]) == 2 for r in records)
+    metrics = json.load(open(out / "metrics.json"))
+    first = [r["generated_response"][0] for r in records]
+    assert metrics["dist1_x100"] == pytest.approx(100 * distinct_n(first, 1))
+    assert metrics["dist2_x100"] == pytest.approx(100 * distinct_n(first, 2))
+    assert "first response" in metrics["dist_over"] and metrics["samples"] == 12
+    with pytest.raises(ValueError, match="--num_return_sequences 3 needs --num_beams >= 3 or --do_sample true"):
+        evaluate(model_dir, tmp_path / "refused", "--num_beams", "2", "--num_return_sequences", "3")
+    assert not (tmp_path / "refused").exists()  # refused before any work
+    with pytest.raises(ValueError, match="--num_beams must be >= 1"):
+        evaluate(model_dir, tmp_path / "refused", "--num_beams", "0")

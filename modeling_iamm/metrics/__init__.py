@@ -66,11 +66,21 @@ def distinct_n(responses: Iterable[str], n: int) -> float:
     return len(counts) / total if total else 0.0
 
 
+def first_response(response: Union[str, Sequence[str]]) -> str:
+    """The response a metric counts: `response` itself, or the first of a list of returned sequences."""
+    if isinstance(response, str):
+        return response
+    return response[0] if len(response) else ""
+
+
 def compute_metrics(records: List[dict]) -> Dict[str, float]:
     """The paper's table row from evaluation records (`predicted_emotion`, `gold_emotion`, `generated_response`,
-    `nll_sum`, `n_tokens`): accuracy, Dist-1/2 x100, both perplexities."""
+    `nll_sum`, `n_tokens`): accuracy, Dist-1/2 x100, both perplexities.
+
+    A record with several responses (`generated_response` a list, from `num_return_sequences > 1`) counts its
+    first one (the best beam, or the first sample) in Dist-n, so that every sample weighs the same."""
     ppl = perplexities([r["nll_sum"] for r in records], [r["n_tokens"] for r in records])
-    responses = [r["generated_response"] for r in records]
+    responses = [first_response(r["generated_response"]) for r in records]
     return {
         "samples": len(records),
         "emotion_accuracy_x100": 100 * emotion_accuracy([r["predicted_emotion"] for r in records],
