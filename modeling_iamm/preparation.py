@@ -68,6 +68,8 @@ class DataArguments:
     def __post_init__(self):
         if self.min_frequency < 1:
             raise ValueError(f"--min_frequency must be >= 1, got {self.min_frequency}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"--max_samples must be >= 1 (leave it out for every sample), got {self.max_samples}")
         for name in LENGTH_LIMIT_NAMES:
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -1,6 +1,7 @@
 """Training IAMM with `transformers.Seq2SeqTrainer`: the authors' Noam schedule and the arguments it needs."""
 
 import json
+import logging
 import math
 import os
 import re
@@ -11,8 +12,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from transformers import EarlyStoppingCallback, EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, TrainerState
 
+from .folders import ensure_folder, explain_disk_full
 from .metrics import emotion_accuracy, perplexities
 from .word_vectors import PROJECTIONS
 
@@ -101,8 +103,9 @@ class IAMMTrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(f"--pad_to_multiple_of must be >= 1, or 0 for none, got {self.pad_to_multiple_of}")
         if self.pad_to_multiple_of is None:
             self.pad_to_multiple_of = COMPILE_PAD_MULTIPLE if self.torch_compile else 0
-        if self.max_train_seconds is not None and self.max_train_seconds <= 0:
-            raise ValueError(f"--max_train_seconds must be > 0, got {self.max_train_seconds}")
+        if self.max_train_seconds is not None and not (math.isfinite(self.max_train_seconds)
+                                                       and self.max_train_seconds > 0):
+            raise ValueError(f"--max_train_seconds must be a finite number of seconds > 0, got {self.max_train_seconds}")
         if self.fp16 and (self.use_cpu or not torch.cuda.is_available()):
             raise ValueError("--fp16 true needs a CUDA GPU and none is in use here (training on CPU would silently "
                              "run in float32): drop --fp16, or use --bf16 true (supported on CPU)")
@@ -180,8 +183,13 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_pr
     A non-empty `output_dir` is refused unless the run resumes it or `overwrite` is set. With `overwrite`, the old
     contents (checkpoints included, so that a later resume cannot continue the old run) are moved to
     `<output_dir>.replaced-<timestamp>` by the main process; the new folder is returned (None if nothing was moved).
+    A file at `output_dir` is refused; a missing folder is created.
     """
-    if not (os.path.isdir(output_dir) and os.listdir(output_dir)):
+    try:
+        ensure_folder(output_dir)
+    except NotADirectoryError as e:
+        raise SystemExit(str(e)) from None
+    if not os.listdir(output_dir):
         return None
     if resume:
         return None
@@ -199,9 +207,40 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_pr
     return aside
 
 
+TRAINER_STATE_NAME = "trainer_state.json"  # the Trainer writes it last into a checkpoint folder
+WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def incomplete_checkpoint(folder: str) -> Optional[str]:
+    """Why the checkpoint folder `folder` is incomplete (a save cut by a kill or a full disk), or None when it is
+    complete: its `trainer_state.json` (which the Trainer writes after the weights, optimizer, scheduler and RNG
+    states) is missing or cut, it has no weights, or one of its files is truncated (:func:`_broken_file`)."""
+    state_path = os.path.join(folder, TRAINER_STATE_NAME)
+    if not os.path.isfile(state_path):
+        return f"it has no {TRAINER_STATE_NAME}, the file a checkpoint save writes last: the save was interrupted"
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            json.load(f)
+    except ValueError:
+        return f"its {TRAINER_STATE_NAME} is cut or corrupt: the save was interrupted"
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_NAMES):
+        return f"it has no model weights ({' or '.join(WEIGHT_NAMES[::2])})"
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        why = _broken_file(path) if os.path.isfile(path) else None
+        if why is not None:
+            return f"{name}: {why}"
+    return None
+
+
 def resolve_resume_checkpoint(output_dir: str, resume: Any) -> Optional[str]:
-    """The checkpoint folder `--resume_from_checkpoint` means (`true`: the last one of `output_dir`), checked for
-    truncated files (:func:`check_checkpoint_files`); None to start from scratch."""
+    """The checkpoint folder `--resume_from_checkpoint` means; None to start from scratch.
+
+    `true` means the last complete checkpoint of `output_dir`: later ones that a kill or a full disk left incomplete
+    (:func:`incomplete_checkpoint`) are skipped, each named with the reason in a warning (the resumed run saves
+    their step again). A folder given by path must be complete, else a `ValueError` says why and names the previous
+    complete checkpoint.
+    """
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
         resume = resume.lower() == "true"
     if not resume:
@@ -211,11 +250,53 @@ def resolve_resume_checkpoint(output_dir: str, resume: Any) -> Optional[str]:
         if not checkpoints:
             raise ValueError(f"--resume_from_checkpoint true: {output_dir} has no checkpoint-N folder to resume from; "
                              f"drop the flag to start a new run")
-        resume = checkpoints[-1]
+        skipped = []
+        for checkpoint in reversed(checkpoints):
+            why = incomplete_checkpoint(checkpoint)
+            if why is None:
+                break
+            skipped.append((checkpoint, why))
+        else:
+            raise ValueError(f"--resume_from_checkpoint true: no complete checkpoint in {output_dir} ("
+                             + "; ".join(f"{os.path.basename(c)}: {why}" for c, why in skipped)
+                             + "); start over with --overwrite_output_dir true")
+        for incomplete, why in skipped:
+            logging.getLogger(__name__).warning("--resume_from_checkpoint true: skipping %s, which is incomplete (%s); "
+                                                "resuming from %s", incomplete, why, os.path.basename(checkpoint))
+        return checkpoint
     if not os.path.isdir(resume):
         raise ValueError(f"--resume_from_checkpoint {resume}: no such folder")
     check_checkpoint_files(resume)
+    why = incomplete_checkpoint(resume)
+    if why is not None:
+        earlier = [c for c in _checkpoints(os.path.dirname(os.path.abspath(resume)))
+                   if _step(c) < _step(resume) and incomplete_checkpoint(c) is None]
+        hint = f"resume from {earlier[-1]} instead" if earlier else "start over with --overwrite_output_dir true"
+        raise ValueError(f"--resume_from_checkpoint {resume}: the checkpoint is incomplete ({why}); {hint}")
     return resume
+
+
+def run_end_reached(checkpoint: str, args: "IAMMTrainingArguments") -> Optional[str]:
+    """Whether `checkpoint` already reached the end of the schedule `args` asks for (`max_steps`, else
+    `num_train_epochs`): a sentence saying so, or None when there is training left. (Resumed there, the Trainer
+    would take one step more.)"""
+    with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
+        state = json.load(f)
+    step, epoch = state.get("global_step", 0), state.get("epoch") or 0.0
+    if args.max_steps > 0 and step >= args.max_steps:
+        return f"{checkpoint} is at global step {step}, the end of --max_steps {args.max_steps}"
+    if args.max_steps <= 0 and epoch >= args.num_train_epochs - 1e-6:
+        return f"{checkpoint} is at epoch {epoch:g}, the end of --num_train_epochs {args.num_train_epochs:g}"
+    return None
+
+
+def load_final_weights(trainer: Seq2SeqTrainer, checkpoint: str) -> None:
+    """Give `trainer` the state and weights a run that ended at `checkpoint` finishes with, without training: the
+    best checkpoint's weights with `load_best_model_at_end` (what `train()` loads at its end), else `checkpoint`'s."""
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    best = trainer.state.best_model_checkpoint
+    trainer._load_from_checkpoint(best if trainer.args.load_best_model_at_end and best and os.path.isdir(best)
+                                  else checkpoint)
 
 
 def compute_eval_metrics(prediction: EvalPrediction) -> Dict[str, float]:
@@ -239,6 +320,10 @@ def compute_eval_metrics(prediction: EvalPrediction) -> Dict[str, float]:
             f"in the log); the last good checkpoint is the one before this evaluation"
         )
     return metrics
+
+
+DISK_FULL_HINT = (". Free space (or keep fewer checkpoints: --save_total_limit), then continue with "
+                  "--resume_from_checkpoint true: an incomplete checkpoint is skipped")
 
 
 class IAMMTrainer(Seq2SeqTrainer):
@@ -284,7 +369,13 @@ class IAMMTrainer(Seq2SeqTrainer):
         for callback in self.callback_handler.callbacks + [self.control]:
             if isinstance(callback, ExportableState):
                 self.state.stateful_callbacks.setdefault(callback.__class__.__name__, {})
-        super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        with explain_disk_full(folder, DISK_FULL_HINT):
+            super()._save_checkpoint(model, trial)
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        with explain_disk_full(output_dir or self.args.output_dir, DISK_FULL_HINT):
+            super().save_model(output_dir, _internal_call)
 
     def prediction_step(
         self, model, inputs: Dict[str, Any], prediction_loss_only: bool, ignore_keys: Optional[List[str]] = None,
@@ -331,11 +422,13 @@ class EvaluateFromStepCallback(TrainerCallback):
 
 class TimeBudgetCallback(TrainerCallback):
     """Stop training once it has run `seconds` (wall clock, from the first step of this process), evaluating and
-    saving first so that the stop point is a checkpoint and a candidate for the best model."""
+    saving first so that the stop point is a checkpoint and a candidate for the best model. The stop is logged and
+    `stopped_at_step` records it (None while the budget holds)."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.start: Optional[float] = None
+        self.stopped_at_step: Optional[int] = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.monotonic()
@@ -345,7 +438,26 @@ class TimeBudgetCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = args.save_strategy != "no"
             control.should_evaluate = args.eval_strategy != "no"
+            if self.stopped_at_step is None:
+                self.stopped_at_step = state.global_step
+                logging.getLogger(__name__).warning(
+                    "--max_train_seconds %s reached after %.1f s: stopping at step %d of %d%s", self.seconds,
+                    time.monotonic() - self.start, state.global_step, state.max_steps,
+                    " (after a last evaluation and checkpoint)" if control.should_save or control.should_evaluate
+                    else "")
         return control
+
+
+def stop_reason(trainer: "IAMMTrainer") -> str:
+    """Why `trainer`'s last `train()` ended: `"time_budget"` (`--max_train_seconds`), `"early_stopping"`, or
+    `"max_steps"` (the schedule's end: `max_steps`, or the epochs' steps)."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TimeBudgetCallback) and callback.stopped_at_step is not None:
+            return "time_budget"
+        if (isinstance(callback, EarlyStoppingCallback)
+                and callback.early_stopping_patience_counter >= callback.early_stopping_patience):
+            return "early_stopping"
+    return "max_steps"
 
 
 @dataclass

@@ -9,7 +9,12 @@
 Presets (modeling_iamm/cli.py) set defaults that any flag overrides: `paper` (the authors' schedule), `cpu-quick`,
 `tiny`. The final output directory is a complete save_pretrained folder (weights, config with auto_map, code,
 tokenizer): the best checkpoint by `--metric_for_best_model` (paper preset: validation perplexity, as the authors'
-code) when the run evaluates, else the last. `--max_train_seconds` stops a run on a wall-clock budget.
+code) when the run evaluates, else the last. `--max_train_seconds` stops a run on a wall-clock budget (logged;
+train_summary.json says what ended the run in `stopped_by`: max_steps, time_budget or early_stopping).
+
+`--resume_from_checkpoint true` continues from the last complete checkpoint: one left incomplete by a kill or a full
+disk is skipped, with a warning naming it. A run that already reached its --max_steps trains nothing: it says so and
+keeps its final model (or saves it, when the run was killed before its final save).
 
 `--overwrite_output_dir true` moves an existing run aside (to `<output_dir>.replaced-<time>`, logged) so that no old
 checkpoint is resumed by mistake. Length limits (`--max_utterance_length`, ...; defaults cover ED) are saved in the
@@ -31,8 +36,10 @@ from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import compiled_graphs
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import check_tokenizer, tokenizer_fingerprint
+from modeling_iamm.folders import DiskFullError
 from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model,
-                                    prepare_output_dir, resolve_resume_checkpoint)
+                                    load_final_weights, prepare_output_dir, resolve_resume_checkpoint,
+                                    run_end_reached, stop_reason)
 
 logger = logging.getLogger("train")
 
@@ -48,6 +55,13 @@ class CountBatches(TrainerCallback):
 
 
 def main(argv=None):
+    try:
+        train(argv)
+    except DiskFullError as e:
+        sys.exit(f"train: {e.strerror}")
+
+
+def train(argv=None):
     data_args, model_args, training_args = parse_args((DataArguments, ModelArguments, IAMMTrainingArguments), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
@@ -57,6 +71,12 @@ def main(argv=None):
     if aside:
         logger.warning("--overwrite_output_dir: moved the previous contents of %s to %s", training_args.output_dir, aside)
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    finished = run_end_reached(resume, training_args) if resume else None
+    summary_path = os.path.join(training_args.output_dir, "train_summary.json")
+    if finished and os.path.exists(summary_path):
+        logger.warning("nothing to train: %s; the run is finished and %s holds its final model (unchanged). Raise "
+                       "--max_steps (or --num_train_epochs) to train further", finished, training_args.output_dir)
+        return
     set_seed(training_args.seed)
     if model_args.model_name_or_path and not data_args.tokenizer_name_or_path:
         data_args.tokenizer_name_or_path = model_args.model_name_or_path
@@ -80,7 +100,13 @@ def main(argv=None):
         data_collator=collator, callbacks=[counter],
     )
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    if finished:  # killed after its last checkpoint, before the final save: save the final model, train nothing
+        logger.warning("nothing to train: %s; saving the run's final model from its checkpoints", finished)
+        train_loss, stopped_by = None, "max_steps"
+        load_final_weights(trainer, resume)
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=resume).training_loss
+        stopped_by = stop_reason(trainer)
     elapsed = time.time() - start
     print(f"[rank {training_args.process_index}/{training_args.world_size}] took part in {counter.steps} optimizer "
           f"steps (global step {trainer.state.global_step})", flush=True)
@@ -90,17 +116,17 @@ def main(argv=None):
     trainer.save_model(training_args.output_dir)  # the best checkpoint when load_best_model_at_end, else the last
     if trainer.is_world_process_zero():
         summary = {
-            "global_step": trainer.state.global_step, "train_seconds": round(elapsed, 1),
+            "global_step": trainer.state.global_step, "stopped_by": stopped_by, "train_seconds": round(elapsed, 1),
             "seconds_per_1000_steps": round(1000 * elapsed / max(counter.steps, 1), 1),
             "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
-            "train_loss": result.training_loss, "implicit_association": model.config.use_implicit_association,
+            "train_loss": train_loss, "implicit_association": model.config.use_implicit_association,
             "samples": {split: ds.num_rows for split, ds in data.items()}, "vocabulary": len(tokenizer),
             "length_limits": limits, "truncated": truncated, "pad_to_multiple_of": collator.pad_to_multiple_of,
             "torch_compile": training_args.torch_compile,
             "compiled_graphs": compiled_graphs() if training_args.torch_compile else None,
             "word_vectors": getattr(model.config, "word_vectors", None),
         }
-        with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:
+        with open(summary_path, "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps(summary, indent=2))
     if torch.distributed.is_available() and torch.distributed.is_initialized():

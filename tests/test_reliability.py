@@ -285,6 +285,8 @@ def test_output_dir_that_is_a_file_is_one_clear_line(tmp_path, model_dir):
     path.write_text("x")
     with pytest.raises(SystemExit, match=rf"--output_dir {path} is a file, not a folder"):
         evaluate(model_dir, path)
+    with pytest.raises(SystemExit, match=rf"--output_dir {path} is a file, not a folder"):
+        train(["--output_dir", str(path)])
     assert path.read_text() == "x"
 
 
@@ -307,3 +309,108 @@ def test_several_responses_per_sample_are_kept_and_dist_counts_the_first(tmp_pat
     assert not (tmp_path / "refused").exists()  # refused before any work
     with pytest.raises(ValueError, match="--num_beams must be >= 1"):
         evaluate(model_dir, tmp_path / "refused", "--num_beams", "0")
+
+
+# ---- 9. interrupted, finished and budgeted training runs ---------------------------------------------------
+
+
+def test_resume_skips_incomplete_checkpoints_saying_which_and_why(tmp_path, model_dir, caplog):
+    from modeling_iamm.training import resolve_resume_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    state = run / "checkpoint-4" / "trainer_state.json"
+    state.rename(tmp_path / "state.json")  # killed while writing checkpoint-4: its last file is missing
+    with caplog.at_level("WARNING"):
+        assert resolve_resume_checkpoint(str(run), "true") == str(run / "checkpoint-2")
+    assert f"skipping {run / 'checkpoint-4'}, which is incomplete (it has no trainer_state.json" in caplog.text
+    with pytest.raises(ValueError, match=r"checkpoint-4: the checkpoint is incomplete \(it has no trainer_state.json.*"
+                                         r"resume from .*checkpoint-2 instead"):
+        resolve_resume_checkpoint(str(run), str(run / "checkpoint-4"))
+    state.write_text((tmp_path / "state.json").read_text()[:-40])  # cut while writing it
+    assert "trainer_state.json is cut" in str(pytest.raises(ValueError, resolve_resume_checkpoint, str(run),
+                                                            str(run / "checkpoint-4")).value)
+    (tmp_path / "state.json").rename(state)
+    weights = run / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # cut while writing the weights
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(["--output_dir", str(run), "--max_utterance_length", "12", "--resume_from_checkpoint", "true"])
+    assert "skipping" in caplog.text and "model.safetensors: " in caplog.text and "truncated" in caplog.text
+    summary = json.load(open(run / "train_summary.json"))
+    assert summary["global_step"] == 4 and summary["stopped_by"] == "max_steps"
+    a, b = load_file(model_dir / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # the same run as the uninterrupted one
+    (run / "checkpoint-2" / "trainer_state.json").unlink()
+    (run / "checkpoint-4" / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match=r"no complete checkpoint in .*checkpoint-4: it has no trainer_state.json.*"
+                                         r"checkpoint-2: it has no"):
+        resolve_resume_checkpoint(str(run), True)
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path, caplog):
+    run = tmp_path / "run"
+    args = ["--output_dir", str(run), "--max_steps", "6", "--save_steps", "3"]  # 1.5 epochs of 32 samples
+    train(args)
+    final, summary = (run / "model.safetensors").read_bytes(), (run / "train_summary.json").read_text()
+    with caplog.at_level("WARNING"):
+        train(args + ["--resume_from_checkpoint", "true"])
+    assert "nothing to train: " in caplog.text and "global step 6, the end of --max_steps 6" in caplog.text
+    assert (run / "model.safetensors").read_bytes() == final and (run / "train_summary.json").read_text() == summary
+    assert sorted(p for p in os.listdir(run) if p.startswith("checkpoint-")) == ["checkpoint-3", "checkpoint-6"]
+    # killed after its last checkpoint, before the final save: the resume saves the final model, trains nothing
+    (run / "model.safetensors").unlink()
+    (run / "train_summary.json").unlink()
+    train(args + ["--resume_from_checkpoint", "true"])
+    assert sorted(p for p in os.listdir(run) if p.startswith("checkpoint-")) == ["checkpoint-3", "checkpoint-6"]
+    a, b = load_file(run / "checkpoint-6" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.load(open(run / "train_summary.json"))["global_step"] == 6
+
+
+def test_time_budget_is_checked_logged_and_recorded(tmp_path, model_dir, caplog):
+    for bad in ("nan", "inf", "-1"):
+        with pytest.raises(ValueError, match=rf"--max_train_seconds must be a finite number of seconds > 0, got"):
+            IAMMTrainingArguments(output_dir=str(tmp_path), max_train_seconds=float(bad), use_cpu=True)
+    assert json.load(open(model_dir / "train_summary.json"))["stopped_by"] == "max_steps"
+    with caplog.at_level("WARNING"):
+        train(["--output_dir", str(tmp_path / "budget"), "--max_train_seconds", "0.001"])
+    summary = json.load(open(tmp_path / "budget" / "train_summary.json"))
+    assert summary["stopped_by"] == "time_budget" and summary["global_step"] == 1
+    assert "--max_train_seconds 0.001 reached after" in caplog.text and "stopping at step 1 of 4" in caplog.text
+    assert (tmp_path / "budget" / "checkpoint-1").is_dir()  # the stop point is a checkpoint
+
+
+def test_max_samples_must_keep_a_sample():
+    from modeling_iamm.preparation import DataArguments
+
+    with pytest.raises(ValueError, match=r"--max_samples must be >= 1 \(leave it out for every sample\), got 0"):
+        DataArguments(data="x", max_samples=0)
+
+
+def test_a_full_disk_says_so_and_the_run_resumes_past_the_cut_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from modeling_iamm.folders import explain_disk_full
+
+    save = torch.save
+
+    def full_disk_at_step_4(obj, path, *args, **kwargs):
+        if "checkpoint-4" in str(path):  # what torch's zip writer raises when a write comes up short
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+        return save(obj, path, *args, **kwargs)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", full_disk_at_step_4)
+    with pytest.raises(SystemExit, match=rf"train: no space left on the disk while writing {run / 'checkpoint-4'} "
+                                         r"\([\d.]+ MiB free there; RuntimeError: .*unexpected pos.*\)\. Free space"):
+        train(["--output_dir", str(run)])
+    monkeypatch.setattr(torch, "save", save)
+    train(["--output_dir", str(run), "--resume_from_checkpoint", "true"])  # skips the cut checkpoint-4
+    assert json.load(open(run / "train_summary.json"))["global_step"] == 4
+    with pytest.raises(OSError, match="no space left on the disk while writing x"):
+        with explain_disk_full("x"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(RuntimeError, match="another failure"):  # other errors pass unchanged
+        with explain_disk_full("x"):
+            raise RuntimeError("another failure")
