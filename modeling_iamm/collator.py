@@ -194,6 +194,12 @@ class IAMMDataCollator:
                 raise ValueError(
                     f"sample {f.get('conv_id', '?')}: {len(ctx)} context utterances but {len(ctx_roles)} context_roles"
                 )
+            if ctx_roles[-1] != "speaker":
+                raise ValueError(
+                    f"sample {f.get('conv_id', '?')}: the context ends with a {ctx_roles[-1]!r} turn; IAMM answers "
+                    f"the speaker's last utterance as the listener, so the last role must be 'speaker' (drop the "
+                    f"listener's last turn, or fix the roles)"
+                )
             if self.max_context_turns is not None and len(ctx) > self.max_context_turns:
                 self._count("max_context_turns")
                 ctx, ctx_roles = ctx[-self.max_context_turns :], ctx_roles[-self.max_context_turns :]

@@ -10,19 +10,21 @@ Forms read by :func:`load_empathetic_dialogues`:
 * a Hub dataset id (any of the row forms above), when online.
 
 A conversation row is `{conv_id, emotion, situation, utterances: [str], speakers: ["speaker"|"listener"]}`;
-the speaker is the one who wrote the situation and speaks at odd `utterance_idx`. Split names `validation`
-and `dev` are renamed `valid`. Text keeps its case here (normalisation happens in the tokenizer, see
+the speaker is the one who wrote the situation and speaks at odd `utterance_idx`. A file's split is its name in
+lower case (`Train.csv` is `train`); split names `validation` and `dev` are renamed `valid`. Text files are UTF-8,
+with or without a byte-order mark. Text keeps its case here (normalisation happens in the tokenizer, see
 :mod:`modeling_iamm.text`); only the release's `_comma_` escaping is undone.
 
 The release format is read strictly. A line must have the 8 columns (a 9th is the test split's inline label
 candidates, accepted only when `selfeval` still has its `a|b|c_d|e|f` shape, i.e. no text comma shifted the
 columns); more fields mean a comma inside `prompt` or `utterance` not written as `_comma_`, which cannot be undone
-unambiguously (either text could hold it), so it is an error naming the line, never a silently cut text; fewer
-mean a cut line. A quoted CSV row must have as many values as the header and close its quotes. Rows of one
+unambiguously (either text could hold it), so it is an error naming the line, never a silently cut text; the one
+exception is an utterance that ends with an unescaped comma (an empty field right after it, then the `selfeval` and
+`tags` columns), which keeps its comma. Fewer fields mean a cut line. A quoted CSV row must have as many values as the header and close its quotes. Rows of one
 conversation must agree on the emotion, `speaker` (when given) must match the parity of `utterance_idx` (odd: the
 speaker), and turns must be numbered 1..n without gaps. A split may come from one file or from shards
-(`train-00000-of-00002.parquet`, ...), never from two files of different names or formats (`train.csv` and
-`train.jsonl` would load every conversation twice). A file that is not UTF-8, holds no conversation or whose every
+(`train-00000-of-00002.parquet`, ...), never from two files of different names, cases or formats (`train.csv`
+and `train.jsonl`, or `Train.csv` and `train.csv`, would load every conversation twice). A file that is not UTF-8, holds no conversation or whose every
 conversation is invalid is an error naming it.
 
 Bad input raises :class:`EDFormatError` naming the file, the line (or row) and the field. With
@@ -85,13 +87,13 @@ SAMPLE_FEATURES = Features(
 class EDFormatError(ValueError):
     """A record of an EmpatheticDialogues file is malformed; says which file, line/row and field."""
 
-    def __init__(self, source: str, location: str, field: str, message: str, conv_id: Optional[str] = None):
+    def __init__(self, source: str, location: str, field: str, message: str, conv_id: Optional[str] = None,
+                 hint: Optional[str] = None):
         self.source, self.location, self.field, self.reason = source, location, field, message
         self.conv_id = conv_id  # the conversation the record belongs to, when it can be told
-        super().__init__(
-            f"{source}, {location}, field '{field}': {message}. Fix the record, or pass skip_invalid=True to drop "
-            f"the conversation it belongs to (the drop is counted and reported)."
-        )
+        hint = hint or ("Fix the record, or pass skip_invalid=True to drop the conversation it belongs to (the drop "
+                        "is counted and reported)")
+        super().__init__(f"{source}, {location}, field '{field}': {message}. {hint}.")
 
 
 @dataclass
@@ -124,9 +126,10 @@ class SkipReport:
 
 
 def _open_text(path: str) -> io.TextIOBase:
+    # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of the first column's name
     if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 _SELFEVAL = re.compile(r"^(\d+\|\d+\|\d+_\d+\|\d+\|\d+)?$")  # the release's self-evaluation scores, or empty
@@ -144,6 +147,11 @@ def _release_row(path: str, lineno: int, line: str) -> Union[Dict[str, Any], EDF
                              f"broken CSV line: {len(parts)} comma-separated fields, expected {n} "
                              f"({','.join(RELEASE_COLUMNS)}): the line is cut before '{RELEASE_COLUMNS[len(parts)]}'",
                              conv_id=conv_id)
+    if (len(parts) == n + 1 and parts[4].strip().isdigit() and not parts[6].strip()
+            and (not parts[8].strip() or _SELFEVAL.match(parts[7].strip()) and parts[7].strip())):
+        # the utterance ends with a comma its writer did not escape: the empty field after the utterance is that
+        # comma's, and selfeval/tags follow it (a genuine 9th column holds label candidates after the selfeval)
+        parts = parts[:5] + [parts[5] + ","] + parts[7:]
     shifted = not parts[4].strip().isdigit() or not _SELFEVAL.match(parts[6].strip())
     if len(parts) > n + 1 or (len(parts) == n + 1 and shifted):
         field = "prompt" if not parts[4].strip().isdigit() else "utterance"
@@ -412,9 +420,11 @@ class _Builder:
             )
         if not out:
             if self.errors:
+                first = next(iter(self.errors.values()))
                 raise EDFormatError(self.source, "every row", "conv_id",
-                                    f"all {len(self.errors)} conversation(s) are invalid, none is left; first error: "
-                                    f"{next(iter(self.errors.values()))}")
+                                    f"all {len(self.errors)} conversation(s) are invalid, none is left (skip_invalid "
+                                    f"dropped them all); first error: {first.source}, {first.location}, field "
+                                    f"'{first.field}': {first.reason}", hint="Fix the file")
             raise EDFormatError(self.source, "whole file", "conv_id",
                                 "no conversation in the file (empty, or only a header line)")
         return out
@@ -435,8 +445,8 @@ def _split_of_file(path: str) -> str:
         if base.lower().endswith(ext):
             base = base[: -len(ext)]
             break
-    # Hub-style parquet shards: "train-00000-of-00001"
-    return _canonical_split(base.split("-")[0])
+    # Hub-style parquet shards: "train-00000-of-00001"; case does not name another split (Train.csv is train)
+    return _canonical_split(base.split("-")[0].lower())
 
 
 def find_split_files(directory: str) -> Dict[str, List[str]]:

@@ -6,7 +6,7 @@ from modeling_iamm.collator import IGNORE_INDEX
 
 
 def _sample(context, target, roles=None, situation="my dog was sick", emotion_id=5):
-    roles = roles or ["speaker" if i % 2 == 0 else "listener" for i in range(len(context))]
+    roles = roles or ["speaker" if (len(context) - 1 - i) % 2 == 0 else "listener" for i in range(len(context))]
     return {"conv_id": "c", "emotion_id": emotion_id, "situation": situation, "context": context,
             "context_roles": roles, "target": target}
 
@@ -110,3 +110,9 @@ def test_pad_to_multiple_of_buckets_the_shapes_and_leaves_the_model_outputs_alon
     assert torch.allclose(a.loss, b.loss, atol=1e-5) and torch.allclose(a.emotion_logits, b.emotion_logits, atol=1e-5)
     with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1"):
         IAMMDataCollator(word_tokenizer, pad_to_multiple_of=0)
+
+
+def test_a_context_ending_with_a_listener_turn_is_refused_naming_the_sample(collator):
+    collator([_sample(["my dog died", "oh no", "yes , last week"], "i am sorry")])
+    with pytest.raises(ValueError, match=r"sample c: the context ends with a 'listener' turn; .* must be 'speaker'"):
+        collator([_sample(["my dog died", "oh no"], "i am sorry", roles=["speaker", "listener"])])

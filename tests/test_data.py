@@ -256,3 +256,52 @@ def test_non_utf8_header_only_and_fully_skipped_files_name_the_file(tmp_path):
     path.write_text(HEADER + "\nhit:9_conv:9,1,cheerful,situation,7,hello,,\n")
     e = _load_error(path, skip_invalid=True)
     assert e.source == str(path) and "all 1 conversation(s) are invalid" in str(e) and "cheerful" in str(e)
+
+
+@pytest.mark.parametrize("writer", [write_release_csv, write_quoted_csv])
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, reference, writer):
+    convs = list(reference)[:3]
+    writer(tmp_path / "plain.csv", convs)
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.csv").read_bytes())  # as spreadsheet exports write it
+    loaded = load_empathetic_dialogues(str(path))["train"]
+    assert loaded["conv_id"] == [c["conv_id"] for c in convs]
+    assert loaded["utterances"] == [c["utterances"] for c in convs]
+    jsonl = tmp_path / "valid.jsonl"
+    write_jsonl(str(jsonl), conversation_rows(convs))
+    jsonl.write_bytes(b"\xef\xbb\xbf" + jsonl.read_bytes())
+    assert load_empathetic_dialogues(str(jsonl))["valid"]["conv_id"] == [c["conv_id"] for c in convs]
+
+
+def test_split_names_ignore_case_so_two_cases_of_one_split_are_refused(tmp_path, reference):
+    convs = list(reference)[:3]
+    write_release_csv(tmp_path / "Train.csv", convs)
+    assert list(load_empathetic_dialogues(str(tmp_path))) == ["train"]  # not a split named "Train"
+    write_release_csv(tmp_path / "train.csv", convs)
+    if len(os.listdir(tmp_path)) < 2:
+        pytest.skip("case-insensitive file system: Train.csv and train.csv are one file")
+    with pytest.raises(ValueError, match=r"split 'train' has several files \(Train.csv, train.csv\)"):
+        load_empathetic_dialogues(str(tmp_path))
+
+
+def test_an_utterance_ending_with_an_unescaped_comma_keeps_it(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(HEADER + "\n" + GOOD + "hit:9_conv:9,1,afraid,situation,7,well then,,,\n"
+                    + "hit:9_conv:9,2,afraid,situation,8,oh no,,5|5|5_2|2|5,\n")
+    loaded = load_empathetic_dialogues(str(path))["train"]
+    assert loaded["utterances"][1] == ["well then,", "oh no,"]
+    # a comma inside the text stays an error; the test split's 9th column is still read as label candidates
+    path.write_text(HEADER + "\n" + GOOD + "hit:9_conv:9,1,afraid,situation,7,well, then,,,\n")
+    assert (_load_error(path).location, _load_error(path).field) == ("line 4", "utterance")
+    path.write_text(HEADER + "\n" + GOOD + "hit:9_conv:9,1,afraid,situation,7,hello,5|5|5_2|2|5,,\n"
+                    + "hit:9_conv:9,2,afraid,situation,8,hi,,,a|b\n")
+    assert load_empathetic_dialogues(str(path))["train"]["utterances"][1] == ["hello", "hi"]
+
+
+def test_skip_invalid_that_drops_everything_does_not_suggest_skip_invalid(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(HEADER + "\nhit:9_conv:9,1,cheerful,situation,7,hello,,\n")
+    e = _load_error(path, skip_invalid=True)
+    assert "skip_invalid=True" not in str(e) and "skip_invalid dropped them all" in str(e)
+    assert "line 2, field 'context': unknown emotion 'cheerful'" in str(e)
+    assert "pass skip_invalid=True" in str(_load_error(path))  # without it, the hint stays
