@@ -290,6 +290,16 @@ def run_end_reached(checkpoint: str, args: "IAMMTrainingArguments") -> Optional[
     return None
 
 
+def final_model_saved(output_dir: str, checkpoint: str) -> bool:
+    """Whether `output_dir` holds the final model of a run that ended at `checkpoint`: its `train_summary.json`
+    (written after the final save) is at least that checkpoint's step (an older one is from an earlier stop)."""
+    try:
+        with open(os.path.join(output_dir, "train_summary.json"), encoding="utf-8") as f:
+            return json.load(f).get("global_step", -1) >= _step(checkpoint)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_final_weights(trainer: Seq2SeqTrainer, checkpoint: str) -> None:
     """Give `trainer` the state and weights a run that ended at `checkpoint` finishes with, without training: the
     best checkpoint's weights with `load_best_model_at_end` (what `train()` loads at its end), else `checkpoint`'s."""

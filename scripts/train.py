@@ -34,12 +34,12 @@ from transformers import TrainerCallback, set_seed
 from modeling_iamm.cli import parse_args
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import compiled_graphs
+from modeling_iamm.folders import DiskFullError
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import check_tokenizer, tokenizer_fingerprint
-from modeling_iamm.folders import DiskFullError
 from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model,
-                                    load_final_weights, prepare_output_dir, resolve_resume_checkpoint,
-                                    run_end_reached, stop_reason)
+                                    final_model_saved, load_final_weights, prepare_output_dir,
+                                    resolve_resume_checkpoint, run_end_reached, stop_reason)
 
 logger = logging.getLogger("train")
 
@@ -59,6 +59,10 @@ def main(argv=None):
         train(argv)
     except DiskFullError as e:
         sys.exit(f"train: {e.strerror}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # leave the process group in order: ranks that tear it down at interpreter exit can abort (SIGABRT)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def train(argv=None):
@@ -72,8 +76,7 @@ def train(argv=None):
         logger.warning("--overwrite_output_dir: moved the previous contents of %s to %s", training_args.output_dir, aside)
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     finished = run_end_reached(resume, training_args) if resume else None
-    summary_path = os.path.join(training_args.output_dir, "train_summary.json")
-    if finished and os.path.exists(summary_path):
+    if finished and final_model_saved(training_args.output_dir, resume):
         logger.warning("nothing to train: %s; the run is finished and %s holds its final model (unchanged). Raise "
                        "--max_steps (or --num_train_epochs) to train further", finished, training_args.output_dir)
         return
@@ -126,13 +129,9 @@ def train(argv=None):
             "compiled_graphs": compiled_graphs() if training_args.torch_compile else None,
             "word_vectors": getattr(model.config, "word_vectors", None),
         }
-        with open(summary_path, "w") as f:
+        with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps(summary, indent=2))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # leave the process group in order: ranks that tear it down at interpreter exit can abort (SIGABRT)
-        trainer.accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -358,9 +358,10 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path, caplog):
     assert "nothing to train: " in caplog.text and "global step 6, the end of --max_steps 6" in caplog.text
     assert (run / "model.safetensors").read_bytes() == final and (run / "train_summary.json").read_text() == summary
     assert sorted(p for p in os.listdir(run) if p.startswith("checkpoint-")) == ["checkpoint-3", "checkpoint-6"]
-    # killed after its last checkpoint, before the final save: the resume saves the final model, trains nothing
+    # killed after its last checkpoint, before the final save (the summary is an earlier stop's, at step 3): the
+    # resume saves the final model and trains nothing
     (run / "model.safetensors").unlink()
-    (run / "train_summary.json").unlink()
+    (run / "train_summary.json").write_text(json.dumps(dict(json.loads(summary), global_step=3)))
     train(args + ["--resume_from_checkpoint", "true"])
     assert sorted(p for p in os.listdir(run) if p.startswith("checkpoint-")) == ["checkpoint-3", "checkpoint-6"]
     a, b = load_file(run / "checkpoint-6" / "model.safetensors"), load_file(run / "model.safetensors")
