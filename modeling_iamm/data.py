@@ -20,12 +20,13 @@ candidates, accepted only when `selfeval` still has its `a|b|c_d|e|f` shape, i.e
 columns); more fields mean a comma inside `prompt` or `utterance` not written as `_comma_`, which cannot be undone
 unambiguously (either text could hold it), so it is an error naming the line, never a silently cut text; the one
 exception is an utterance that ends with an unescaped comma (an empty field right after it, then the `selfeval` and
-`tags` columns), which keeps its comma. Fewer fields mean a cut line. A quoted CSV row must have as many values as the header and close its quotes. Rows of one
-conversation must agree on the emotion, `speaker` (when given) must match the parity of `utterance_idx` (odd: the
-speaker), and turns must be numbered 1..n without gaps. A split may come from one file or from shards
-(`train-00000-of-00002.parquet`, ...), never from two files of different names, cases or formats (`train.csv`
-and `train.jsonl`, or `Train.csv` and `train.csv`, would load every conversation twice). A file that is not UTF-8, holds no conversation or whose every
-conversation is invalid is an error naming it.
+`tags` columns), which keeps its comma. Fewer fields mean a cut line. A quoted CSV row must have as many values as
+the header and close its quotes. Rows of one conversation must agree on the emotion, `speaker` (when given) must
+match the parity of `utterance_idx` (odd: the speaker), and turns must be numbered 1..n without gaps. A split may
+come from one file or from shards (`train-00000-of-00002.parquet`, ...), never from two files of different names,
+cases or formats (`train.csv` and `train.jsonl`, or `Train.csv` and `train.csv`, would load every conversation
+twice). A file that is not UTF-8, holds no conversation or whose every conversation is invalid is an error naming
+it.
 
 Bad input raises :class:`EDFormatError` naming the file, the line (or row) and the field. With
 `skip_invalid=True` the affected conversations are dropped instead, and a :class:`SkipReport` counts them by

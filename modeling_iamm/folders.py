@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional
@@ -74,8 +75,6 @@ class FolderLock:
         self._nested = False
 
     def _record(self) -> bytes:
-        import sys
-
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)[:300]}
         return (json.dumps(holder) + "\n").encode()
