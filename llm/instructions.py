@@ -289,6 +289,19 @@ def match_label(text: Optional[str]) -> Tuple[Optional[str], bool]:
     return (prefixed.pop(), False) if len(prefixed) == 1 else (None, False)
 
 
+def strict_label(text: str) -> Optional[str]:
+    """The label of an answer's `Emotion:` field when that field IS one of the 32 labels, else None.
+
+    The normalisation is fixed: Unicode NFKC, markdown bold removed, the field name in any case, and the field's
+    text lower-cased and trimmed of surrounding white space, quotes, backticks, brackets, asterisks and punctuation
+    (`"**Emotion**: Sad."` -> `sad`, `"Emotion: ```sad```"` -> `sad`). Anything else is no label: no `Emotion:`
+    field, `"not sad, just tired"`, `"Sadness"`, `"sad, lonely"`.
+    """
+    match = _EMOTION_FIELD.search(_normalise_answer(text))
+    label, exact = match_label(match.group(1) if match else None)
+    return label if exact else None
+
+
 def parse_answer(text: str) -> ParsedAnswer:
     """Read an `Emotion: <label>` / `Response: <reply>` answer, robustly.
 
