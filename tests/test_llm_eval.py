@@ -232,3 +232,42 @@ def test_evaluate_llm_script(tmp_path):
     metrics = json.load(open(tmp_path / "preds.metrics.json"))
     assert metrics["emotion_accuracy_lenient_x100"] == pytest.approx(80.0)
     assert "1 of 5 samples have no prediction" in proc.stdout and "| crafted (4/5 answered) |" in proc.stdout
+
+
+def _script_error(tmp_path, argv):
+    """Run scripts/evaluate_llm.py's main in-process; return its one-line exit message (it must exit non-zero)."""
+    import runpy
+
+    main = runpy.run_path(os.path.join(ROOT, "scripts", "evaluate_llm.py"), run_name="imported")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert exit_info.value.code not in (0, None) and "\n" not in message and message.startswith("evaluate_llm: ")
+    return message
+
+
+def test_evaluate_llm_script_user_mistakes(tmp_path):
+    from datasets import Dataset
+
+    from iamm.llm.instructions import INSTRUCTION_FEATURES, instruction_row, save_instruction_split
+
+    row = instruction_row({"conv_id": "c0", "turn": 1, "situation": "s", "context": ["hello"], "emotion": "sad",
+                           "target": "hi"}, [("word", 0.9)])
+    save_instruction_split(Dataset.from_list([row], features=INSTRUCTION_FEATURES), str(tmp_path / "instr"), "test")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "c0#1", "output": "Emotion: sad"}) + "\n")
+    metrics = tmp_path / "preds.metrics.json"
+    assert "no instruction data" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                             str(tmp_path / "nowhere")])
+    assert "split(s) ['valid'] not built" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                                      str(tmp_path / "instr"), "--split", "valid"])
+    assert "need the gold labels" in _script_error(tmp_path, ["--predictions", str(preds)])
+    assert "no such predictions file" in _script_error(
+        tmp_path, ["--predictions", str(tmp_path / "none.jsonl"), "--instructions", str(tmp_path / "instr")])
+    preds.write_text(json.dumps({"id": "c0#1", "output": "Emotion: sad"}) + "\nthis is not json\n")
+    assert "line 2: not a JSON record" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                                   str(tmp_path / "instr")])
+    preds.write_text("[1, 2]\n")
+    assert "record 1: not a JSON object" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                                     str(tmp_path / "instr")])
+    assert not metrics.exists()
