@@ -138,6 +138,13 @@ def load_instruction_splits(data_dir: str, splits: Sequence[str], columns: Seque
     return load_instruction_dataset(data_dir, splits, columns=columns)
 
 
+def load_training_data(lora_args: "LoraArguments", training_args: TrainingArguments):
+    """The splits `train_lora` reads (train, and eval when evaluation is on) with the columns it needs; raises
+    `FileNotFoundError`/`ValueError` (one line, naming the folder) when the data set or a split is missing."""
+    splits = [lora_args.train_split] + ([lora_args.eval_split] if training_args.eval_strategy != "no" else [])
+    return load_instruction_splits(lora_args.data_dir, splits, ("id", lora_args.instruction_column, "answer"))
+
+
 def _render_ids(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool) -> List[int]:
     text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -314,8 +321,7 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
     tokenizer = load_tokenizer(lora_args.tokenizer_name_or_path or lora_args.model_name_or_path,
                                lora_args.trust_remote_code)
     do_eval = training_args.eval_strategy != "no"
-    splits = [lora_args.train_split] + ([lora_args.eval_split] if do_eval else [])
-    data = load_instruction_splits(lora_args.data_dir, splits, ("id", lora_args.instruction_column, "answer"))
+    data = load_training_data(lora_args, training_args)
     train = data[lora_args.train_split]
     if lora_args.max_train_samples is not None:
         train = train.select(range(min(lora_args.max_train_samples, len(train))))

@@ -156,6 +156,24 @@ def _main(script):
     return runpy.run_path(os.path.join(ROOT, "scripts", script), run_name="imported")["main"]
 
 
+def test_train_script_user_mistakes_are_one_line_before_any_work(glm_dir, tmp_path):
+    data = write_instruction_dataset(str(tmp_path / "instructions"))
+    out = tmp_path / "run"
+    base = ["--model_name_or_path", glm_dir, "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none"]
+    cases = [
+        (["--data_dir", str(tmp_path / "nowhere")], "no instruction data"),
+        (["--data_dir", data, "--train_split", "training"], "split(s) ['training'] not built"),
+        (["--data_dir", data, "--eval_strategy", "steps", "--eval_split", "dev"], "split(s) ['dev'] not built"),
+        ([], "--data_dir is required"),
+    ]
+    for extra, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            _main("train_lora.py")(base + extra)
+        message = str(exit_info.value.code)
+        assert message.startswith("train_lora: ") and expected in message and "\n" not in message, message
+        assert not out.exists()
+
+
 @pytest.mark.slow
 def test_train_script_trains_resumes_merges_and_refuses_a_used_folder(glm_dir, tmp_path):
     data = write_instruction_dataset(str(tmp_path / "instructions"))
