@@ -101,6 +101,17 @@ def test_authors_format_matches_their_logged_prediction_prompt():
     assert "[gMASK]sop " + answer == "[gMASK]sop Emotion:guilty\n Response:did you suffer any injuries ?"  # their label
 
 
+def test_authors_text_leaves_their_targets_as_they_are():
+    """Their data's replies (the gold side of their released predictions) are already in the form authors_text
+    produces: lower-cased, contractions of their table expanded (`did not`, never `did n't`), NLTK words."""
+    from iamm.llm.instructions import authors_text
+
+    with open(os.path.join(AUTHORS, "generated_predictions_rows.jsonl"), encoding="utf-8") as f:
+        replies = [json.loads(line)["label"].split("\n Response:")[1] for line in f]
+    assert [authors_text(r) for r in replies] == replies
+    assert authors_text("Why didn't you? I can't, it's 5:30.") == "why did not you ? i can not , it is 5:30 ."
+
+
 def test_authors_word_rule_thresholds_keep_punctuation_and_any_length():
     ranked = [("guilty", 0.9), (",", 0.8), ("water", 0.7), ("and", 0.3), (".", 0.2), ("the", 0.05)]
     words = split_associated_words(ranked, InstructionConfig(format="authors"))
