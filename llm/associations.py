@@ -47,7 +47,7 @@ from .records import open_records
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-AGGREGATION_VERSION = 1  # bump when aggregate_word_weights changes what it keeps
+AGGREGATION_VERSION = 2  # (2: punctuation kept, filtered per format) bump when aggregate_word_weights changes what it keeps
 COMPARED_HEADER_KEYS = ("format", "aggregation", "model_fingerprint", "tokenizer_fingerprint", "dtype", "knowledge",
                         "length_limits")
 

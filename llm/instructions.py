@@ -9,6 +9,25 @@ two renderings: OpenAI chat messages (:meth:`Instruction.to_messages`) and ChatG
 tokenising it is the ChatGLM3 tokenizer's job). The answer the model is taught to give is
 `Emotion: <label>` newline `Response: <reply>` (:func:`format_answer`); :func:`parse_answer` reads it back.
 
+Two formats (`InstructionConfig.format`, `--format` of `scripts/build_instructions.py`):
+
+* `"authors"` -- the IAMM_large authors' run, reproduced from their released template and logged prompts: their
+  wording (one text: the role line, the rules as `- ` items, their answer format
+  ``Emotion: ```inferred emotion```\n Response:```reply utterance``` `` with a literal backslash-n), then the fields
+  `Dialogue context: <c>\n Dialogue situation:<s>\n High weight words: <w,w> \n Low wieght words: <w,w>` (their
+  spacing and spelling), all ED text lower-cased and tokenised as their data is (:func:`authors_text`:
+  `did n't`, `fine ?`); one user turn in their glmtuner chat format
+  (:meth:`Instruction.to_glmtuner`, `[Round 1]\n\n问：<instruction + input>\n\n答：`); the target
+  `Emotion:<label>\n Response:<reply>`; weight words by a weight threshold, punctuation kept, lists of any length;
+  source and target cut to 512 tokens each, the source on the right (`iamm.llm.lora`). This is the format that
+  reproduces the paper's Table 3, and the one the paper's scoring rule (`iamm.llm.evaluation`) expects.
+* `"iamm"` (the default, this project's): a system text with numbered rules and a user text; ChatGLM3's own chat
+  template; `Emotion: <label>\nResponse: <reply>`; the top 5 / next 20 words without punctuation; the prompt cut
+  from the left. Chosen for use beyond the reproduction: ChatGLM3-6B (and chat APIs) were instruction-tuned on
+  their system/user/assistant template, not on glmtuner's ChatGLM-6B one; original-case text is what a user types;
+  fixed-size word lists keep prompts short and comparable; cutting from the left keeps the fields and the answer cue
+  (the authors' right cut drops the end of the word lists and `答：` from long prompts).
+
 High and low weight words (:func:`aggregate_word_weights`, then :func:`split_associated_words`):
 
 1. Only the explicit pairs count (`utterance-situation`, `utterance-history`, `utterance-memory`): their entries
@@ -17,12 +36,17 @@ High and low weight words (:func:`aggregate_word_weights`, then :func:`split_ass
 2. Every keyword (with its keyword weight) and every associated word (with its association weight) of every entry
    is a candidate. A word's weight is the HIGHEST weight it received anywhere in the dialogue (all turns, heads,
    directions and pairs). Words are compared as the IAMM tokenizer wrote them (lowercased).
-3. Dropped: the null memory slot `<none>`, the tokenizer's special tokens (`[CLS]`, `[UNK]`, ...), relation refs
-   (`name(situation)`, `name(utterance N)`) and tokens without a letter or digit (punctuation). Stop words are
-   KEPT, as in the authors' instructions.
-4. Words are ranked by weight (ties: alphabetical). The first `num_high_words` (default 5) are the high weight
-   words; the following ones whose weight is at least `min_low_weight` (default 0.0), at most `max_low_words`
-   (default 20), are the low weight words. Each list is written in rank order, separated by `", "`.
+3. Dropped: the null memory slot `<none>`, the tokenizer's special tokens (`[CLS]`, `[UNK]`, ...) and relation
+   refs (`name(situation)`, `name(utterance N)`); tokens without a letter or digit (punctuation) are dropped in the
+   `iamm` format and kept in the `authors` one (their lists hold `,` and `.`). Stop words are KEPT, as in the
+   authors' instructions.
+4. Words are ranked by weight (ties: alphabetical). High weight words: the first `num_high_words` (`iamm`
+   default 5), or with `high_min_weight` set (`authors` default 0.5) every word weighing at least that. Low weight
+   words: the following ones whose weight is at least `min_low_weight` (default 0.0), at most `max_low_words`
+   (`iamm` default 20; `authors`: no limit). Lists are written in rank order, separated by `", "` (`iamm`) or
+   `","` (`authors`). The authors' word files (their `ed_*.json`) are not part of their public snapshot, so their
+   exact threshold could not be read; what their logged prompts show -- 2 and 8 high weight words, low weight words
+   of any number, punctuation among them -- is what a threshold gives and a fixed count does not.
 """
 
 import glob
@@ -35,7 +59,10 @@ from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Seq
 from datasets import Dataset, DatasetDict, Features, List as ListFeature, Value, load_dataset
 
 from modeling_iamm import EMOTION_LABELS
+from modeling_iamm.text import CONTRACTIONS
 from modeling_iamm.tokenization import SPECIAL_TOKENS
+
+from .treebank import treebank_word_tokenize
 
 WordWeights = List[Tuple[str, float]]
 
@@ -64,28 +91,79 @@ ASSOCIATION_RULE = (
 )
 FORMAT_RULE = "Answer in exactly this format:\nEmotion: <label>\nResponse: <reply>"
 
+# The IAMM_large authors' instruction, word for word (their template and logged prompts; `\\n` is a literal
+# backslash-n in their text). The association rule is left out for the plain variant.
+AUTHORS_ROLE_LINE = ("You are an empathetic conversational agent. You need to simulate a listener based on the dialogue "
+                     "history to converse with the speaker.")
+AUTHORS_RULES = (
+    'The "Dialogue context" is the dialogue history between the speaker and listener, with their utterances '
+    f"separated by {UTTERANCE_SEPARATOR}.",
+    'The "Dialogue situation" is the scenario where the dialogue is taking place. When provided, you need to infer '
+    "the emotional context from the situation to generate appropriate responses.",
+    "To better conduct empathetic dialogue, you need to infer and understand the emotions in the conversation, and "
+    "generate fitting responses based on dialogue history, situation (if available), and inferred emotions.",
+    "The inferred emotion can only be selected from the following. Do not generate any keywords besides these:```"
+    + ",".join(EMOTION_LABELS) + "```",
+    "The response format to follow: Emotion: ```inferred emotion```\\n Response:```reply utterance```",
+)
+AUTHORS_ASSOCIATION_RULE = (
+    "High weight words and low weight words refer to terms from the dialogue history or dialogue situation that are "
+    "relevant. In order to more deeply understand the dialogue and situation, you need to associate these words to "
+    "comprehend the expressed emotions and content more precisely and thoroughly, predict emotions more accurately, "
+    "and formulate higher quality responses."
+)
+AUTHORS_ANSWER_SEPARATOR = "\n "
+
+
+INSTRUCTION_FORMATS = ("iamm", "authors")
+
 
 @dataclass
 class InstructionConfig:
-    """How associated words become the `High weight words:` and `Low weight words:` fields (see module docstring).
+    """The instruction format and how associated words become the weight-word fields (see module docstring).
 
     Args:
-        num_high_words: the top-ranked words written as high weight words.
-        max_low_words: at most this many of the next words are written as low weight words.
+        format: `"iamm"` (this project's) or `"authors"` (the IAMM_large authors' run).
+        num_high_words: the top-ranked words written as high weight words (`iamm` default 5).
+        high_min_weight: instead, every word weighing at least this is a high weight word (`authors` default 0.5).
+        max_low_words: at most this many of the next words are written as low weight words (`iamm` default 20;
+            `authors`: no limit).
         min_low_weight: a low weight word needs at least this weight (association weights are sigmoids, in 0..1).
+        keep_punctuation: keep punctuation tokens among the words (`authors` default True, `iamm` False).
     """
 
-    num_high_words: int = field(default=5, metadata={"help": "How many top-weighted associated words are 'high weight words'."})
-    max_low_words: int = field(default=20, metadata={"help": "At most this many of the next words are 'low weight words'."})
+    format: str = field(default="iamm", metadata={"help": "iamm (this project's format) or authors (the paper's run)."})
+    num_high_words: Optional[int] = field(default=None, metadata={
+        "help": "How many top-weighted associated words are 'high weight words' (iamm default 5)."})
+    high_min_weight: Optional[float] = field(default=None, metadata={
+        "help": "Instead: every word weighing at least this is a high weight word (authors default 0.5)."})
+    max_low_words: Optional[int] = field(default=None, metadata={
+        "help": "At most this many of the next words are 'low weight words' (iamm default 20, authors: no limit)."})
     min_low_weight: float = field(default=0.0, metadata={"help": "Low weight words need at least this weight (0..1)."})
+    keep_punctuation: Optional[bool] = field(default=None, metadata={
+        "help": "Keep punctuation among the words (authors default true, iamm false)."})
 
     def __post_init__(self):
-        if self.num_high_words < 0:
+        if self.format not in INSTRUCTION_FORMATS:
+            raise ValueError(f"format must be one of {INSTRUCTION_FORMATS}, got {self.format!r}")
+        authors = self.format == "authors"
+        if self.num_high_words is None and self.high_min_weight is None:
+            if authors:
+                self.high_min_weight = 0.5
+            else:
+                self.num_high_words = 5
+        if self.max_low_words is None and not authors:
+            self.max_low_words = 20
+        if self.keep_punctuation is None:
+            self.keep_punctuation = authors
+        if self.num_high_words is not None and self.num_high_words < 0:
             raise ValueError(f"num_high_words must be >= 0, got {self.num_high_words}")
-        if self.max_low_words < 0:
+        if self.max_low_words is not None and self.max_low_words < 0:
             raise ValueError(f"max_low_words must be >= 0, got {self.max_low_words}")
-        if not 0.0 <= self.min_low_weight <= 1.0:
-            raise ValueError(f"min_low_weight must be in [0, 1] (weights are sigmoids), got {self.min_low_weight}")
+        for name in ("min_low_weight", "high_min_weight"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] (weights are sigmoids), got {value}")
 
 
 @dataclass
@@ -96,15 +174,22 @@ class AssociatedWords:
     low: WordWeights
 
 
-def is_dialogue_word(token: str, special_tokens: Collection[str] = frozenset(SPECIAL_TOKENS)) -> bool:
+def is_dialogue_word(token: str, special_tokens: Collection[str] = frozenset(SPECIAL_TOKENS),
+                     keep_punctuation: bool = False) -> bool:
     """Whether an association ref's text is a dialogue word worth showing (rule 3 of the module docstring)."""
-    if token == NULL_WORD or token in special_tokens or _RELATION_REF.match(token):
+    if not token.strip() or token == NULL_WORD or token in special_tokens or _RELATION_REF.match(token):
         return False
+    return keep_punctuation or is_word(token)
+
+
+def is_word(token: str) -> bool:
+    """Whether a token has a letter or digit (is not punctuation)."""
     return any(ch.isalnum() for ch in token)
 
 
 def aggregate_word_weights(associations: Mapping[str, Any], special_tokens: Iterable[str] = SPECIAL_TOKENS) -> WordWeights:
-    """Each dialogue word's best weight over all explicit association entries, ranked (rules 1-4, without the split).
+    """Each dialogue word's best weight over all explicit association entries, ranked (rules 1-4, without the split;
+    punctuation is kept here and dropped by :func:`split_associated_words` when the format wants).
 
     `associations` is one sample's dict from `IAMMForConditionalGeneration.extract_associations` (or
     `modeling_iamm.inference.predict(..., with_associations=True)`).
@@ -113,7 +198,7 @@ def aggregate_word_weights(associations: Mapping[str, Any], special_tokens: Iter
     best: Dict[str, float] = {}
 
     def consider(word: str, weight: float) -> None:
-        if is_dialogue_word(word, special) and weight > best.get(word, float("-inf")):
+        if is_dialogue_word(word, special, keep_punctuation=True) and weight > best.get(word, float("-inf")):
             best[word] = float(weight)
 
     for pair in EXPLICIT_PAIRS:
@@ -128,45 +213,87 @@ def split_associated_words(word_weights: Sequence[Tuple[str, float]], config: Op
                            ) -> AssociatedWords:
     """Split ranked `(word, weight)` pairs (from :func:`aggregate_word_weights`) into high and low weight words."""
     config = config or InstructionConfig()
-    ranked = sorted(((str(w), float(x)) for w, x in word_weights), key=lambda item: (-item[1], item[0]))
-    high = ranked[: config.num_high_words]
-    low = [(w, x) for w, x in ranked[config.num_high_words:] if x >= config.min_low_weight][: config.max_low_words]
-    return AssociatedWords(high=high, low=low)
+    ranked = sorted(((str(w), float(x)) for w, x in word_weights if config.keep_punctuation or is_word(str(w))),
+                    key=lambda item: (-item[1], item[0]))
+    if config.high_min_weight is not None:
+        n_high = sum(1 for _, x in ranked if x >= config.high_min_weight)
+    else:
+        n_high = config.num_high_words
+    low = [(w, x) for w, x in ranked[n_high:] if x >= config.min_low_weight]
+    return AssociatedWords(high=ranked[:n_high], low=low[: config.max_low_words])
 
 
 # ---- the instruction --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Instruction:
-    """An instruction as a system text (role line and rules) and a user text (the dialogue's fields)."""
+    """An instruction as a system text (role line and rules) and a user text (the dialogue's fields).
+
+    In the `authors` format the two are one user turn: `system` is their instruction text (ending in a blank line)
+    and `user` their input fields, sent concatenated.
+    """
 
     system: str
     user: str
+    format: str = "iamm"
 
     def to_messages(self) -> List[Dict[str, str]]:
-        """OpenAI-style chat messages: `[{"role": "system", ...}, {"role": "user", ...}]`."""
+        """Chat messages: `[{"role": "system", ...}, {"role": "user", ...}]`; in the authors' format one user
+        message with the instruction and the input."""
+        if self.format == "authors":
+            return [{"role": "user", "content": self.system + self.user}]
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
 
     def to_chatglm3(self, answer: Optional[str] = None) -> str:
-        """ChatGLM3's chat format as text, ending where the assistant's answer starts (or with `answer` appended)."""
+        """The chat prompt as text, ending where the answer starts (or with `answer` appended): ChatGLM3's format,
+        `[gMASK]sop<|system|>\\n...<|user|>\\n...<|assistant|>\\n`, or in the authors' format their glmtuner one
+        (:meth:`to_glmtuner`)."""
+        if self.format == "authors":
+            return self.to_glmtuner(answer)
         text = f"[gMASK]sop<|system|>\n{self.system}<|user|>\n{self.user}<|assistant|>\n"
         return text + answer if answer is not None else text
+
+    def to_glmtuner(self, answer: Optional[str] = None) -> str:
+        """The authors' glmtuner chat text: `[gMASK]sop` (the tokenizer's two special tokens) then the source
+        :func:`glmtuner_source` (or with `answer` appended)."""
+        text = "[gMASK]sop" + glmtuner_source(self.system + self.user)
+        return text + answer if answer is not None else text
+
+
+def glmtuner_source(query: str) -> str:
+    """The source text of one user turn in the authors' glmtuner template: `[Round 1]\\n\\n问：<query>\\n\\n答：`."""
+    return f"[Round 1]\n\n问：{query}\n\n答："
+
+
+def authors_text(text: str) -> str:
+    """ED text as the authors' data holds it (MoEL/CEM's preprocessing): lower-cased, the contractions of
+    :data:`modeling_iamm.text.CONTRACTIONS` replaced as plain substrings, split into NLTK words, joined by spaces
+    (`"I didn't know, shouldn't I?"` -> `"i did not know , should n't i ?"`)."""
+    text = _one_line(text).lower()
+    for contraction, expansion in CONTRACTIONS.items():
+        text = text.replace(contraction, expansion)
+    return " ".join(treebank_word_tokenize(text))
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def build_instruction(context: Sequence[str], situation: str, associated: Optional[AssociatedWords] = None
-                      ) -> Instruction:
+def build_instruction(context: Sequence[str], situation: str, associated: Optional[AssociatedWords] = None,
+                      format: str = "iamm") -> Instruction:
     """The IAMM_large instruction for a dialogue; without `associated`, the plain instruction (no weight words).
 
     Args:
         context: the utterances, oldest first (the last one the speaker's); newlines inside are flattened.
         situation: the speaker's situation text.
         associated: high and low weight words (:func:`split_associated_words`); None for the plain variant.
+        format: `"iamm"` or `"authors"` (module docstring).
     """
     if isinstance(context, str) or not context:
         raise ValueError("context must be a non-empty list of utterances")
+    if format == "authors":
+        return _authors_instruction(context, situation, associated)
+    if format != "iamm":
+        raise ValueError(f"format must be one of {INSTRUCTION_FORMATS}, got {format!r}")
     rules = list(RULES[:3]) + ([ASSOCIATION_RULE] if associated is not None else []) + [RULES[3], FORMAT_RULE]
     system = ROLE_LINE + "\nRules:\n" + "\n".join(f"{i}. {rule}" for i, rule in enumerate(rules, start=1))
     fields = [
@@ -181,8 +308,24 @@ def build_instruction(context: Sequence[str], situation: str, associated: Option
     return Instruction(system=system, user="\n".join(fields))
 
 
-def format_answer(emotion: str, response: str) -> str:
-    """The answer the instruction asks for (the fine-tuning target): `Emotion: <label>\\nResponse: <reply>`."""
+def _authors_instruction(context: Sequence[str], situation: str, associated: Optional[AssociatedWords]) -> Instruction:
+    # (utterances joined by " </s> ": both logged prompts have a one-utterance context, so the spacing around the
+    # separator is not attested; everything else is as logged)
+    rules = list(AUTHORS_RULES) + ([AUTHORS_ASSOCIATION_RULE] if associated is not None else [])
+    system = AUTHORS_ROLE_LINE + "\n" + "\n".join(f"- {rule}" for rule in rules) + "\n\n"
+    user = ("Dialogue context: " + f" {UTTERANCE_SEPARATOR} ".join(authors_text(u) for u in context)
+            + "\n Dialogue situation:" + authors_text(situation))
+    if associated is not None:
+        user += ("\n High weight words: " + ",".join(w for w, _ in associated.high)
+                 + " \n Low wieght words: " + ",".join(w for w, _ in associated.low))
+    return Instruction(system=system, user=user, format="authors")
+
+
+def format_answer(emotion: str, response: str, format: str = "iamm") -> str:
+    """The answer the instruction asks for (the fine-tuning target): `Emotion: <label>\\nResponse: <reply>`, or in
+    the authors' format `Emotion:<label>\\n Response:<reply>` with the reply as :func:`authors_text`."""
+    if format == "authors":
+        return f"Emotion:{emotion}{AUTHORS_ANSWER_SEPARATOR}Response:{authors_text(response)}"
     return f"Emotion: {emotion}\nResponse: {_one_line(response)}"
 
 
@@ -204,11 +347,15 @@ INSTRUCTION_FEATURES = Features({
     "low_weights": ListFeature(Value("float32")),
     "messages": _MESSAGES,  # system + user, with associated words
     "plain_messages": _MESSAGES,  # system + user, without (the baseline)
-    "chatglm3_prompt": Value("string"),  # ChatGLM3 chat text of `messages`, up to "<|assistant|>\n"
+    "chatglm3_prompt": Value("string"),  # chat text of `messages` up to the answer (ChatGLM3's; glmtuner's if authors)
     "plain_chatglm3_prompt": Value("string"),
     "answer": Value("string"),  # format_answer(emotion, target): the fine-tuning target
+    "format": Value("string"),  # "iamm" or "authors" (InstructionConfig.format)
 })
 """The columns of an instruction data set (every split), in order."""
+
+OPTIONAL_COLUMNS = {"format": "iamm"}
+"""Columns that data sets built before they existed lack, with the value those rows have."""
 
 
 def sample_id(sample: Mapping[str, Any]) -> str:
@@ -220,9 +367,10 @@ def instruction_row(sample: Mapping[str, Any], word_weights: Sequence[Tuple[str,
                     config: Optional[InstructionConfig] = None) -> Dict[str, Any]:
     """One row of :data:`INSTRUCTION_FEATURES` from an ED sample (`modeling_iamm.build_samples`) and its ranked
     associated words (:func:`aggregate_word_weights`)."""
+    config = config or InstructionConfig()
     associated = split_associated_words(word_weights, config)
-    with_words = build_instruction(sample["context"], sample["situation"], associated)
-    plain = build_instruction(sample["context"], sample["situation"], None)
+    with_words = build_instruction(sample["context"], sample["situation"], associated, config.format)
+    plain = build_instruction(sample["context"], sample["situation"], None, config.format)
     return {
         "id": sample_id(sample),
         "conv_id": sample["conv_id"],
@@ -240,7 +388,8 @@ def instruction_row(sample: Mapping[str, Any], word_weights: Sequence[Tuple[str,
         "plain_messages": plain.to_messages(),
         "chatglm3_prompt": with_words.to_chatglm3(),
         "plain_chatglm3_prompt": plain.to_chatglm3(),
-        "answer": format_answer(sample["emotion"], sample["target"]),
+        "answer": format_answer(sample["emotion"], sample["target"], config.format),
+        "format": config.format,
     }
 
 
@@ -287,6 +436,19 @@ def match_label(text: Optional[str]) -> Tuple[Optional[str], bool]:
         return None, False
     prefixed = {label for label in EMOTION_LABELS for w in words if w.startswith(label)}
     return (prefixed.pop(), False) if len(prefixed) == 1 else (None, False)
+
+
+def strict_label(text: str) -> Optional[str]:
+    """The label of an answer's `Emotion:` field when that field IS one of the 32 labels, else None.
+
+    The normalisation is fixed: Unicode NFKC, markdown bold removed, the field name in any case, and the field's
+    text lower-cased and trimmed of surrounding white space, quotes, backticks, brackets, asterisks and punctuation
+    (`"**Emotion**: Sad."` -> `sad`, `"Emotion: ```sad```"` -> `sad`). Anything else is no label: no `Emotion:`
+    field, `"not sad, just tired"`, `"Sadness"`, `"sad, lonely"`.
+    """
+    match = _EMOTION_FIELD.search(_normalise_answer(text))
+    label, exact = match_label(match.group(1) if match else None)
+    return label if exact else None
 
 
 def parse_answer(text: str) -> ParsedAnswer:
@@ -353,7 +515,10 @@ def load_instruction_dataset(path: str, splits: Optional[Sequence[str]] = None,
     if missing:
         raise ValueError(f"{path}: split(s) {missing} not built; available: {sorted(available)}")
     data = load_dataset("parquet", data_files={s: available[s] for s in wanted})
-    for split, ds in data.items():
+    for split, ds in list(data.items()):
+        for column, value in OPTIONAL_COLUMNS.items():
+            if column not in ds.column_names:
+                data[split] = ds = ds.add_column(column, [value] * len(ds))
         absent = [c for c in (columns or INSTRUCTION_FEATURES) if c not in ds.column_names]
         if absent:
             raise ValueError(f"{available[split]}: not an instruction data set, columns {absent} are missing")

@@ -23,6 +23,7 @@ import torch
 from transformers import TrainingArguments
 
 from .chatglm3 import chatglm3_stop_token_ids, is_chatglm3_checkpoint, load_chatglm3, load_chatglm3_tokenizer
+from .instructions import glmtuner_source, load_instruction_dataset
 from .records import RecordWriter, open_records
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ class LoraArguments(ModelLoadingArguments):
         data_dir: folder of the instruction dataset (`data/{split}.parquet` or `data/{split}-*.parquet`).
         instruction_column: `messages` (with associated words) or `plain_messages` (without).
         train_split, eval_split: split names.
-        max_length: longest training sequence; longer rows lose prompt tokens from the left, the answer is kept.
+        max_length: longest training sequence; longer rows lose prompt tokens from the left, the answer is kept
+            (`iamm` format data).
+        max_source_length, max_target_length: the authors' format (data built with `--format authors`): prompt and
+            answer lengths as their glmtuner run had them (512 each), the prompt cut on the right.
         max_train_samples: use only the first N training rows (smoke runs).
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout.
         target_modules: comma-separated module names (default: the attention's q/k/v projections).
@@ -92,7 +96,10 @@ class LoraArguments(ModelLoadingArguments):
     train_split: str = field(default="train", metadata={"help": "Training split"})
     eval_split: str = field(default="valid", metadata={"help": "Split evaluated when --eval_strategy is not no"})
     max_length: int = field(default=1024, metadata={
-        "help": "Longest training sequence in tokens; the prompt is cut from the left, the answer kept"})
+        "help": "Longest training sequence in tokens; the prompt is cut from the left, the answer kept (iamm format)"})
+    max_source_length: int = field(default=512, metadata={
+        "help": "Authors' format: longest prompt in tokens, cut on the right (glmtuner's default, their run)"})
+    max_target_length: int = field(default=512, metadata={"help": "Authors' format: longest answer in tokens"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N training rows"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
@@ -126,6 +133,7 @@ class LoraTrainingArguments(TrainingArguments):
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs (authors: 3)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns"})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps"})
+    save_steps: float = field(default=1000, metadata={"help": "Save a checkpoint every N steps (authors: 1000)"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Start over in a non-empty output_dir (its checkpoints are replaced)"})
 
@@ -133,9 +141,14 @@ class LoraTrainingArguments(TrainingArguments):
 # ---------------------------------------------------------------------------------------------------------- data
 def load_instruction_splits(data_dir: str, splits: Sequence[str], columns: Sequence[str] = ("id", "answer")):
     """Splits of the instruction data set in `data_dir` (`data/<split>.parquet` or Hub-style shards), with `columns`."""
-    from .instructions import load_instruction_dataset
-
     return load_instruction_dataset(data_dir, splits, columns=columns)
+
+
+def load_training_data(lora_args: "LoraArguments", training_args: TrainingArguments):
+    """The splits `train_lora` reads (train, and eval when evaluation is on) with the columns it needs; raises
+    `FileNotFoundError`/`ValueError` (one line, naming the folder) when the data set or a split is missing."""
+    splits = [lora_args.train_split] + ([lora_args.eval_split] if training_args.eval_strategy != "no" else [])
+    return load_instruction_splits(lora_args.data_dir, splits, ("id", lora_args.instruction_column, "answer", "format"))
 
 
 def _render_ids(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool) -> List[int]:
@@ -143,10 +156,50 @@ def _render_ids(tokenizer, messages: List[Dict[str, str]], add_generation_prompt
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def prompt_ids(tokenizer, messages: List[Dict[str, str]], max_length: Optional[int] = None) -> List[int]:
-    """The chat prompt ending in the assistant's turn; cut from the left to `max_length` tokens if given."""
+AUTHORS_MAX_SOURCE_LENGTH = 512
+AUTHORS_MAX_TARGET_LENGTH = 512
+"""glmtuner's defaults, which the authors' runs kept: prompt and answer each at most 512 tokens, specials included."""
+
+
+def _glmtuner_prefix(tokenizer) -> List[int]:
+    prefix = tokenizer.convert_tokens_to_ids(["[gMASK]", "sop"])
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in prefix:
+        raise ValueError("the authors' format needs ChatGLM's [gMASK] and sop tokens, which this tokenizer lacks")
+    return prefix
+
+
+def authors_source_ids(tokenizer, messages: List[Dict[str, str]], max_source_length: int = AUTHORS_MAX_SOURCE_LENGTH
+                       ) -> List[int]:
+    """The authors' glmtuner prompt: `[gMASK] sop` + the tokens of `[Round 1]\\n\\n问：<query>\\n\\n答：` cut on the RIGHT
+    to `max_source_length - 2` (a long prompt loses the end of its word lists and the answer cue, as theirs did)."""
+    source = glmtuner_source("".join(m["content"] for m in messages))
+    ids = tokenizer(source, add_special_tokens=False)["input_ids"]
+    return _glmtuner_prefix(tokenizer) + ids[: max_source_length - 2]
+
+
+def prompt_ids(tokenizer, messages: List[Dict[str, str]], max_length: Optional[int] = None,
+               format: str = "iamm") -> List[int]:
+    """The chat prompt ending in the assistant's turn; cut from the left to `max_length` tokens if given (the
+    authors' format: :func:`authors_source_ids`, cut on the right, `max_length` default 512)."""
+    if format == "authors":
+        return authors_source_ids(tokenizer, messages, max_length or AUTHORS_MAX_SOURCE_LENGTH)
     ids = _render_ids(tokenizer, messages, add_generation_prompt=True)
     return ids[-max_length:] if max_length else ids
+
+
+def encode_authors_example(tokenizer, messages: List[Dict[str, str]], answer: str,
+                           max_source_length: int = AUTHORS_MAX_SOURCE_LENGTH,
+                           max_target_length: int = AUTHORS_MAX_TARGET_LENGTH) -> Dict[str, Any]:
+    """A training row as glmtuner built the authors' ones: `[gMASK] sop` + source (cut on the right to
+    `max_source_length - 2`) + answer tokens (cut to `max_target_length - 1`) + eos; labels -100 on the prompt."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token; set one so that the model learns to stop")
+    full_source = glmtuner_source("".join(m["content"] for m in messages))
+    n_source = len(tokenizer(full_source, add_special_tokens=False)["input_ids"])
+    prompt = authors_source_ids(tokenizer, messages, max_source_length)
+    target = tokenizer(answer, add_special_tokens=False)["input_ids"][: max_target_length - 1] + [tokenizer.eos_token_id]
+    return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target,
+            "truncated": n_source > max_source_length - 2}
 
 
 def encode_training_example(tokenizer, messages: List[Dict[str, str]], answer: str, max_length: int) -> Dict[str, Any]:
@@ -175,19 +228,35 @@ def encode_training_example(tokenizer, messages: List[Dict[str, str]], answer: s
     return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt) + target, "truncated": truncated}
 
 
-def build_training_dataset(dataset, tokenizer, instruction_column: str, max_length: int):
-    """Tokenise instruction rows (`instruction_column` + `answer`) into `input_ids`/`labels`; logs truncations."""
+def build_training_dataset(dataset, tokenizer, instruction_column: str, max_length: int,
+                           max_source_length: int = AUTHORS_MAX_SOURCE_LENGTH,
+                           max_target_length: int = AUTHORS_MAX_TARGET_LENGTH):
+    """Tokenise instruction rows (`instruction_column` + `answer`) into `input_ids`/`labels`; logs truncations.
+
+    Rows of the authors' format (`format` column) are encoded as glmtuner did (:func:`encode_authors_example`,
+    `max_source_length`/`max_target_length`), the others with the tokenizer's chat template (`max_length`).
+    """
     for column in (instruction_column, "answer"):
         if column not in dataset.column_names:
             raise ValueError(f"instruction dataset has no {column!r} column (has {dataset.column_names})")
+    formats = set(dataset["format"]) if "format" in dataset.column_names else {"iamm"}
+    if len(formats) > 1:
+        raise ValueError(f"the instruction rows mix formats {sorted(formats)}; build one data set per format")
 
     def encode(row):
+        if row.get("format") == "authors":
+            return encode_authors_example(tokenizer, row[instruction_column], row["answer"], max_source_length,
+                                          max_target_length)
         return encode_training_example(tokenizer, row[instruction_column], row["answer"], max_length)
 
     encoded = dataset.map(encode, remove_columns=dataset.column_names, desc="tokenising")
     n_truncated = sum(encoded["truncated"])
-    logger.info("%d of %d rows longer than max_length=%d lost prompt tokens from the left", n_truncated,
-                len(encoded), max_length)
+    if formats == {"authors"}:
+        logger.info("%d of %d prompts longer than max_source_length=%d lost their end (the authors' right cut)",
+                    n_truncated, len(encoded), max_source_length)
+    else:
+        logger.info("%d of %d rows longer than max_length=%d lost prompt tokens from the left", n_truncated,
+                    len(encoded), max_length)
     return encoded.remove_columns("truncated")
 
 
@@ -314,15 +383,15 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
     tokenizer = load_tokenizer(lora_args.tokenizer_name_or_path or lora_args.model_name_or_path,
                                lora_args.trust_remote_code)
     do_eval = training_args.eval_strategy != "no"
-    splits = [lora_args.train_split] + ([lora_args.eval_split] if do_eval else [])
-    data = load_instruction_splits(lora_args.data_dir, splits, ("id", lora_args.instruction_column, "answer"))
+    data = load_training_data(lora_args, training_args)
     train = data[lora_args.train_split]
     if lora_args.max_train_samples is not None:
         train = train.select(range(min(lora_args.max_train_samples, len(train))))
     with training_args.main_process_first(desc="tokenising"):
-        train = build_training_dataset(train, tokenizer, lora_args.instruction_column, lora_args.max_length)
+        lengths = (lora_args.max_length, lora_args.max_source_length, lora_args.max_target_length)
+        train = build_training_dataset(train, tokenizer, lora_args.instruction_column, *lengths)
         evaluation = (build_training_dataset(data[lora_args.eval_split], tokenizer, lora_args.instruction_column,
-                                             lora_args.max_length) if do_eval else None)
+                                             *lengths) if do_eval else None)
     model = load_base_model(lora_args)
     model = add_lora(model, lora_args, training_args.gradient_checkpointing)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
@@ -363,7 +432,9 @@ class GenerationArguments(ModelLoadingArguments):
     output_file: str = field(default="predictions.jsonl", metadata={"help": "JSONL of {id, output}"})
     batch_size: int = field(default=8, metadata={"help": "Rows per generate() call"})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest reply"})
-    max_prompt_length: int = field(default=1024, metadata={"help": "Prompts are cut from the left to this length"})
+    max_prompt_length: Optional[int] = field(default=None, metadata={
+        "help": "Prompts are cut to this length: from the left (default 1024), or for authors-format data on the "
+                "right (default 512, as their run)"})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam search"})
     num_beams: int = field(default=1, metadata={"help": "Beam width"})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature"})
@@ -432,10 +503,10 @@ def _answer(args: GenerationArguments, done: set, out: RecordWriter) -> int:
     """Answer the rows of `args.split` whose id is not in `done`, appending to `out`."""
     from transformers import set_seed
 
-    rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column))[args.split]
+    rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column, "format"))[args.split]
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
-    todo = [r for r in rows.select_columns(["id", args.instruction_column]) if r["id"] not in done]
+    todo = [r for r in rows.select_columns(["id", args.instruction_column, "format"]) if r["id"] not in done]
     logger.info("%d rows to answer (%d already in %s)", len(todo), len(done), args.output_file)
     if not todo:
         return 0
@@ -456,7 +527,7 @@ def _answer(args: GenerationArguments, done: set, out: RecordWriter) -> int:
         stop_ids = chatglm3_stop_token_ids(tokenizer)
     written = 0
     for batch in _batches(todo, args.batch_size):
-        prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length) for r in batch]
+        prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length, r["format"]) for r in batch]
         enc = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
         with torch.no_grad():
             generated = model.generate(

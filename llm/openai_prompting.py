@@ -5,28 +5,39 @@ Every row's `messages` (or `plain_messages`, the baseline without associated wor
 `{base_url}/chat/completions` through the `openai` client, created with `max_retries=0` so that the retries are
 ours (:func:`retry_delay`):
 
-* retried: HTTP 408, 409, 429 and 5xx, timeouts, connection errors (a dropped connection) and unreadable replies
-  (malformed JSON, a reply without `choices`), up to `max_attempts` sends per sample;
-* the wait is the server's `retry-after-ms` / `retry-after` header (seconds or an HTTP date), capped at
-  `retry_after_max`, or else exponential back-off `min(backoff_max, backoff_initial * 2**(attempt-1))` with
-  "equal jitter" (half of it fixed, half uniformly random);
+* rate limits (HTTP 429) pause the WHOLE pool, not just the worker that got one: no request is sent until the
+  server's `retry-after-ms` / `retry-after` (seconds or an HTTP date, capped at `retry_after_max`) has passed,
+  plus up to `rate_limit_jitter` of it at random (never less than the server asked); without such a header, the
+  pause is exponential back-off over the pool's consecutive 429s. Then one request goes alone as a probe; when it
+  is answered, the pool runs at full concurrency again, when it gets a 429, the pool pauses again. A 429 does not
+  count as one of a sample's `max_attempts`: rate limits only delay samples. If the pool stays rate limited for
+  longer than `rate_limit_max_wait`, or the 429 says the account's quota is used up (`insufficient_quota`, which
+  waiting does not cure), the run stops, leaving the samples not yet answered for a later run;
+* retried, counted as attempts: HTTP 408, 409 and 5xx, timeouts, connection errors (a dropped connection) and
+  unreadable replies (malformed JSON, a reply without `choices`), up to `max_attempts` sends per sample, after
+  the server's retry-after or else exponential back-off `min(backoff_max, backoff_initial * 2**(attempt-1))`
+  with "equal jitter" (half of it fixed, half uniformly random);
 * not retried: other 4xx (bad request, authentication, unknown model, ...): the sample is recorded as failed.
 
 Results are appended to a JSONL file as they arrive, one line per finished sample (written and fsynced at once):
 
     {"id": ..., "status": "answered", "output": <raw answer>, "emotion": <label or null>, "response": ...,
      "valid_label": ..., "finish_reason": ..., "usage": {"prompt_tokens", "completion_tokens", "total_tokens"},
-     "attempts": n, "prompt_sha": ...}
+     "attempts": n, "rate_limited": n, "prompt_sha": ...}
     {"id": ..., "status": "failed", "error": "<type>: <message of the last error>", "attempts": n, ...}
 
 so Ctrl-C or a crash loses nothing that was answered, and a re-run sends only the samples without a record (and the
 failed ones again with `retry_failed=True`; the newest record of an id is the one that counts). The file's header
-holds the model, variant, split and generation settings; a file written with others is refused.
+holds the model, variant, split and generation settings; a file written with others is refused. The summary says
+how many samples failed and the command that sends them again.
 
-Budgets: `max_requests` counts every HTTP request sent (retries included); `max_total_tokens` counts the tokens
-the server reported (prompt + completion) in this run. When one is reached, no new request is sent, requests in
-flight are completed and recorded, samples still waiting are left for a later run, and the summary says why it
-stopped. A token budget can be overshot by the requests in flight when it is reached (at most `concurrency`).
+Budgets: `max_requests` counts every HTTP request sent in this run (retries and 429s included).
+`max_total_tokens` caps the tokens of the whole results file, over all runs: the tokens its records already used
+count, and a request is only sent when the tokens used, plus those reserved by the requests in flight, plus its
+own upper estimate (:func:`estimate_prompt_tokens` + `max_tokens`, which a token budget therefore needs) stay
+within the budget (a request that only the reservations in flight keep out waits for them); the run stops when the
+tokens used plus the next request's estimate exceed it. When a budget is reached, no new request is sent, requests in flight are completed and
+recorded, samples still waiting are left for a later run, and the summary says why it stopped.
 
 The sample id travels in the `X-Sample-Id` request header (servers ignore unknown headers), which lets a proxy or
 a test server see which sample a request is for.
@@ -42,7 +53,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import openai
 
@@ -56,6 +67,8 @@ RESULTS_FORMAT = 1
 COMPARED_HEADER_KEYS = ("format", "model", "variant", "split", "generation")
 VARIANTS = {"associations": "messages", "plain": "plain_messages"}
 RETRYABLE_STATUS = {408, 409, 429}
+RATE_LIMIT_STATUS = 429
+QUOTA_ERROR_CODE = "insufficient_quota"  # OpenAI's 429 for a used-up quota: waiting does not help
 
 
 @dataclass
@@ -71,7 +84,10 @@ class PromptingConfig:
         max_attempts: sends per sample before it is recorded as failed.
         backoff_initial / backoff_max: exponential back-off, seconds (with jitter).
         retry_after_max: a server's `retry-after` is honoured up to this many seconds.
-        max_requests / max_total_tokens: budgets for this run (None: unlimited).
+        rate_limit_jitter: a rate-limit pause lasts the server's wait times 1 + uniform(0, this).
+        rate_limit_max_wait: stop the run when the pool has been rate limited this many seconds without an answer.
+        max_requests: request budget of this run; max_total_tokens: token budget of the results file (None:
+            unlimited; needs `max_tokens`).
         input_price_per_1m / output_price_per_1m: USD per million prompt/completion tokens for the cost estimate.
             The defaults are an ASSUMPTION: OpenAI's list price of gpt-3.5-turbo-0125 (0.50 / 1.50); check yours.
     """
@@ -91,8 +107,11 @@ class PromptingConfig:
     backoff_initial: float = field(default=1.0, metadata={"help": "First back-off, seconds (doubles per attempt)."})
     backoff_max: float = field(default=60.0, metadata={"help": "Longest back-off, seconds."})
     retry_after_max: float = field(default=120.0, metadata={"help": "Honour a server's retry-after up to this many seconds."})
+    rate_limit_jitter: float = field(default=0.2, metadata={"help": "Rate-limit pauses last the server's wait x (1 + uniform(0, this))."})
+    rate_limit_max_wait: float = field(default=900.0, metadata={"help": "Stop when rate limited this many seconds without an answer."})
     max_requests: Optional[int] = field(default=None, metadata={"help": "Stop after sending this many requests (retries count)."})
-    max_total_tokens: Optional[int] = field(default=None, metadata={"help": "Stop once this run used this many tokens."})
+    max_total_tokens: Optional[int] = field(default=None, metadata={
+        "help": "Token budget of the output file (tokens already in it count); needs --max_tokens."})
     input_price_per_1m: float = field(default=0.50, metadata={"help": "USD per 1M prompt tokens (default: gpt-3.5-turbo-0125, an assumption)."})
     output_price_per_1m: float = field(default=1.50, metadata={"help": "USD per 1M completion tokens (default: gpt-3.5-turbo-0125, an assumption)."})
 
@@ -100,13 +119,16 @@ class PromptingConfig:
         for name in ("concurrency", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("request_timeout", "backoff_initial", "backoff_max", "retry_after_max", "input_price_per_1m",
-                     "output_price_per_1m"):
+        for name in ("request_timeout", "backoff_initial", "backoff_max", "retry_after_max", "rate_limit_jitter",
+                     "rate_limit_max_wait", "input_price_per_1m", "output_price_per_1m"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_requests", "max_total_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or unset), got {getattr(self, name)}")
+        if self.max_total_tokens is not None and self.max_tokens is None:
+            raise ValueError("max_total_tokens needs max_tokens (the longest answer): without it a request's cost has "
+                             "no bound and the budget could be crossed")
 
     def generation_kwargs(self) -> Dict[str, Any]:
         """The generation parameters that are set (sent with every request, and part of the results' header)."""
@@ -177,31 +199,137 @@ def _describe(error: BaseException) -> str:
 
 
 # ---- budgets ----------------------------------------------------------------------------------------------------
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, str]]) -> int:
+    """An upper estimate of a request's prompt tokens without the model's tokenizer: a third of each message's
+    UTF-8 bytes, rounded up (English text averages about four characters per token), plus 4 per message and 3 for
+    the reply's priming, as OpenAI's chat format adds."""
+    return 3 + sum(4 + -(-len(str(m.get("content", "")).encode("utf-8")) // 3) for m in messages)
+
+
 class Budget:
-    """Thread-safe request and token counters with optional limits; `stopped` names the limit that was reached."""
+    """Thread-safe request and token counters with optional limits; `stopped` names the limit that was reached.
 
-    def __init__(self, max_requests: Optional[int] = None, max_total_tokens: Optional[int] = None):
+    Tokens: `used_tokens` starts at the tokens already spent (`spent_tokens`, those of the results file); a request
+    reserves its estimate before it is sent (:meth:`acquire_request`) and gives it back when its usage is known
+    (:meth:`settle`), so requests in flight together can never cross `max_total_tokens`.
+    """
+
+    def __init__(self, max_requests: Optional[int] = None, max_total_tokens: Optional[int] = None,
+                 spent_tokens: int = 0):
         self.max_requests, self.max_total_tokens = max_requests, max_total_tokens
-        self.requests = self.prompt_tokens = self.completion_tokens = 0
+        self.requests = self.prompt_tokens = self.completion_tokens = self.reserved = 0
+        self.spent_tokens = spent_tokens
         self.stopped: Optional[str] = None
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
 
-    def acquire_request(self) -> bool:
-        """Count one request about to be sent; False (and nothing counted) once a budget is used up."""
-        with self._lock:
-            if self.max_total_tokens is not None and self.prompt_tokens + self.completion_tokens >= self.max_total_tokens:
-                self.stopped = self.stopped or f"token budget of {self.max_total_tokens} reached"
-            if self.max_requests is not None and self.requests >= self.max_requests:
-                self.stopped = self.stopped or f"request budget of {self.max_requests} reached"
-            if self.stopped:
-                return False
-            self.requests += 1
-            return True
+    @property
+    def used_tokens(self) -> int:
+        return self.spent_tokens + self.prompt_tokens + self.completion_tokens
 
-    def add_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
-        with self._lock:
+    def acquire_request(self, estimate: int = 0, stop: Optional[threading.Event] = None) -> bool:
+        """Count one request about to be sent and reserve `estimate` tokens; False (nothing counted) once a budget
+        is used up: the request budget, or the tokens used so far plus `estimate` exceed the token budget. When
+        only the reservations of requests in flight are in the way, wait for them to finish (or `stop`)."""
+        with self._cond:
+            while True:
+                if self.max_requests is not None and self.requests >= self.max_requests:
+                    self.stopped = self.stopped or f"request budget of {self.max_requests} reached"
+                if self.max_total_tokens is not None and self.used_tokens + estimate > self.max_total_tokens:
+                    self.stopped = self.stopped or (
+                        f"token budget of {self.max_total_tokens} reached ({self.used_tokens} used; the next request "
+                        f"could take up to {estimate})")
+                if self.stopped or (stop is not None and stop.is_set()):
+                    return False
+                if (self.max_total_tokens is None
+                        or self.used_tokens + self.reserved + estimate <= self.max_total_tokens):
+                    self.requests += 1
+                    self.reserved += estimate
+                    return True
+                self._cond.wait(0.05)
+
+    def settle(self, estimate: int, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """A request reserved with `estimate` finished, having used these tokens (0 when it failed)."""
+        with self._cond:
+            self.reserved -= estimate
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
+            self._cond.notify_all()
+
+    def stop(self, reason: str) -> None:
+        with self._cond:
+            self.stopped = self.stopped or reason
+            self._cond.notify_all()
+
+
+class RateLimitGate:
+    """The pool's shared rate-limit state: a pause every worker waits out, then one probe request at a time.
+
+    :meth:`enter` blocks a worker until it may send; :meth:`rate_limited`, :meth:`answered` and :meth:`released`
+    report how its request ended. See the module docstring for the policy.
+    """
+
+    POLL = 0.05
+
+    def __init__(self, config: PromptingConfig, rng: random.Random):
+        self.config, self.rng = config, rng
+        self._cond = threading.Condition()
+        self.limited_since: Optional[float] = None  # monotonic time of the first 429 since the last answer
+        self.paused_at = float("-inf")
+        self.resume_at = 0.0
+        self.probing = False
+        self.strikes = 0
+        self.responses = 0  # 429s received
+        self.pauses = 0
+
+    def enter(self, stop: threading.Event) -> Optional[float]:
+        """Wait until a request may be sent; its send time, or None when the run stops meanwhile."""
+        with self._cond:
+            while not stop.is_set():
+                now = time.monotonic()
+                if self.limited_since is None:
+                    return now
+                if now >= self.resume_at and not self.probing:
+                    self.probing = True
+                    return now
+                self._cond.wait(min(self.POLL, max(0.0, self.resume_at - now)) or self.POLL)
+            return None
+
+    def rate_limited(self, sent_at: float, server_wait: Optional[float]) -> Optional[str]:
+        """A request sent at `sent_at` got a 429; pause the pool. Returns why the run must stop, if it must."""
+        with self._cond:
+            now = time.monotonic()
+            self.responses += 1
+            self.limited_since = now if self.limited_since is None else self.limited_since
+            self.probing = False
+            if sent_at >= self.paused_at:  # a new signal, not a request that was already in flight at the last one
+                self.strikes += 1
+                self.pauses += 1
+                if server_wait is not None:
+                    wait_s = min(server_wait, self.config.retry_after_max)
+                    wait_s *= 1 + self.rng.uniform(0, self.config.rate_limit_jitter)
+                else:
+                    base = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self.strikes - 1))
+                    wait_s = base / 2 + self.rng.uniform(0, base / 2)
+                self.paused_at, self.resume_at = now, max(self.resume_at, now + wait_s)
+            elif server_wait is not None:
+                self.resume_at = max(self.resume_at, now + min(server_wait, self.config.retry_after_max))
+            self._cond.notify_all()
+            if now - self.limited_since > self.config.rate_limit_max_wait:
+                return (f"rate limited for more than {self.config.rate_limit_max_wait:.0f} s without an answer "
+                        f"({self.responses} responses 429)")
+            return None
+
+    def answered(self) -> None:
+        """A request was answered: the pool runs at full concurrency again."""
+        with self._cond:
+            self.limited_since, self.probing, self.strikes = None, False, 0
+            self._cond.notify_all()
+
+    def released(self) -> None:
+        """A request ended otherwise (another error): if it was the probe, the next waiting worker probes."""
+        with self._cond:
+            self.probing = False
+            self._cond.notify_all()
 
 
 # ---- one sample -------------------------------------------------------------------------------------------------
@@ -217,17 +345,27 @@ def _usage(completion) -> Dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
 
 
+def _is_rate_limit(error: BaseException) -> bool:
+    return isinstance(error, openai.APIStatusError) and error.status_code == RATE_LIMIT_STATUS
+
+
 def request_sample(client: openai.OpenAI, sample_id: str, messages: Sequence[Mapping[str, str]],
-                   config: PromptingConfig, budget: Budget, stop: threading.Event, rng: random.Random
-                   ) -> Optional[Dict[str, Any]]:
+                   config: PromptingConfig, budget: Budget, stop: threading.Event, rng: random.Random,
+                   gate: Optional[RateLimitGate] = None) -> Optional[Dict[str, Any]]:
     """Send one sample until it is answered, fails for good, or the run stops; its record, or None if it was left
-    for a later run (a budget was reached or the run was interrupted before it finished)."""
-    attempts, started = 0, time.monotonic()
+    for a later run (a budget was reached, the pool gave up on rate limits, or the run was interrupted)."""
+    gate = gate or RateLimitGate(config, rng)
+    attempts = rate_limited = 0
+    started = time.monotonic()
     base = {"id": sample_id, "prompt_sha": prompt_sha(messages)}
+    estimate = estimate_prompt_tokens(messages) + (config.max_tokens or 0)
     while True:
-        if stop.is_set() or not budget.acquire_request():
+        sent_at = gate.enter(stop)
+        if sent_at is None:
             return None
-        attempts += 1
+        if not budget.acquire_request(estimate, stop):
+            gate.released()
+            return None
         try:
             completion = client.chat.completions.create(
                 model=config.model, messages=list(map(dict, messages)), extra_headers={SAMPLE_ID_HEADER: sample_id},
@@ -240,22 +378,44 @@ def request_sample(client: openai.OpenAI, sample_id: str, messages: Sequence[Map
             if not isinstance(text, str):
                 raise MalformedReply(f"choices[0].message.content is {type(text).__name__}, not text")
         except Exception as error:  # noqa: BLE001 - every error ends as a retry or a failed record
+            budget.settle(estimate)
+            if _is_rate_limit(error):
+                rate_limited += 1
+                if getattr(error, "code", None) == QUOTA_ERROR_CODE:
+                    gate.released()
+                    budget.stop(f"the account's quota is used up (429 {QUOTA_ERROR_CODE}: "
+                                f"{getattr(error, 'message', error)}); check the plan and billing")
+                    stop.set()
+                    return None
+                server_wait = retry_after_seconds(getattr(getattr(error, "response", None), "headers", None))
+                give_up = gate.rate_limited(sent_at, server_wait)
+                if give_up:
+                    budget.stop(give_up)
+                    stop.set()
+                    return None
+                logger.debug("%s: rate limited; the pool waits", sample_id)
+                continue
+            gate.released()
+            attempts += 1
             if isinstance(error, ValueError) and not isinstance(error, MalformedReply):
                 error = MalformedReply(f"unreadable reply ({_describe(error)})")  # e.g. a JSON decode error
             if not is_retryable(error) or attempts >= config.max_attempts:
                 return {**base, "status": "failed", "error": _describe(error), "attempts": attempts,
-                        "retryable": is_retryable(error)}
+                        "rate_limited": rate_limited, "retryable": is_retryable(error)}
             delay = retry_delay(error, attempts, config, rng)
             logger.info("%s: attempt %d failed (%s); retrying in %.2fs", sample_id, attempts, _describe(error), delay)
             if stop.wait(delay):
                 return None
             continue
+        attempts += 1
+        gate.answered()
         usage = _usage(completion)
-        budget.add_usage(usage["prompt_tokens"], usage["completion_tokens"])
+        budget.settle(estimate, usage["prompt_tokens"], usage["completion_tokens"])
         parsed = parse_answer(text)
         return {**base, "status": "answered", "output": text, "emotion": parsed.emotion, "response": parsed.response,
                 "valid_label": parsed.valid_label, "finish_reason": getattr(choice, "finish_reason", None),
-                "usage": usage, "attempts": attempts, "elapsed_s": round(time.monotonic() - started, 3)}
+                "usage": usage, "attempts": attempts, "rate_limited": rate_limited,
+                "elapsed_s": round(time.monotonic() - started, 3)}
 
 
 # ---- a whole run ------------------------------------------------------------------------------------------------
@@ -269,23 +429,32 @@ class PromptingSummary:
     pending: int = 0
     finished_this_run: int = 0
     requests_this_run: int = 0
+    rate_limited_this_run: int = 0
     tokens_this_run: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     price_per_1m: Dict[str, float] = field(default_factory=dict)
     stopped: Optional[str] = None
+    retry_command: str = "run_prompting(..., retry_failed=True)"
 
     def __str__(self) -> str:
         lines = [f"{self.answered}/{self.samples} answered, {self.failed} failed, {self.pending} not sent yet",
-                 f"this run: {self.requests_this_run} requests, {self.finished_this_run} samples finished, "
-                 f"{self.tokens_this_run} tokens",
+                 f"this run: {self.requests_this_run} requests ({self.rate_limited_this_run} rate limited), "
+                 f"{self.finished_this_run} samples finished, {self.tokens_this_run} tokens",
                  f"tokens in the file: {self.prompt_tokens} prompt + {self.completion_tokens} completion; "
                  f"estimated cost ${self.cost_usd:.4f} at ${self.price_per_1m.get('input', 0):.2f}/"
                  f"${self.price_per_1m.get('output', 0):.2f} per 1M tokens"]
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}; re-run the same command to continue")
+        if self.failed:
+            lines.append(f"{self.failed} samples failed; to send them again: {self.retry_command}")
         return "\n".join(lines)
+
+
+def _record_tokens(record: Mapping[str, Any]) -> int:
+    usage = record.get("usage") or {}
+    return int(usage.get("prompt_tokens", 0) or 0) + int(usage.get("completion_tokens", 0) or 0)
 
 
 def latest_records(path: str) -> Dict[str, Dict[str, Any]]:
@@ -326,6 +495,7 @@ def run_prompting(
     client: Optional[openai.OpenAI] = None,
     on_record: Optional[Callable[[Dict[str, Any]], None]] = None,
     seed: int = 0,
+    retry_command: Optional[str] = None,
 ) -> PromptingSummary:
     """Send every row that has no record yet (and failed ones with `retry_failed`), appending results as they come.
 
@@ -337,6 +507,7 @@ def run_prompting(
         split: the split the rows come from (part of the header).
         client: an `openai.OpenAI` (default: `config.make_client()`); its own retries should be off.
         on_record: called in the calling thread after each record is written.
+        retry_command: the command the summary names to send failed samples again.
 
     On KeyboardInterrupt, nothing new is sent, the requests in flight are finished and recorded, the summary is
     written, and the KeyboardInterrupt is raised again.
@@ -344,6 +515,7 @@ def run_prompting(
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     column = VARIANTS[variant]
+    client = client or config.make_client()  # (no API key: refused before the results file is created)
     header = {"format": RESULTS_FORMAT, "model": config.model, "variant": variant, "split": split,
               "generation": config.generation_kwargs()}
     records, writer = open_records(output_file, header, COMPARED_HEADER_KEYS, overwrite, what="prompting results")
@@ -357,15 +529,17 @@ def run_prompting(
                              "data changed); use another --output_file or pass --overwrite_output true")
         if previous is None or (previous["status"] == "failed" and retry_failed):
             todo.append(row)
-    logger.info("%s: %d of %d samples to send", output_file, len(todo), len(rows))
-    client = client or config.make_client()
-    budget, stop, rng_lock = Budget(config.max_requests, config.max_total_tokens), threading.Event(), threading.Lock()
+    spent = sum(_record_tokens(r) for r in latest.values())
+    logger.info("%s: %d of %d samples to send (%d tokens used so far)", output_file, len(todo), len(rows), spent)
+    budget = Budget(config.max_requests, config.max_total_tokens, spent_tokens=spent)
+    stop, rng_lock = threading.Event(), threading.Lock()
     rng = random.Random(seed)
+    gate = RateLimitGate(config, random.Random(rng.random()))
 
     def task(row) -> Optional[Dict[str, Any]]:
         with rng_lock:
             own_rng = random.Random(rng.random())
-        record = request_sample(client, row["id"], row[column], config, budget, stop, own_rng)
+        record = request_sample(client, row["id"], row[column], config, budget, stop, own_rng, gate)
         if record is not None:
             writer.write(record)
         return record
@@ -396,6 +570,9 @@ def run_prompting(
     summary = summarize(output_file, [row["id"] for row in rows], config)
     summary.finished_this_run = n_finished
     summary.requests_this_run = budget.requests
+    summary.rate_limited_this_run = gate.responses
+    if retry_command:
+        summary.retry_command = retry_command
     summary.tokens_this_run = budget.prompt_tokens + budget.completion_tokens
     summary.stopped = budget.stopped or ("interrupted" if interrupted else None)
     with open(summary_path(output_file), "w") as f:

@@ -4,6 +4,12 @@
     python scripts/build_instructions.py --model_name_or_path runs/iamm --data path/to/ed --splits train valid test \
         --output_dir instructions/ed
     python scripts/build_instructions.py ... --num_high_words 5 --max_low_words 20 --max_samples 100
+    python scripts/build_instructions.py ... --format authors --output_dir instructions/ed_authors
+
+`--format iamm` (default) is this project's instruction format; `--format authors` is the IAMM_large authors'
+(their wording, glmtuner chat format, answer `Emotion:<label>\n Response:<reply>`, lower-cased tokenised ED text,
+weight words by threshold with punctuation): the one that reproduces the paper's Table 3. See
+`iamm.llm.instructions`.
 
 Writes `associations/<split>.jsonl` (the cached associated words), `data/<split>-00000-of-00001.parquet` (load with
 `iamm.llm.instructions.load_instruction_dataset` or `datasets.load_dataset("parquet", ...)`) and

@@ -5,14 +5,17 @@
     python scripts/prompt_openai.py --instructions instructions/ed --split test --variant associations \
         --output_file llm_runs/gpt35_assoc.jsonl --model gpt-3.5-turbo --temperature 0 --concurrency 8
     python scripts/prompt_openai.py ... --variant plain --output_file llm_runs/gpt35_plain.jsonl
-    python scripts/prompt_openai.py ... --max_requests 500 --max_total_tokens 400000   # budgets
+    python scripts/prompt_openai.py ... --max_requests 500 --max_tokens 256 --max_total_tokens 400000   # budgets
 
 Results are appended as they arrive; re-running the same command sends only what is missing (failed samples too
-with --retry_failed true). The summary (counts, tokens, cost estimate) is printed and written to
+with --retry_failed true; the summary prints that command). Rate limits (429) pause all workers and do not use up
+a sample's attempts; --max_total_tokens caps the tokens of the output file over all runs. The summary (counts,
+tokens, cost estimate) is printed and written to
 `<output_file without .jsonl>.summary.json`. Then: scripts/evaluate_llm.py.
 """
 
 import logging
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -37,21 +40,36 @@ class PromptOpenAIArguments:
             raise ValueError(f"--variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
 
 
+def retry_command(argv) -> str:
+    """This command line with `--retry_failed true` (the command that sends the failed samples again)."""
+    argv = list(argv)
+    if "--retry_failed" in argv:
+        i = argv.index("--retry_failed")
+        del argv[i: i + 2]
+    return shlex.join(["python", "scripts/prompt_openai.py", *argv, "--retry_failed", "true"])
+
+
 def main(argv=None):
-    args, config = parse_args((PromptOpenAIArguments, PromptingConfig), argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, config = parse_args((PromptOpenAIArguments, PromptingConfig), argv)
+    except ValueError as err:
+        sys.exit(f"prompt_openai: {err}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpx2"):  # one line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
-    rows = load_instruction_dataset(args.instructions, [args.split])[args.split]
-    if args.max_samples is not None:
-        rows = rows.select(range(min(args.max_samples, len(rows))))
     try:
+        rows = load_instruction_dataset(args.instructions, [args.split])[args.split]
+        if args.max_samples is not None:
+            rows = rows.select(range(min(args.max_samples, len(rows))))
         summary = run_prompting(rows.to_list(), args.output_file, config, args.variant, args.split,
-                                args.retry_failed, args.overwrite_output)
+                                args.retry_failed, args.overwrite_output, retry_command=retry_command(argv))
     except KeyboardInterrupt:
         print("interrupted: the answers received so far are saved; re-run the same command to continue",
               file=sys.stderr)
         raise SystemExit(130)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"prompt_openai: {err}")
     print(summary)
 
 

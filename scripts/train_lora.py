@@ -18,12 +18,16 @@ import sys
 
 from transformers import set_seed
 
-from iamm.llm.lora import LoraArguments, LoraTrainingArguments, train_lora
+from iamm.llm.lora import LoraArguments, LoraTrainingArguments, load_training_data, train_lora
 from modeling_iamm.cli import parse_args
 
 
 def main(argv=None):
-    lora_args, training_args = parse_args((LoraArguments, LoraTrainingArguments), argv)
+    try:
+        lora_args, training_args = parse_args((LoraArguments, LoraTrainingArguments), argv)
+        load_training_data(lora_args, training_args)  # a missing data set or split stops here, before any work
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"train_lora: {err}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
     out = training_args.output_dir

@@ -1,5 +1,6 @@
-"""LLM answer scoring: strict vs lenient accuracy on crafted answers, Dist-n through the project's metric, missing
-and failed predictions, the predictions file format and the CLI's table."""
+"""LLM answer scoring: the paper rule on real rows of the IAMM_large authors' released predictions, strict vs lenient
+accuracy on crafted answers, Dist-n (paper tokenisation and the project's), missing and failed predictions, the
+predictions file formats and the CLI's table and errors."""
 
 import json
 import os
@@ -8,10 +9,112 @@ import sys
 
 import pytest
 
-from iamm.llm.evaluation import PAPER_TABLE3, comparison_table, evaluate_answers, load_predictions
+from iamm.llm.evaluation import (
+    PAPER_TABLE3,
+    comparison_table,
+    evaluate_answers,
+    evaluate_predictions_file,
+    load_authors_predictions,
+    load_predictions,
+    paper_emotion_hit,
+    paper_fields,
+)
+from iamm.llm.treebank import treebank_word_tokenize
 from modeling_iamm.metrics import distinct_n
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUTHORS_ROWS = os.path.join(ROOT, "tests", "fixtures", "iamm_large_authors", "generated_predictions_rows.jsonl")
+
+
+# ---- the paper rule, on real rows of the authors' released predictions (fixture: see its README) -----------------
+def _authors_scorer(path):
+    """What examples/ed_scripts/cal_metrics.py of the authors' repository computes, step by step as it reads: per
+    line, gold = label before the first "\n " without "[gMASK]sop Emotion:"; predicted emotion = predict before the
+    first "\n " without "Emotion:"; response = the second piece without "Response:" (else ""); hit = gold lower-cased
+    in predicted lower-cased. Returns the per-line hits, the responses, and emo_count / emo_total."""
+    hits, responses = [], []
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            gold = record["label"].split("\n ")[0].replace("[gMASK]sop Emotion:", "")
+            pieces = record["predict"].split("\n ")
+            hits.append(gold.lower() in pieces[0].replace("Emotion:", "").lower())
+            responses.append(pieces[1].replace("Response:", "") if len(pieces) > 1 else "")
+    return hits, responses, sum(hits) / len(hits)
+
+
+# Read by hand from the fixture rows (source line numbers in its README): 1-6 their first rows (4: devastated for
+# caring); 157: "impressed" for proud, "proud" only in the response; 254: "ive Emotion:afraid" (junk before the
+# field still hits); 297: "caring" for sad, "sad" in the response; 962, 1893, 2356: hits; 2915: no separator, the
+# answer "was the most expensive equipment ?" does not contain "trusting". 962: "ok. so", 1893: "can't", 2356: a
+# second "Emotion:" inside the response (only the second piece counts).
+EXPECTED_HITS = [True, True, True, False, True, True, False, True, False, True, True, True, False]
+
+
+def test_paper_rule_per_row_on_the_authors_predictions():
+    answers, gold = load_authors_predictions(AUTHORS_ROWS)
+    hits, responses, _ = _authors_scorer(AUTHORS_ROWS)
+    ours = [paper_emotion_hit(answers[row["id"]], row["emotion"]) for row in gold]
+    assert ours == hits == EXPECTED_HITS
+    assert [paper_fields(answers[row["id"]])[1] for row in gold] == responses
+    assert responses[12] == "" and responses[11] == "i love mustang . did you have a Emotion:surprised"
+    # the whole-answer search ("lenient") counts rows 157 and 297, whose label is only in the response
+    assert [row["emotion"].lower() in answers[row["id"]].lower() for row in gold] == \
+        [h or i in (6, 8) for i, h in enumerate(EXPECTED_HITS)]
+
+
+def test_paper_metrics_aggregate_on_the_authors_predictions(tmp_path):
+    hits, responses, rate = _authors_scorer(AUTHORS_ROWS)
+    m = evaluate_predictions_file(AUTHORS_ROWS, output_file=str(tmp_path / "m.json"))
+    assert (m["samples"], m["answered"], m["answers_without_paper_separator"]) == (13, 13, 1)
+    assert m["emotion_accuracy_paper_x100"] == pytest.approx(100 * rate) == pytest.approx(100 * 9 / 13)
+    assert m["emotion_accuracy_lenient_x100"] == pytest.approx(100 * 11 / 13)
+    assert m["emotion_accuracy_strict_x100"] == pytest.approx(100 * 9 / 13)  # these answers are all well-formed
+    words = [treebank_word_tokenize(r) for r in responses]
+    unigrams = [w for ws in words for w in ws]
+    bigrams = [tuple(ws[i:i + 2]) for ws in words for i in range(len(ws) - 1)]
+    assert m["dist1_paper_x100"] == pytest.approx(100 * len(set(unigrams)) / len(unigrams))
+    assert m["dist2_paper_x100"] == pytest.approx(100 * len(set(bigrams)) / len(bigrams))
+    assert json.load(open(tmp_path / "m.json"))["emotion_accuracy_paper_x100"] == m["emotion_accuracy_paper_x100"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("i can't remember the movie .", ["i", "ca", "n't", "remember", "the", "movie", "."]),
+    ("oh ok. so you are jealous ?", ["oh", "ok", ".", "so", "you", "are", "jealous", "?"]),
+    ("neither could i. it was", ["neither", "could", "i.", "it", "was"]),  # an initial: no sentence end
+    ("4 and 1. i have", ["4", "and", "1.", "i", "have"]),
+    ("wait... what", ["wait", "...", "what"]),
+    ("says 'bones only ! !", ["says", "'", "bones", "only", "!", "!"]),
+    ('He said "hi" (twice), 3,36 euros; it\'s 5:30', ["He", "said", "``", "hi", "''", "(", "twice", ")", ",", "3,36",
+                                                      "euros", ";", "it", "'s", "5:30"]),
+    ("i cannot -- gonna go", ["i", "can", "not", "--", "gon", "na", "go"]),
+])
+def test_treebank_word_tokenize(text, words):
+    assert treebank_word_tokenize(text) == words
+
+
+def test_treebank_matches_nltk_on_the_authors_predictions():
+    nltk_tokenize = pytest.importorskip("nltk.tokenize")
+    punkt = nltk_tokenize.PunktSentenceTokenizer()  # NLTK's sentence splitter without a downloaded model
+    treebank = nltk_tokenize.NLTKWordTokenizer()
+    with open(AUTHORS_ROWS) as f:
+        texts = [t for line in f for t in json.loads(line).values()]
+    for text in texts:
+        assert treebank_word_tokenize(text) == [w for s in punkt.tokenize(text) for w in treebank.tokenize(s)], text
+
+
+def test_authors_predictions_need_no_gold_but_ids_do(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "output": "Emotion: sad"}) + "\n")
+    with pytest.raises(ValueError, match="need the gold labels of an instruction data set"):
+        evaluate_predictions_file(str(path))
+    garbage = tmp_path / "g.jsonl"
+    garbage.write_text(open(AUTHORS_ROWS).readline() + "not json\n")
+    with pytest.raises(ValueError, match=r"g.jsonl, line 2: not a JSON record"):
+        load_authors_predictions(str(garbage))
+
+
+# ---- crafted answers -----------------------------------------------------------------------------------------------
 
 GOLD = [{"id": "a", "emotion": "sad"}, {"id": "b", "emotion": "content"}, {"id": "c", "emotion": "proud"},
         {"id": "d", "emotion": "afraid"}, {"id": "e", "emotion": "joyful"}]
@@ -27,12 +130,37 @@ ANSWERS = {
 def test_strict_and_lenient_accuracy_differ_as_documented():
     m = evaluate_answers(ANSWERS, GOLD)
     assert m["samples"] == 5 and m["answered"] == 4 and m["missing"] == 1
+    # paper rule: none of these has the authors' "\n " separator, so each is searched whole (like lenient)
+    assert m["emotion_accuracy_paper_x100"] == pytest.approx(100 * 4 / 5)
+    assert m["answers_without_paper_separator"] == 4
     assert m["emotion_accuracy_strict_x100"] == pytest.approx(100 * 2 / 5)
     assert m["emotion_accuracy_lenient_x100"] == pytest.approx(100 * 4 / 5)
     assert m["emotion_accuracy_strict_answered_x100"] == pytest.approx(100 * 2 / 4)
     assert m["emotion_accuracy_lenient_answered_x100"] == pytest.approx(100 * 4 / 4)
     # valid label: a (sad), c (excited), d (afraid after trimming); b's "discontent" is not a label
     assert m["valid_label_x100"] == pytest.approx(100 * 3 / 4)
+
+
+@pytest.mark.parametrize("answer, counts", [
+    ("Emotion: sad\nResponse: ok", True),
+    ("**Emotion**: Sad.\nResponse: ok", True),
+    ("Emotion: ```sad```\n Response:```ok```", True),
+    ("Emotion: not sad, just tired\nResponse: ok", False),
+    ("Emotion: Sadness\nResponse: ok", False),
+    ("Emotion: sad, lonely\nResponse: ok", False),
+    ("Sad\nResponse: ok", False),  # no Emotion: field
+])
+def test_strict_is_exact_after_normalisation(answer, counts):
+    m = evaluate_answers({"a": answer}, GOLD[:1])
+    assert m["emotion_accuracy_strict_x100"] == (100.0 if counts else 0.0)
+    assert m["valid_label_x100"] == (100.0 if counts else 0.0)
+
+
+def test_paper_rule_reads_only_the_emotion_line():
+    assert paper_emotion_hit("Emotion:caring\n Response:so sad", "sad") is False
+    assert paper_emotion_hit("Emotion:Sadness\n Response:ok", "sad") is True  # substring, case-insensitive
+    assert paper_emotion_hit("Emotion:discontent\n Response:ok", "content") is True
+    assert paper_fields("Emotion:sad\n Response:a\n Response:b") == ("sad", "a")
 
 
 def test_dist_is_the_project_metric_on_parsed_responses():
@@ -79,9 +207,10 @@ def test_predictions_file_formats(tmp_path):
 def test_table_has_the_paper_rows_and_this_run():
     m = evaluate_answers(ANSWERS, GOLD)
     table = comparison_table(m, "crafted")
+    assert table.startswith("| run | Acc (paper rule) | Dist-1 (paper rule) | Dist-2 (paper rule) | Acc strict |")
     for row, acc, d1, d2 in PAPER_TABLE3:
-        assert f"| {row} | {acc:.2f} | - | {d1:.2f} | {d2:.2f} |" in table
-    assert "| crafted (4/5 answered) | 80.00 | 40.00 |" in table
+        assert f"| {row} | {acc:.2f} | {d1:.2f} | {d2:.2f} | - | - |" in table
+    assert f"| crafted (4/5 answered) | 80.00 | {m['dist1_paper_x100']:.2f} | {m['dist2_paper_x100']:.2f} | 40.00 | 80.00 |" in table
 
 
 def test_evaluate_llm_script(tmp_path):
@@ -103,3 +232,42 @@ def test_evaluate_llm_script(tmp_path):
     metrics = json.load(open(tmp_path / "preds.metrics.json"))
     assert metrics["emotion_accuracy_lenient_x100"] == pytest.approx(80.0)
     assert "1 of 5 samples have no prediction" in proc.stdout and "| crafted (4/5 answered) |" in proc.stdout
+
+
+def _script_error(tmp_path, argv):
+    """Run scripts/evaluate_llm.py's main in-process; return its one-line exit message (it must exit non-zero)."""
+    import runpy
+
+    main = runpy.run_path(os.path.join(ROOT, "scripts", "evaluate_llm.py"), run_name="imported")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert exit_info.value.code not in (0, None) and "\n" not in message and message.startswith("evaluate_llm: ")
+    return message
+
+
+def test_evaluate_llm_script_user_mistakes(tmp_path):
+    from datasets import Dataset
+
+    from iamm.llm.instructions import INSTRUCTION_FEATURES, instruction_row, save_instruction_split
+
+    row = instruction_row({"conv_id": "c0", "turn": 1, "situation": "s", "context": ["hello"], "emotion": "sad",
+                           "target": "hi"}, [("word", 0.9)])
+    save_instruction_split(Dataset.from_list([row], features=INSTRUCTION_FEATURES), str(tmp_path / "instr"), "test")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "c0#1", "output": "Emotion: sad"}) + "\n")
+    metrics = tmp_path / "preds.metrics.json"
+    assert "no instruction data" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                             str(tmp_path / "nowhere")])
+    assert "split(s) ['valid'] not built" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                                      str(tmp_path / "instr"), "--split", "valid"])
+    assert "need the gold labels" in _script_error(tmp_path, ["--predictions", str(preds)])
+    assert "no such predictions file" in _script_error(
+        tmp_path, ["--predictions", str(tmp_path / "none.jsonl"), "--instructions", str(tmp_path / "instr")])
+    preds.write_text(json.dumps({"id": "c0#1", "output": "Emotion: sad"}) + "\nthis is not json\n")
+    assert "line 2: not a JSON record" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                                   str(tmp_path / "instr")])
+    preds.write_text("[1, 2]\n")
+    assert "record 1: not a JSON object" in _script_error(tmp_path, ["--predictions", str(preds), "--instructions",
+                                                                     str(tmp_path / "instr")])
+    assert not metrics.exists()

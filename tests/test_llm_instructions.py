@@ -21,6 +21,8 @@ from iamm.llm.instructions import (
 )
 from modeling_iamm import EMOTION_LABELS
 
+AUTHORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "iamm_large_authors")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "modeling_iamm", "sample_data")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
@@ -28,6 +30,111 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_DA
 
 CONTEXT = ["I lost my job today.", "Oh no, what happened?", "My company closed\nwithout warning."]
 SITUATION = "My company shut down and I lost my job."
+
+
+# ---- the authors' format, against the prompts their training log printed (fixtures: see their README) ------------
+def _logged(name):
+    """The text their glmtuner printed as `inputs:` (the decoded input ids), from the fixture excerpt."""
+    with open(os.path.join(AUTHORS, name), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    assert lines[0] == "inputs:"
+    return "\n".join(lines[1:]).rstrip("\n")
+
+
+# The raw ED text of the two logged samples (ED train hit:0_conv:1, turn 1; the first test sample): the authors'
+# data holds it lower-cased, contractions expanded and NLTK-tokenised.
+FIREWORKS = dict(context=["I remember going to see the fireworks with my best friend. It was the first time we ever "
+                          "spent time alone together. Although there was a lot of people, we felt like the only "
+                          "people in the world."],
+                 situation="I remember going to the fireworks with my best friend. There was a lot of people, but it "
+                           "only felt like us in the world.",
+                 emotion="sentimental", target="Was this a friend you were in love with, or just a best friend?",
+                 high=["fireworks", "spent"],
+                 low="it,us,friend,,,world,see,a,although,to,we,like,only,alone,first,people,my,.,but,in,together,"
+                     "remember,going".split(",")[:3] + [","] + "world,see,a,although,to,we,like,only,alone,first,"
+                     "people,my,.,but,in,together,remember,going".split(","))
+GUILTY = dict(context=["Yeah about 10 years ago I had a horrifying experience. It was 100% their fault but they hit "
+                       "the water barrels and survived. They had no injuries but they almost ran me off the road."],
+              situation="I felt guilty when I was driving home one night and a person tried to fly into my lane, and "
+                        "didn't see me. I honked and they swerved back into their lane, slammed on their brakes, and "
+                        "hit the water cones.",
+              emotion="guilty", target="Did you suffer any injuries?",
+              high="guilty,water,fault,fly,lane,experience,horrifying,road".split(","), low=["and", "night"])
+
+DECODED_PREFIX = "[gMASK]sop "  # the two special tokens, then the space SentencePiece decodes for the dummy prefix
+
+
+def _authors_prompt(sample):
+    ranked = [(w, 1.0 - i / 100) for i, w in enumerate(sample["high"] + sample["low"])]
+    config = InstructionConfig(format="authors", high_min_weight=1.0 - (len(sample["high"]) - 0.5) / 100)
+    words = split_associated_words(ranked, config)
+    assert [w for w, _ in words.high] == sample["high"] and [w for w, _ in words.low] == sample["low"]
+    instruction = build_instruction(sample["context"], sample["situation"], words, format="authors")
+    return instruction, format_answer(sample["emotion"], sample["target"], format="authors")
+
+
+def test_authors_format_matches_their_logged_training_prompt():
+    instruction, answer = _authors_prompt(FIREWORKS)
+    logged = _logged("out_log_train_example.txt")
+    assert answer == "Emotion:sentimental\n Response:was this a friend you were in love with , or just a best friend ?"
+    # a training example is [gMASK] sop + the source cut to 510 tokens + the target (its own dummy-prefix space)
+    assert logged.startswith(DECODED_PREFIX) and logged.endswith(" " + answer)
+    source = logged[len(DECODED_PREFIX): -len(" " + answer)]
+    ours = instruction.to_glmtuner()
+    assert ours.startswith("[gMASK]sop[Round 1]\n\n问：You are an empathetic conversational agent.")
+    assert ours[len("[gMASK]sop"):].startswith(source)  # their text, character for character, up to their cut
+    assert source.endswith("Low wieght words: " + ",".join(FIREWORKS["low"]))  # the cut lost the answer cue
+    assert ours.endswith(",".join(FIREWORKS["low"]) + "\n\n答：")
+    with open(os.path.join(AUTHORS, "instruction.txt"), encoding="utf-8") as f:
+        assert instruction.system == f.read()  # their released template, byte for byte
+
+
+def test_authors_format_matches_their_logged_prediction_prompt():
+    instruction, answer = _authors_prompt(GUILTY)
+    logged = _logged("out_log_predict_example.txt")
+    assert logged.startswith(DECODED_PREFIX)
+    source = logged[len(DECODED_PREFIX):]
+    ours = instruction.to_glmtuner()[len("[gMASK]sop"):]
+    assert ours.startswith(source) and source.endswith("\n Low wieght words: and,")  # cut at 512 tokens
+    assert "and did not see me" in source and "100 % their fault" in source
+    assert instruction.to_messages() == [{"role": "user", "content": instruction.system + instruction.user}]
+    assert "[gMASK]sop " + answer == "[gMASK]sop Emotion:guilty\n Response:did you suffer any injuries ?"  # their label
+
+
+def test_authors_text_leaves_their_targets_as_they_are():
+    """Their data's replies (the gold side of their released predictions) are already in the form authors_text
+    produces: lower-cased, contractions of their table expanded (`did not`, never `did n't`), NLTK words."""
+    from iamm.llm.instructions import authors_text
+
+    with open(os.path.join(AUTHORS, "generated_predictions_rows.jsonl"), encoding="utf-8") as f:
+        replies = [json.loads(line)["label"].split("\n Response:")[1] for line in f]
+    assert [authors_text(r) for r in replies] == replies
+    assert authors_text("Why didn't you? I can't, it's 5:30.") == "why did not you ? i can not , it is 5:30 ."
+
+
+def test_authors_word_rule_thresholds_keep_punctuation_and_any_length():
+    ranked = [("guilty", 0.9), (",", 0.8), ("water", 0.7), ("and", 0.3), (".", 0.2), ("the", 0.05)]
+    words = split_associated_words(ranked, InstructionConfig(format="authors"))
+    assert [w for w, _ in words.high] == ["guilty", ",", "water"]  # weight >= 0.5
+    assert [w for w, _ in words.low] == ["and", ".", "the"]  # all the rest, punctuation kept, no limit
+    iamm = split_associated_words(ranked, InstructionConfig())
+    assert [w for w, _ in iamm.high] == ["guilty", "water", "and", "the"] and iamm.low == []
+    assert InstructionConfig().num_high_words == 5 and InstructionConfig().max_low_words == 20
+    with pytest.raises(ValueError, match="format must be one of"):
+        InstructionConfig(format="paper")
+
+
+def test_authors_rows_carry_their_format():
+    sample = {"conv_id": "c", "turn": 1, "situation": "A test.", "context": ["I can't sleep!"], "emotion": "anxious",
+              "target": "Why not?"}
+    row = instruction_row(sample, [("sleep", 0.9), ("!", 0.1)], config=InstructionConfig(format="authors"))
+    assert row["format"] == "authors" and row["answer"] == "Emotion:anxious\n Response:why not ?"
+    assert row["messages"][0]["role"] == "user" and len(row["messages"]) == 1
+    assert row["messages"][0]["content"].endswith("Dialogue context: i can not sleep !\n Dialogue situation:a test ."
+                                                  "\n High weight words: sleep \n Low wieght words: !")
+    assert "High weight words" not in row["plain_messages"][0]["content"].split("Dialogue context")[1]
+    assert row["chatglm3_prompt"].startswith("[gMASK]sop[Round 1]\n\n问：") and row["chatglm3_prompt"].endswith("答：")
+    assert instruction_row(sample, [("sleep", 0.9)])["format"] == "iamm"
 
 
 # ---- builder ----------------------------------------------------------------------------------------------------
@@ -99,16 +206,16 @@ ASSOCIATIONS = {
 
 def test_word_weights_take_each_words_best_weight_over_explicit_pairs_only():
     ranked = aggregate_word_weights(ASSOCIATIONS)
-    assert ranked == [("job", 0.97), ("lost", 0.95), ("happened", 0.91), ("the", 0.90), ("closed", 0.88),
-                      ("my", 0.85), ("warning", 0.45), ("company", 0.40), ("i", 0.30), ("oh", 0.20)]
-    # dropped: punctuation, special tokens, <none>, relation refs, selector scores
+    assert ranked == [(".", 0.99), ("job", 0.97), ("lost", 0.95), ("happened", 0.91), ("the", 0.90),
+                      ("closed", 0.88), ("my", 0.85), ("warning", 0.45), ("company", 0.40), ("i", 0.30), ("oh", 0.20)]
+    # dropped: special tokens, <none>, relation refs, selector scores (punctuation is kept until the split)
     words = {w for w, _ in ranked}
-    assert not words & {".", "[CLS]", "[UNK]", "<none>", "xReact(situation)", "xIntent(utterance 1)", "without"}
+    assert not words & {"[CLS]", "[UNK]", "<none>", "xReact(situation)", "xIntent(utterance 1)", "without"}
 
 
 def test_split_into_high_and_low():
     ranked = aggregate_word_weights(ASSOCIATIONS)
-    words = split_associated_words(ranked)  # defaults: 5 high, up to 20 low, no floor
+    words = split_associated_words(ranked)  # defaults: 5 high, up to 20 low, no floor, no punctuation
     assert [w for w, _ in words.high] == ["job", "lost", "happened", "the", "closed"]
     assert [w for w, _ in words.low] == ["my", "warning", "company", "i", "oh"]  # stop words stay
     words = split_associated_words(ranked, InstructionConfig(num_high_words=2, max_low_words=3, min_low_weight=0.4))
@@ -214,14 +321,14 @@ def test_build_instructions_script_end_to_end(trained, tmp_path):
                                 **data_args.length_limits(getattr(model.config, "length_limits", None)))
     seen = []
     hook = model.get_encoder().register_forward_hook(lambda *a: seen.append(1))
-    build_instruction_data(model, tokenizer, dict(samples), str(out), InstructionConfig(3, 6), progress=False,
+    build_instruction_data(model, tokenizer, dict(samples), str(out), InstructionConfig(num_high_words=3, max_low_words=6), progress=False,
                            collator=collator)
     hook.remove()
     assert seen == []
     rebuilt = load_dataset("parquet", data_files={"valid": str(out / "data" / "valid-00000-of-00001.parquet")})["valid"]
     assert rebuilt.to_list() == data.to_list()
     with pytest.raises(ValueError, match=r"was built with other settings \(num_high_words: 3 there, 4 now"):
-        build_instruction_data(model, tokenizer, dict(samples), str(out), InstructionConfig(4, 6), progress=False,
+        build_instruction_data(model, tokenizer, dict(samples), str(out), InstructionConfig(num_high_words=4, max_low_words=6), progress=False,
                                collator=collator)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from iamm.llm.openai_prompting import (
     PromptingConfig,
+    estimate_prompt_tokens,
     latest_records,
     retry_after_seconds,
     retry_delay,
@@ -80,7 +81,8 @@ def test_faults_end_answered_or_failed_and_nothing_is_sent_after_a_success(tmp_p
         for sample in answered:
             requests = server.requests_of(sample)
             assert successes[sample] == 1 and requests[-1] == "ok", (sample, requests)
-            assert latest[sample]["attempts"] == len(requests)
+            assert latest[sample]["attempts"] + latest[sample]["rate_limited"] == len(requests)
+            assert latest[sample]["rate_limited"] == sum(a.startswith("429") for a in requests)  # not attempts
             assert latest[sample]["emotion"] == "sad" and latest[sample]["response"].startswith("I am sorry")
         assert server.requests_of("s7") == ["400"]  # not retried
         assert server.requests_of("s8") == ["500"] * 4  # max_attempts
@@ -131,12 +133,96 @@ def test_budgets_stop_cleanly_and_a_rerun_continues(tmp_path):
         assert summary.stopped == "request budget of 3 reached" and summary.requests_this_run == 3
         assert len(server.log) == 3 and summary.answered == 2 and summary.pending == 4 and summary.failed == 0
         assert "stopped early: request budget of 3 reached" in str(summary)
-        # the token budget: each answer here costs 6 prompt + 10 completion tokens (the server counts words)
-        summary = run_prompting(data, out, config(server, concurrency=1, max_total_tokens=20))
-        assert summary.stopped == "token budget of 20 reached" and summary.finished_this_run == 2
         summary = run_prompting(data, out, config(server, concurrency=2))
         assert summary.stopped is None and summary.answered == 6
         assert all(n == 1 for n in server.successes().values()) and len(server.successes()) == 6
+
+
+def _file_tokens(path):
+    return sum(r["usage"]["total_tokens"] for r in latest_records(path).values() if r["status"] == "answered")
+
+
+def test_token_budget_caps_the_file_across_runs_without_overshoot(tmp_path):
+    out = str(tmp_path / "r.jsonl")
+    data = rows(30)
+    estimate = estimate_prompt_tokens(data[0]["messages"]) + 12  # every row's messages have the same size here
+    budget = 4 * estimate + 10
+    with OpenAIServer(delay=0.05) as server:
+        summary = run_prompting(data, out, config(server, concurrency=8, max_tokens=12, max_total_tokens=budget))
+        used = _file_tokens(out)
+        assert summary.stopped.startswith(f"token budget of {budget} reached") and summary.pending > 0
+        assert used <= budget  # eight workers, yet nothing in flight together could cross it
+        assert used + estimate > budget or summary.pending == 0  # and it stopped only when the next could cross
+        assert summary.requests_this_run == len(server.log) == summary.answered
+        first_run = len(server.log)
+        # a re-run with the same budget counts the tokens already in the file
+        summary = run_prompting(data, out, config(server, concurrency=8, max_tokens=12, max_total_tokens=budget))
+        assert _file_tokens(out) <= budget and _file_tokens(out) + estimate > budget
+        assert len(server.log) - first_run == summary.finished_this_run
+        # a larger budget continues from there
+        summary = run_prompting(data, out, config(server, concurrency=8, max_tokens=12, max_total_tokens=10 ** 6))
+        assert summary.stopped is None and summary.answered == 30 and all(n == 1 for n in server.successes().values())
+    with pytest.raises(ValueError, match="max_total_tokens needs max_tokens"):
+        PromptingConfig(max_total_tokens=100)
+
+
+def test_estimate_prompt_tokens_is_above_the_usual_four_characters_per_token():
+    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "x" * 400}]
+    assert estimate_prompt_tokens(messages) >= 100 + 2 + 3
+    assert estimate_prompt_tokens(messages[:1]) < estimate_prompt_tokens(messages)
+
+
+def test_rate_limit_storm_pauses_the_pool_and_costs_no_attempts(tmp_path):
+    """Every request is refused (429, retry-after-ms 500) for 2 s; 40 samples, 8 workers, 2 attempts each."""
+    out = str(tmp_path / "r.jsonl")
+    data = rows(40)
+    wait_s, storm_s = 0.5, 2.0
+    with OpenAIServer(storm_seconds=storm_s, storm_retry_after_ms=int(wait_s * 1000)) as server:
+        summary = run_prompting(data, out, config(server, concurrency=8, max_attempts=2))
+        storm = [t for (_, action), t in zip(server.log, server.times) if action == "429-storm"]
+        log = list(server.log)
+    latest = latest_records(out)
+    assert (summary.answered, summary.failed, summary.pending) == (40, 0, 0)
+    assert all(r["attempts"] == 1 for r in latest.values())  # 429s did not use up attempts
+    assert sum(r["rate_limited"] for r in latest.values()) == summary.rate_limited_this_run == len(storm)
+    # the first burst (the requests in flight when the first 429 came), then one probe per pause, each sent after
+    # the server's wait (no request can come sooner than the first 429 + its wait)
+    burst = [t for t in storm if t - storm[0] < wait_s * 0.9]
+    probes = storm[len(burst):]
+    assert len(burst) <= 8 and len(probes) <= storm_s / wait_s + 1
+    assert all(b - a >= wait_s * 0.95 for a, b in zip([storm[0]] + probes, probes))
+    # (independent retries would have sent about 8 x 2 / 0.5 = 32 requests into the storm)
+    assert len(storm) <= 8 + 5 and len(log) == len(storm) + 40
+
+
+def test_rate_limits_that_do_not_end_stop_the_run_and_leave_samples_pending(tmp_path):
+    out = str(tmp_path / "r.jsonl")
+    data = rows(6)
+    with OpenAIServer(storm_seconds=1.2, storm_retry_after_ms=100) as server:
+        summary = run_prompting(data, out, config(server, concurrency=3, rate_limit_max_wait=0.4))
+        assert summary.stopped.startswith("rate limited for more than 0 s without an answer")
+        assert (summary.answered, summary.failed, summary.pending) == (0, 0, 6)
+        assert "re-run the same command to continue" in str(summary)
+        while time.monotonic() - server.storm_started < 1.25:
+            time.sleep(0.05)
+        summary = run_prompting(data, out, config(server, concurrency=3, rate_limit_max_wait=0.4))
+        assert (summary.answered, summary.failed) == (6, 0)
+
+
+def test_used_up_quota_stops_at_once_and_retry_after_ms_is_honoured(tmp_path):
+    out = str(tmp_path / "r.jsonl")
+    with OpenAIServer({"s0": ["429-quota"]}) as server:
+        summary = run_prompting(rows(4), out, config(server, concurrency=1))
+        assert "quota is used up" in summary.stopped and "insufficient_quota" in summary.stopped
+        assert server.log == [("s0", "429-quota")] and (summary.failed, summary.pending) == (0, 4)
+    out = str(tmp_path / "ms.jsonl")
+    with OpenAIServer({"s0": ["429-ms"], "s1": ["400"]}, retry_after=0.05) as server:  # retry-after: 30, -ms: 50
+        started = time.monotonic()
+        summary = run_prompting(rows(2), out, config(server, concurrency=1, retry_after_max=60.0),
+                                retry_command="python scripts/prompt_openai.py ... --retry_failed true")
+        assert time.monotonic() - started < 10 and server.requests_of("s0") == ["429-ms", "ok"]
+    assert (summary.answered, summary.failed) == (1, 1)
+    assert "1 samples failed; to send them again: python scripts/prompt_openai.py ... --retry_failed true" in str(summary)
 
 
 def test_keyboard_interrupt_keeps_answers_and_resume_sends_only_the_rest(tmp_path):
@@ -195,3 +281,50 @@ def test_killed_script_resumes_without_resending(tmp_path, sample_samples):
         assert sum(server.successes().values()) <= 13
         ids = {s["conv_id"] + "#" + str(s["turn"]) for s in samples}
         assert set(latest_records(str(out))) == ids
+
+
+def _prompt_script_error(argv):
+    import runpy
+
+    main = runpy.run_path(os.path.join(ROOT, "scripts", "prompt_openai.py"), run_name="imported")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert exit_info.value.code not in (0, None) and "\n" not in message and message.startswith("prompt_openai: ")
+    return message
+
+
+def test_prompt_script_user_mistakes_are_one_line_and_create_nothing(tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    from iamm.llm.instructions import INSTRUCTION_FEATURES, instruction_row, save_instruction_split
+
+    row = instruction_row({"conv_id": "c0", "turn": 1, "situation": "s", "context": ["hello"], "emotion": "sad",
+                           "target": "hi"}, [("word", 0.9)])
+    save_instruction_split(Dataset.from_list([row], features=INSTRUCTION_FEATURES), str(tmp_path / "instr"), "test")
+    out = tmp_path / "out" / "gpt.jsonl"
+    base = ["--output_file", str(out), "--base_url", "http://127.0.0.1:9/v1"]
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    assert "no instruction data" in _prompt_script_error(base + ["--instructions", str(tmp_path / "nowhere")])
+    assert "split(s) ['valid'] not built" in _prompt_script_error(
+        base + ["--instructions", str(tmp_path / "instr"), "--split", "valid"])
+    assert "max_total_tokens needs max_tokens" in _prompt_script_error(
+        base + ["--instructions", str(tmp_path / "instr"), "--max_total_tokens", "1000"])
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert "no API key" in _prompt_script_error(base + ["--instructions", str(tmp_path / "instr")])
+    assert not out.exists() and not out.parent.exists()
+    # a results file with a garbage line is reported by line and left as it was
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    out.parent.mkdir()
+    content = json.dumps({"__header__": {"format": 1}}) + "\nnot json\n"
+    out.write_text(content)
+    assert "gpt.jsonl, line 2: not a JSON record" in _prompt_script_error(base + ["--instructions", str(tmp_path / "instr")])
+    assert out.read_text() == content
+
+
+def test_prompt_script_retry_command():
+    import runpy
+
+    retry_command = runpy.run_path(os.path.join(ROOT, "scripts", "prompt_openai.py"), run_name="imported")["retry_command"]
+    assert retry_command(["--output_file", "a b.jsonl", "--retry_failed", "false"]) == \
+        "python scripts/prompt_openai.py --output_file 'a b.jsonl' --retry_failed true"

@@ -62,6 +62,67 @@ def test_labels_mask_exactly_the_prompt(tokenizer):
     assert example["truncated"] is False
 
 
+AUTHORS_MESSAGES = [{"role": "user", "content": "You are an empathetic conversational agent.\n\nDialogue context: i "
+                                                "lost my job today .\n High weight words: job,lost \n Low wieght "
+                                                "words: my,today"}]
+AUTHORS_ANSWER = "Emotion:sad\n Response:sorry to hear that"
+
+
+def test_authors_format_is_glmtuners_layout(tokenizer):
+    from iamm.llm.instructions import glmtuner_source
+    from iamm.llm.lora import encode_authors_example
+
+    gmask, sop = tokenizer.convert_tokens_to_ids(["[gMASK]", "sop"])
+    source = tokenizer(glmtuner_source(AUTHORS_MESSAGES[0]["content"]), add_special_tokens=False)["input_ids"]
+    target = tokenizer(AUTHORS_ANSWER, add_special_tokens=False)["input_ids"]
+    example = encode_authors_example(tokenizer, AUTHORS_MESSAGES, AUTHORS_ANSWER)
+    # [gMASK] sop + "[Round 1]\n\n问：<query>\n\n答：" + answer + eos; only the answer and eos are trained
+    assert example["input_ids"] == [gmask, sop] + source + target + [tokenizer.eos_token_id]
+    assert example["labels"] == [IGNORE_INDEX] * (2 + len(source)) + target + [tokenizer.eos_token_id]
+    assert example["truncated"] is False
+    assert prompt_ids(tokenizer, AUTHORS_MESSAGES, format="authors") == [gmask, sop] + source  # generation prompt
+    # too long: the source loses its END (the word lists, "答："), the answer stays whole, as in their run
+    cut = encode_authors_example(tokenizer, AUTHORS_MESSAGES, AUTHORS_ANSWER, max_source_length=12, max_target_length=4)
+    assert cut["input_ids"] == [gmask, sop] + source[:10] + target[:3] + [tokenizer.eos_token_id] and cut["truncated"]
+    assert prompt_ids(tokenizer, AUTHORS_MESSAGES, 12, format="authors") == [gmask, sop] + source[:10]
+
+
+def test_authors_data_trains_with_glmtuners_layout(glm_dir, tokenizer, tmp_path):
+    from datasets import Dataset
+
+    from iamm.llm.lora import build_training_dataset, encode_authors_example
+
+    rows = Dataset.from_list([{"id": "a", "messages": AUTHORS_MESSAGES, "answer": AUTHORS_ANSWER, "format": "authors"}])
+    encoded = build_training_dataset(rows, tokenizer, "messages", max_length=1024)
+    assert encoded[0]["input_ids"] == encode_authors_example(tokenizer, AUTHORS_MESSAGES, AUTHORS_ANSWER)["input_ids"]
+    mixed = Dataset.from_list([{"id": "a", "messages": MESSAGES, "answer": ANSWER, "format": "iamm"},
+                               {"id": "b", "messages": AUTHORS_MESSAGES, "answer": AUTHORS_ANSWER, "format": "authors"}])
+    with pytest.raises(ValueError, match="mix formats"):
+        build_training_dataset(mixed, tokenizer, "messages", max_length=1024)
+
+
+def test_training_defaults_are_the_authors_ed_sh():
+    """The fine-tuning flags of their examples/ed.sh (fixture) are train_lora.py's defaults; the LoRA and length
+    settings they left to glmtuner's defaults (rank 8, alpha 32, dropout 0.1, query_key_value; 512 / 512) too."""
+    import re
+
+    from iamm.llm.lora import LoraTrainingArguments
+
+    with open(os.path.join(ROOT, "tests", "fixtures", "iamm_large_authors", "ed.sh")) as f:
+        train_command = f.read().split("--do_train")[1].split("CUDA_VISIBLE_DEVICES")[0]
+    flags = dict(re.findall(r"--(\w+) ([^\s\\]+)", train_command))
+    assert flags["finetuning_type"] == "lora" and flags["quantization_bit"] == "8"
+    training = LoraTrainingArguments(output_dir="unused", use_cpu=True)
+    for name in ("learning_rate", "num_train_epochs", "warmup_steps", "logging_steps", "save_steps"):
+        assert float(getattr(training, name)) == float(flags[name]), name
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        assert getattr(training, name) == int(flags[name]), name
+    assert getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type) == flags["lr_scheduler_type"]
+    args = LoraArguments(model_name_or_path="unused", data_dir="unused")
+    assert (args.lora_r, args.lora_alpha, args.lora_dropout) == (8, 32, 0.1)
+    assert (args.max_source_length, args.max_target_length) == (512, 512)
+
+
 def test_truncation_cuts_the_prompt_from_the_left(tokenizer):
     full = encode_training_example(tokenizer, MESSAGES, ANSWER, max_length=256)
     n_answer = len(full["input_ids"]) - len(prompt_ids(tokenizer, MESSAGES))
@@ -154,6 +215,24 @@ def _run(script, *args):
 def _main(script):
     """The script's `main`, in this process (argument checks without a new interpreter)."""
     return runpy.run_path(os.path.join(ROOT, "scripts", script), run_name="imported")["main"]
+
+
+def test_train_script_user_mistakes_are_one_line_before_any_work(glm_dir, tmp_path):
+    data = write_instruction_dataset(str(tmp_path / "instructions"))
+    out = tmp_path / "run"
+    base = ["--model_name_or_path", glm_dir, "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none"]
+    cases = [
+        (["--data_dir", str(tmp_path / "nowhere")], "no instruction data"),
+        (["--data_dir", data, "--train_split", "training"], "split(s) ['training'] not built"),
+        (["--data_dir", data, "--eval_strategy", "steps", "--eval_split", "dev"], "split(s) ['dev'] not built"),
+        ([], "--data_dir is required"),
+    ]
+    for extra, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            _main("train_lora.py")(base + extra)
+        message = str(exit_info.value.code)
+        assert message.startswith("train_lora: ") and expected in message and "\n" not in message, message
+        assert not out.exists()
 
 
 @pytest.mark.slow

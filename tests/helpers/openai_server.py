@@ -5,10 +5,19 @@ header (or a fixed answer). For each sample, `faults[sample_id]` lists what the 
 request; once the list is used up, it answers normally ("ok"). Faults:
 
 * `"429"` / `"429-date"`: rate limited, with `retry-after` in seconds / as an HTTP date;
+* `"429-ms"`: rate limited with `retry-after-ms` (milliseconds) and a longer `retry-after` (clients that read
+  `retry-after-ms` first, as OpenAI's own client does, wait the shorter time);
+* `"429-quota"`: OpenAI's answer when the account's quota is used up (429, code `insufficient_quota`, no
+  retry-after: waiting does not help);
 * `"500"`, `"503"`, `"400"`: that status with an OpenAI-style error body;
 * `"slow"`: waits `slow_seconds` (longer than the client's timeout), then tries to answer;
 * `"drop"`: closes the connection without a reply;
 * `"malformed"`: status 200 with a body that is not JSON; `"no-choices"`: valid JSON without `choices`.
+
+A rate-limit storm (`storm_seconds`): from the first request on, for that long, EVERY request is answered 429
+(rate_limit_exceeded) with `retry-after-ms` = `storm_retry_after_ms` and `retry-after` in whole seconds (rounded
+up), as OpenAI documents its rate-limit responses, plus its `x-ratelimit-*-requests` headers; logged as
+`"429-storm"`. Scripted faults apply after the storm.
 
 `server.log` keeps `(sample_id, action)` for every request in arrival order; :meth:`OpenAIServer.successes` counts
 the delivered good answers per sample (`"ok"` requests only: a slow reply arrives after the client gave up).
@@ -28,10 +37,14 @@ SAMPLE_ID_HEADER = "X-Sample-Id"
 
 class OpenAIServer:
     def __init__(self, faults: Optional[Dict[str, List[str]]] = None, answer: Optional[Callable[[str], str]] = None,
-                 retry_after: float = 0.05, slow_seconds: float = 1.5, delay: float = 0.0):
+                 retry_after: float = 0.05, slow_seconds: float = 1.5, delay: float = 0.0,
+                 storm_seconds: float = 0.0, storm_retry_after_ms: int = 300):
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
         self.answer = answer or (lambda sample_id: f"Emotion: sad\nResponse: I am sorry to hear that ({sample_id}).")
         self.retry_after, self.slow_seconds, self.delay = retry_after, slow_seconds, delay
+        self.storm_seconds, self.storm_retry_after_ms = storm_seconds, storm_retry_after_ms
+        self.storm_started: Optional[float] = None
+        self.times: List[float] = []  # monotonic arrival time of each request, as in `log`
         self.log: List[tuple] = []
         self._lock = threading.Lock()
         self._seen: Counter = Counter()
@@ -49,11 +62,18 @@ class OpenAIServer:
                     return self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                 sample_id = self.headers.get(SAMPLE_ID_HEADER, "?")
                 with server._lock:
-                    n = server._seen[sample_id]
-                    server._seen[sample_id] += 1
-                    script = server.faults.get(sample_id, [])
-                    action = script[n] if n < len(script) else "ok"
+                    now = time.monotonic()
+                    if server.storm_started is None:
+                        server.storm_started = now
+                    if now - server.storm_started < server.storm_seconds:
+                        action = "429-storm"
+                    else:
+                        n = server._seen[sample_id]
+                        server._seen[sample_id] += 1
+                        script = server.faults.get(sample_id, [])
+                        action = script[n] if n < len(script) else "ok"
                     server.log.append((sample_id, action))
+                    server.times.append(now)
                 if server.delay:
                     time.sleep(server.delay)
                 if action == "ok":
@@ -61,6 +81,18 @@ class OpenAIServer:
                 if action == "429":
                     return self._send(429, _error("rate limited", "rate_limit_exceeded"),
                                       {"retry-after": str(server.retry_after)})
+                if action == "429-storm":
+                    wait_ms = server.storm_retry_after_ms
+                    return self._send(429, _error("Rate limit reached for requests", "rate_limit_exceeded"), {
+                        "retry-after-ms": str(wait_ms), "retry-after": str(-(-wait_ms // 1000)),
+                        "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+                        "x-ratelimit-reset-requests": f"{wait_ms}ms"})
+                if action == "429-ms":
+                    return self._send(429, _error("rate limited", "rate_limit_exceeded"),
+                                      {"retry-after-ms": str(int(server.retry_after * 1000)), "retry-after": "30"})
+                if action == "429-quota":
+                    return self._send(429, _error("You exceeded your current quota, please check your plan and "
+                                                  "billing details.", "insufficient_quota"))
                 if action == "429-date":
                     date = email.utils.formatdate(time.time() + 1, usegmt=True)  # whole seconds: waits 0..1 s
                     return self._send(429, _error("rate limited", "rate_limit_exceeded"), {"retry-after": date})
