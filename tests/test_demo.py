@@ -285,9 +285,11 @@ def test_api_as_the_readme_calls_it(checkpoint, loaded, word_tokenizer):
         assert all(label and not label.startswith("value_") for label in returns)  # gradio's name for unlabelled
 
         expected = greedy(model, tokenizer, DIALOGUE, SITUATION)
-        emotion, response, messages, *_ = client.predict(situation=SITUATION, dialogue="\n".join(DIALOGUE),
-                                                         api_name="/predict")
+        emotion, response, messages, highlights, heatmap, seed, *heads = client.predict(  # as the README has it
+            situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="greedy", api_name="/predict")
         assert (emotion, response, messages) == (expected["emotion"], expected["response"], "Done.")
+        assert len(heads) == 4 and heads[0]["label"] == emotion and len(heads[0]["confidences"]) == 5
+        assert "".join(token["token"] for token in highlights).startswith("Situation: i lost my job")
         seeds = []
         for _ in range(2):  # a new seed per call, returned
             outputs = client.predict(situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="sampling",
@@ -589,5 +591,5 @@ def take_readme_screenshot(model_dir: str, out: str, example_index: int = 4, wid
         shutil.rmtree(folder, ignore_errors=True)
 
 
-if __name__ == "__main__":  # python tests/test_demo.py MODEL_DIR docs/demo.png
+if __name__ == "__main__":  # python -m tests.test_demo MODEL_DIR docs/demo.png
     take_readme_screenshot(sys.argv[1], sys.argv[2])
