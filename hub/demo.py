@@ -480,7 +480,7 @@ def heatmap_figure(result: DemoResult):
     ax.set_xticks(range(cols), [relabel(w) for w in result.heatmap_words], rotation=40, ha="right", fontsize=10,
                   fontfamily=families)
     ax.set_yticks(range(rows), [relabel(k) for k in result.heatmap_keywords], fontsize=10, fontfamily=families)
-    ax.set_title("rows: keywords, columns: associated words\n(summed association weight)", fontsize=10)
+    ax.set_title("rows: keywords, columns: associated words\n(summed association weight)", fontsize=10, loc="left")
     for i, row in enumerate(result.heatmap_weights):
         for j, weight in enumerate(row):
             if weight > 0:
