@@ -553,7 +553,7 @@ OUTPUT_LABELS = {
 
 def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] = None,
                limits: Optional[DemoLimits] = None, title: str = "IAMM: empathetic responses with associated words",
-               cache_examples: Union[bool, str] = False):
+               cache_examples: Union[bool, str, None] = None):
     """The demo page (a `gr.Blocks`; call `.launch()` on it).
 
     Args:
@@ -564,8 +564,9 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
             none.
         limits: how much of a dialogue the model reads (:class:`DemoLimits`).
         title: the page's heading.
-        cache_examples: `gr.Examples`' caching: False (default), True (every example predicted, greedy, when the
-            page starts) or "lazy" (on first use).
+        cache_examples: `gr.Examples`' caching of the examples' (greedy) results: True (when the page starts),
+            "lazy" (on first use), False, or None (default): Gradio's choice, the `GRADIO_CACHE_EXAMPLES`
+            environment variable, true on a Hugging Face Space.
 
     The page has one API endpoint, `/predict` (`gradio_client.Client(url).predict(situation, dialogue, ...,
     api_name="/predict")`); its outputs are named by :data:`OUTPUT_LABELS` and the heads' labels, and a head the
@@ -671,8 +672,7 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
                     inputs=[situation_box, dialogue_box, reference],
                     example_labels=[example_title(e) for e in examples],
                     label="EmpatheticDialogues examples (valid): click one", elem_id="examples",
-                    outputs=[box for box in outputs if box is not seed_box] if cache_examples else None,
-                    fn=cached_predict if cache_examples else None,
+                    outputs=[box for box in outputs if box is not seed_box], fn=cached_predict,
                     cache_examples=cache_examples, api_visibility="private",
                 )
         # An example's reference belongs to its text: typing (not an example filling the boxes) clears it.
