@@ -11,10 +11,14 @@ browser); :func:`build_demo` only lays out the components and wires them to it.
 This module imports only `modeling_iamm` (absolute imports), so a Space can ship it as a single file.
 """
 
+import functools
 import logging
 import os
+import random
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -42,6 +46,10 @@ MISSING_HEAD_REASONS = {
 }
 
 DECODING_CHOICES = ("greedy", "beam search", "sampling")
+
+HEATMAP_NUMBER_POINTS = 10
+"""Font size of the weights written in the heat map's cells (points, at 100 dpi: 14 px when the image is shown at
+its own size, which the page keeps on narrow screens)."""
 
 ModelSource = Union[str, os.PathLike, Tuple[Any, Any]]
 """What :func:`build_demo` takes: a saved folder or Hub id, or an already loaded `(model, tokenizer)` pair."""
@@ -77,6 +85,7 @@ class DemoResult:
         heatmap_keywords / heatmap_words / heatmap_weights: the strongest keywords (rows), their associated words
             (columns) and the summed weights (`rows x columns`, 0 where a word is not associated with that keyword).
         notes: what the page should tell the reader (truncation, missing knowledge, ...).
+        seed: the seed sampling used (None for greedy and beam search).
     """
 
     emotion: str
@@ -89,6 +98,7 @@ class DemoResult:
     heatmap_words: List[str] = field(default_factory=list)
     heatmap_weights: List[List[float]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    seed: Optional[int] = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,19 +106,59 @@ class DemoResult:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_hub_id(name: str) -> None:
+    """A :class:`DemoError` saying `name` is no local folder, unless the Hub (or, offline, its cache) has a model of
+    that id. One request with a short timeout, so a mistyped folder is named at once instead of after the download
+    retries of `from_pretrained`."""
+    try:
+        from huggingface_hub import HfApi, constants, try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    except ImportError:  # without huggingface_hub transformers cannot reach the Hub either
+        raise DemoError(f"{name}: folder does not exist") from None
+    missing = f"{name}: folder does not exist"
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except HFValidationError:
+        raise DemoError(f"{missing} (and it is not a Hub model id)") from None
+    if constants.HF_HUB_OFFLINE:
+        if not cached:
+            raise DemoError(f"{missing}, and no Hub model of that id is in the cache (HF_HUB_OFFLINE is set)")
+        return
+    try:
+        HfApi(endpoint=constants.ENDPOINT).model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        raise DemoError(f"{missing}, and the Hub ({constants.ENDPOINT}) has no model {name} (for a private one, "
+                        f"set HF_TOKEN)") from None
+    except Exception as error:  # unreachable endpoint, timeout, server error: a cached copy still loads
+        if not cached:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DemoError(f"{missing}, and the Hub ({constants.ENDPOINT}) could not be reached to look for a "
+                            f"model of that id ({reason})") from None
+
+
 def load_model(model_name_or_path: Union[str, os.PathLike], device: Optional[str] = None):
     """Load an IAMM and its tokenizer from a saved folder or a Hub id; a :class:`DemoError` naming the path if not.
 
-    The checkpoint's own code is used (`trust_remote_code=True`), so a folder written by `save_pretrained` loads
-    without this package's model classes registered, and offline.
+    A name that is no folder here is looked up as a Hub id (`owner/name`) only when nothing local claims it: a path
+    whose first folder exists (`runs/` of `runs/iamm`), an absolute, relative (`./`, `../`) or deeper path, or a
+    name without an owner fails at once with "folder does not exist". The checkpoint's own code is used
+    (`trust_remote_code=True`), so a folder written by `save_pretrained` loads without this package's model
+    classes registered, and offline.
     """
     from transformers import AutoModel, AutoTokenizer
 
     name = os.fspath(model_name_or_path)
-    looks_local = os.path.isabs(name) or name.startswith(".") or os.path.exists(name) or name.count("/") > 1
-    if looks_local and not os.path.isdir(name):
-        raise DemoError(f"{name}: no such folder (pass a folder written by save_pretrained, or a Hub model id)")
-    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+    if os.path.exists(name) and not os.path.isdir(name):
+        raise DemoError(f"{name}: a file, not a folder (pass the folder train.py or save_pretrained wrote)")
+    if not os.path.isdir(name):
+        parts = name.split("/")
+        looks_local = (os.path.isabs(name) or name.startswith(".") or "\\" in name
+                       or len(parts) != 2 or os.path.isdir(parts[0]))
+        if looks_local:
+            raise DemoError(f"{name}: folder does not exist (pass a folder written by save_pretrained, or a Hub "
+                            f"model id owner/name)")
+        _check_hub_id(name)
+    elif not os.path.isfile(os.path.join(name, "config.json")):
         raise DemoError(f"{name}: not an IAMM checkpoint (no config.json); pass the folder train.py wrote")
     try:
         model = AutoModel.from_pretrained(name, trust_remote_code=True)
@@ -262,11 +312,13 @@ def _heatmap(associations: Dict[str, Any], special: set, max_keywords: int = 6,
 
 def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequence[str]], decoding: str = "greedy",
                      max_new_tokens: int = 50, num_beams: int = 4, top_p: float = 0.9, temperature: float = 1.0,
-                     seed: Optional[int] = 0, limits: Optional[DemoLimits] = None,
+                     seed: Optional[int] = None, limits: Optional[DemoLimits] = None,
                      collator: Optional[IAMMDataCollator] = None) -> DemoResult:
     """Predict for one dialogue as the page does: the emotion, every head's probabilities, the response and the
     associated words. `dialogue` is the textbox text (one utterance per line, the last the speaker's) or a list of
-    utterances. Raises :class:`DemoError` for input the model cannot take (no utterance)."""
+    utterances. Sampling seeds torch with `seed`, or with a new random seed when it is None (recorded in
+    `DemoResult.seed` and in the notes, so a response can be drawn again). Raises :class:`DemoError` for input
+    the model cannot take (no utterance)."""
     limits = limits or DemoLimits()
     turns = parse_dialogue(dialogue) if isinstance(dialogue, str) else [str(t).strip() for t in dialogue if str(t).strip()]
     if not turns:
@@ -310,8 +362,11 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
                      "head and implicit associations see empty relations.")
     collator = collator or IAMMDataCollator(tokenizer, relation_names=config.relation_names)
     kwargs = generation_kwargs(decoding, max_new_tokens, num_beams, top_p, temperature)
-    if kwargs["do_sample"] and seed is not None:
-        torch.manual_seed(int(seed))
+    used_seed = None
+    if kwargs["do_sample"]:
+        used_seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**31)
+        torch.manual_seed(used_seed)
+        notes.append(f"Sampled with seed {used_seed}: set it as the seed to draw this response again.")
     model.eval()
     prediction = predict_batch(model, tokenizer, collator, [sample], with_associations=True, **kwargs)
     outputs = prediction.encoder_outputs
@@ -341,11 +396,72 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
         heatmap_words=columns,
         heatmap_weights=matrix,
         notes=notes,
+        seed=used_seed,
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _drawable_fonts() -> Tuple[Tuple[str, str, frozenset], ...]:
+    """`(path, family, code points)` of every installed font matplotlib can draw, regular styles first (colour
+    bitmap fonts such as Noto Color Emoji cannot be sized by matplotlib and are left out)."""
+    from matplotlib import font_manager, ft2font
+
+    fonts = []
+    for path in sorted(font_manager.findSystemFonts()):
+        try:
+            font = ft2font.FT2Font(path)
+            font.set_size(10, 72)
+            charmap = frozenset(font.get_charmap())
+        except Exception:  # unreadable, or a bitmap-only font
+            continue
+        fonts.append((font.style_name.lower() not in ("regular", "book"), path, font.family_name, charmap))
+    return tuple((path, family, charmap) for _, path, family, charmap in sorted(fonts, key=lambda f: f[:2]))
+
+
+def label_fonts(texts: Sequence[str]) -> Tuple[List[str], Callable[[str], str]]:
+    """Fonts and a relabelling for drawing `texts` with matplotlib: matplotlib's default font first, then for each
+    character it lacks an installed font that has it (e.g. Noto Sans CJK, Symbola for emoji). Returns the font
+    family list (matplotlib falls back along it glyph by glyph) and a function that writes each character no
+    installed font has as `U+XXXX`, so the label shows it is there instead of an empty box."""
+    from matplotlib import font_manager, ft2font
+
+    default_path = font_manager.findfont(font_manager.FontProperties())
+    default = ft2font.FT2Font(default_path)
+    covered = set(default.get_charmap())
+    families = [default.family_name]
+    needed = sorted({ord(ch) for text in texts for ch in text if not ch.isspace()} - covered)
+    for code in needed:
+        if code in covered:
+            continue
+        for path, family, charmap in _drawable_fonts():
+            if code in charmap:
+                font_manager.fontManager.addfont(path)
+                covered |= charmap
+                if family not in families:
+                    families.append(family)
+                break
+
+    def relabel(text: str) -> str:
+        out = []
+        for ch in text:
+            if ch.isspace() or ord(ch) in covered:
+                out.append(ch)
+            elif unicodedata.category(ch) in ("Mn", "Cf"):  # variation selectors, joiners: nothing to see
+                continue
+            else:
+                out.append(f"U+{ord(ch):04X}")
+        return "".join(out)
+
+    return families, relabel
+
+
 def heatmap_figure(result: DemoResult):
-    """A matplotlib heat map of the result's keywords x associated words (None when there is nothing to show)."""
+    """A matplotlib heat map of the result's keywords x associated words (None when there is nothing to show).
+
+    Compact enough to read on a phone (the page scrolls it sideways there rather than shrinking it): the weights
+    are written in the cells, so there is no colour bar. Words in scripts matplotlib's default font lacks (CJK,
+    emoji) are drawn with an installed font that has them, else written as `U+XXXX` (see :func:`label_fonts`).
+    """
     if not result.heatmap_keywords or not result.heatmap_words:
         return None
     import matplotlib
@@ -353,24 +469,24 @@ def heatmap_figure(result: DemoResult):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    families, relabel = label_fonts(result.heatmap_keywords + result.heatmap_words)
     rows, cols = len(result.heatmap_keywords), len(result.heatmap_words)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * cols, 0.9 + 0.45 * rows), dpi=100)
+    fig, ax = plt.subplots(figsize=(1.3 + 0.55 * cols, 1.3 + 0.42 * rows), dpi=100)
     nonzero = [w for row in result.heatmap_weights for w in row if w > 0]
     low = min(nonzero) if nonzero and max(nonzero) - min(nonzero) > 1e-3 else 0.0
     masked = [[w if w > 0 else float("nan") for w in row] for row in result.heatmap_weights]  # blank: not associated
     high = max(nonzero, default=1.0)
-    image = ax.imshow(masked, cmap="Oranges", vmin=low, vmax=high, aspect="auto")
-    ax.set_xticks(range(cols), result.heatmap_words, rotation=40, ha="right", fontsize=9)
-    ax.set_yticks(range(rows), result.heatmap_keywords, fontsize=9)
-    ax.set_title("keywords x associated words (punctuation left out)", fontsize=9)
-    ax.set_xlabel("associated words")
-    ax.set_ylabel("keywords")
+    ax.imshow(masked, cmap="Oranges", vmin=low, vmax=high, aspect="auto")
+    ax.set_xticks(range(cols), [relabel(w) for w in result.heatmap_words], rotation=40, ha="right", fontsize=10,
+                  fontfamily=families)
+    ax.set_yticks(range(rows), [relabel(k) for k in result.heatmap_keywords], fontsize=10, fontfamily=families)
+    ax.set_title("rows: keywords, columns: associated words\n(summed association weight)", fontsize=10, loc="left")
     for i, row in enumerate(result.heatmap_weights):
         for j, weight in enumerate(row):
             if weight > 0:
                 dark = (weight - low) / max(high - low, 1e-6) > 0.6
-                ax.text(j, i, f"{weight:.1f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="summed weight")
+                ax.text(j, i, f"{weight:.1f}", ha="center", va="center", fontsize=HEATMAP_NUMBER_POINTS,
+                        color="white" if dark else "black")
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -395,21 +511,71 @@ def _status_markdown(result: DemoResult) -> str:
     return "\n".join(f"- {note}" for note in result.notes) if result.notes else "Done."
 
 
+def reference_markdown(example: Dict[str, Any]) -> str:
+    """What the page shows under an example's dialogue: the dataset's emotion and listener response."""
+    return (f"Dataset reference: emotion **{example.get('emotion', '?')}**, "
+            f"response: _{example.get('response', '')}_")
+
+
+DEMO_CSS = """
+/* The highlighted dialogue: one turn per line. Gradio lays the words out as flex items, where the "\\n" spans
+   cannot break a line; in inline flow they do (the word spans keep white-space: pre-wrap). */
+#highlights .textfield { display: block; word-break: keep-all; overflow-wrap: anywhere; }
+#highlights .token-container { display: inline; }
+/* Phones: the heat map keeps its own size, so its numbers stay readable, and scrolls sideways. */
+@media (max-width: 700px) {
+  #heatmap { overflow-x: auto !important; }
+  #heatmap .layout { align-items: flex-start !important; }
+  #heatmap img { width: auto !important; max-width: none !important; }
+}
+"""
+"""The page's own CSS (:func:`build_demo` builds it into the page, so `demo.launch()` needs no `css=`)."""
+
+SCROLL_TO_RESULT_JS = """() => {
+  const box = document.querySelector('#emotion'), end = document.querySelector('#response');
+  if (!box || !end) return;
+  const top = box.getBoundingClientRect().top, bottom = end.getBoundingClientRect().bottom;
+  if (top < 0 || bottom > window.innerHeight) box.scrollIntoView({block: 'start'});
+}"""
+"""After a prediction: on a small screen, where the results sit under the inputs, bring them into view."""
+
+OUTPUT_LABELS = {
+    "emotion": "Predicted emotion",
+    "response": "Response",
+    "status": "Messages",
+    "highlights": "Associated words in the dialogue",
+    "heatmap": "Keywords x associated words",
+    "seed": "Seed (sampling)",
+    "combined": "All heads combined",
+}
+"""Labels of the page's outputs, which are also their names in the API (`gradio_client`'s `view_api()`)."""
+
+
 def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] = None,
-               limits: Optional[DemoLimits] = None, title: str = "IAMM: empathetic responses with associated words"):
+               limits: Optional[DemoLimits] = None, title: str = "IAMM: empathetic responses with associated words",
+               cache_examples: Union[bool, str, None] = None):
     """The demo page (a `gr.Blocks`; call `.launch()` on it).
 
     Args:
         model: a saved folder or Hub id (loaded with :func:`load_model`; :class:`DemoError` if it cannot be), or a
             loaded `(model, tokenizer)` pair.
-        examples: dialogues for the example dropdown (dicts with `turns`, optional `situation`, `emotion`,
-            `response`); default: 20 from the bundled EmpatheticDialogues sample's valid split. `[]`: none.
+        examples: dialogues offered as clickable `gr.Examples` (dicts with `turns`, optional `situation`,
+            `emotion`, `response`); default: 20 from the bundled EmpatheticDialogues sample's valid split. `[]`:
+            none.
         limits: how much of a dialogue the model reads (:class:`DemoLimits`).
         title: the page's heading.
+        cache_examples: `gr.Examples`' caching of the examples' (greedy) results: True (when the page starts),
+            "lazy" (on first use), False, or None (default): Gradio's choice, the `GRADIO_CACHE_EXAMPLES`
+            environment variable, true on a Hugging Face Space.
+
+    The page has one API endpoint, `/predict` (`gradio_client.Client(url).predict(situation, dialogue, ...,
+    api_name="/predict")`); its outputs are named by :data:`OUTPUT_LABELS` and the heads' labels, and a head the
+    model does not have is not among them. Sampling draws a new seed per call (returned as "Seed (sampling)")
+    unless `randomize_seed=False`, when it uses `seed`.
 
     Components the page's tests read: `#emotion` and `#response` (textboxes), `#status` (messages),
     `#highlights` (the dialogue coloured by association weight), `#heatmap` (keywords x associated words),
-    `#probs-<head>` (each head's top emotions).
+    `#probs-<head>` (each head's top emotions), `#examples`, `#reference` (an example's dataset reference).
     """
     import gradio as gr
 
@@ -421,15 +587,17 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
     limits = limits or DemoLimits()
     examples = list(load_examples() if examples is None else examples)
     collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
-    titles = [example_title(e) for e in examples]
-    by_title = dict(zip(titles, examples))
     has = {name: True for name, _, _ in HEADS}
     has["situation"] = bool(model.config.use_situation)
     has["knowledge"] = bool(model.config.use_implicit_association)
     has["memory"] = bool(model.config.use_explicit_association or model.config.use_implicit_association)
     absent = [f"the {name} head ({MISSING_HEAD_REASONS[name]})" for name, present in has.items() if not present]
+    heads = [(name, page_label) for name, _, page_label in HEADS if has[name]]
 
-    with gr.Blocks(title="IAMM demo", analytics_enabled=False) as demo:
+    with warnings.catch_warnings():  # Gradio 6 prefers launch(css=...); the page carries its CSS for any launcher
+        warnings.filterwarnings("ignore", message="The parameters have been moved", category=UserWarning)
+        blocks = gr.Blocks(title="IAMM demo", analytics_enabled=False, css=DEMO_CSS)
+    with blocks as demo:
         gr.Markdown(
             f"# {title}\n"
             "IAMM (Yang et al., ACL 2024) reads a dialogue and the speaker's situation, associates their words "
@@ -438,64 +606,79 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
         )
         with gr.Row():
             with gr.Column(scale=5):
-                example_box = gr.Dropdown(choices=titles, value=None, label="EmpatheticDialogues example (valid)",
-                                          elem_id="example", visible=bool(examples), interactive=True)
                 situation_box = gr.Textbox(label="Situation (optional)", lines=2, elem_id="situation",
                                            placeholder="I lost my job last week and I don't know how to tell my family.")
                 dialogue_box = gr.Textbox(label="Dialogue: one utterance per line, the last is the speaker's",
                                           lines=6, elem_id="dialogue",
                                           placeholder="I got fired today.\nOh no, what happened?\nThey cut half the team.")
-                with gr.Accordion("Decoding", open=False):
+                with gr.Accordion("Decoding", open=False, elem_id="decoding-options"):
                     decoding_box = gr.Radio(list(DECODING_CHOICES), value="greedy", label="Decoding",
                                             elem_id="decoding")
                     max_new_tokens_box = gr.Slider(1, limits.max_new_tokens, value=50, step=1,
                                                    label="Max new tokens", elem_id="max-new-tokens")
-                    num_beams_box = gr.Slider(2, 10, value=4, step=1, label="Beams (beam search)")
+                    num_beams_box = gr.Slider(2, 10, value=4, step=1, label="Beams (beam search)", elem_id="beams")
                     with gr.Row():
                         top_p_box = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top_p (sampling)")
                         temperature_box = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (sampling)")
-                        seed_box = gr.Number(value=0, precision=0, label="Seed (sampling)")
+                    with gr.Row():
+                        randomize_box = gr.Checkbox(value=True, label="New seed each time (sampling)",
+                                                    elem_id="randomize-seed")
+                        seed_box = gr.Number(value=0, precision=0, label=OUTPUT_LABELS["seed"], elem_id="seed")
                 submit = gr.Button("Predict", variant="primary", elem_id="submit")
-                reference = gr.Markdown("", elem_id="reference")
+                reference = gr.Markdown("", elem_id="reference", label="Dataset reference")
+                examples_box = gr.Column(visible=bool(examples))  # filled below, once the outputs exist
             with gr.Column(scale=6):
-                emotion_box = gr.Textbox(label="Predicted emotion", elem_id="emotion", interactive=False)
-                response_box = gr.Textbox(label="Response", elem_id="response", interactive=False, lines=2)
-                status = gr.Markdown("", elem_id="status")
-                highlights = gr.HighlightedText(label="Associated words in the dialogue (colour: total association "
-                                                      "weight, relative; none: not associated)", elem_id="highlights",
+                emotion_box = gr.Textbox(label=OUTPUT_LABELS["emotion"], elem_id="emotion", interactive=False)
+                response_box = gr.Textbox(label=OUTPUT_LABELS["response"], elem_id="response", interactive=False,
+                                          lines=2)
+                status = gr.Markdown("", elem_id="status", label=OUTPUT_LABELS["status"])
+                highlights = gr.HighlightedText(label=OUTPUT_LABELS["highlights"] + " (colour: total association "
+                                                "weight, relative; none: not associated)", elem_id="highlights",
                                                 show_legend=False, show_inline_category=False)
-                heatmap = gr.Plot(label="Keywords x associated words (summed association weights)", elem_id="heatmap",
-                                  format="png", show_label=False)
+                heatmap = gr.Plot(label=OUTPUT_LABELS["heatmap"], elem_id="heatmap", format="png", show_label=False)
         gr.Markdown("### Emotion heads (top 5 of 32)" + (
             "\nNot shown: " + "; ".join(absent) + "." if absent else ""))
         with gr.Row():
-            combined = gr.Label(num_top_classes=5, label="Combined (product of the heads)", elem_id="probs-combined")
-            head_labels = {name: gr.Label(num_top_classes=5, label=page_label, elem_id=f"probs-{name}",
-                                          visible=has[name]) for name, _, page_label in HEADS}
+            # min_width: side by side on a wide screen, one under the other on a phone (labels never squeezed)
+            combined = gr.Label(num_top_classes=5, label=OUTPUT_LABELS["combined"], elem_id="probs-combined",
+                                min_width=200)
+            head_labels = [gr.Label(num_top_classes=5, label=page_label, elem_id=f"probs-{name}", min_width=200)
+                           for name, page_label in heads]
 
-        outputs = [emotion_box, response_box, status, highlights, heatmap, combined, *head_labels.values()]
+        outputs = [emotion_box, response_box, status, highlights, heatmap, seed_box, combined, *head_labels]
 
-        def run(situation, dialogue, decoding, max_new_tokens, num_beams, top_p, temperature, seed):
+        def predict(situation: str, dialogue: str, decoding: str = "greedy", max_new_tokens: int = 50,
+                    num_beams: int = 4, top_p: float = 0.9, temperature: float = 1.0, seed: int = 0,
+                    randomize_seed: bool = True):
             try:
                 result = predict_for_demo(model, tokenizer, situation, dialogue, decoding, max_new_tokens, num_beams,
-                                          top_p, temperature, seed, limits, collator)
+                                          top_p, temperature, None if randomize_seed else seed, limits, collator)
             except DemoError as error:
                 gr.Warning(str(error))
-                return ["", "", f"**{error}**", None, None, None, *[None] * len(head_labels)]
+                return ["", "", f"**{error}**", None, None, seed, None, *[None] * len(head_labels)]
             return [result.emotion, result.response, _status_markdown(result), _relative(result.highlights),
-                    heatmap_figure(result), result.emotion_probabilities,
-                    *[result.head_probabilities.get(name) for name in head_labels]]
+                    heatmap_figure(result), seed if result.seed is None else result.seed,
+                    result.emotion_probabilities, *[result.head_probabilities[name] for name, _ in heads]]
 
-        def fill(title_chosen):
-            example = by_title.get(title_chosen)
-            if example is None:
-                return gr.skip(), gr.skip(), ""
-            return (example.get("situation", ""), "\n".join(example["turns"]),
-                    f"Dataset reference: emotion **{example.get('emotion', '?')}**, "
-                    f"response: _{example.get('response', '')}_")
+        def cached_predict(situation: str, dialogue: str, _reference: str):
+            """An example's outputs as the page's defaults give them (greedy), for `gr.Examples`' cache."""
+            values = predict(situation, dialogue)
+            return values[:5] + values[6:]  # not the seed: an example leaves the decoding settings as they are
 
-        example_box.change(fill, inputs=example_box, outputs=[situation_box, dialogue_box, reference])
-        inputs = [situation_box, dialogue_box, decoding_box, max_new_tokens_box, num_beams_box, top_p_box,
-                  temperature_box, seed_box]
-        submit.click(run, inputs=inputs, outputs=outputs, api_name="predict")
+        if examples:
+            with examples_box:
+                gr.Examples(
+                    [[e.get("situation", ""), "\n".join(e["turns"]), reference_markdown(e)] for e in examples],
+                    inputs=[situation_box, dialogue_box, reference],
+                    example_labels=[example_title(e) for e in examples],
+                    label="EmpatheticDialogues examples (valid): click one", elem_id="examples",
+                    outputs=[box for box in outputs if box is not seed_box], fn=cached_predict,
+                    cache_examples=cache_examples, api_visibility="private",
+                )
+        # An example's reference belongs to its text: typing (not an example filling the boxes) clears it.
+        for box in (situation_box, dialogue_box):
+            box.input(None, None, reference, js="() => ''", api_visibility="private", queue=False)
+        submit.click(predict, inputs=[situation_box, dialogue_box, decoding_box, max_new_tokens_box, num_beams_box,
+                                      top_p_box, temperature_box, seed_box, randomize_box],
+                     outputs=outputs, api_name="predict").then(None, js=SCROLL_TO_RESULT_JS)
     return demo

@@ -113,8 +113,23 @@ def test_decoding_choices(loaded):
     assert beam.response == reference["response"]
     first = predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, decoding="sampling", seed=3, max_new_tokens=12)
     again = predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, decoding="sampling", seed=3, max_new_tokens=12)
-    assert first.response == again.response  # the seed makes sampling repeatable
+    assert first.response == again.response and first.seed == again.seed == 3  # the seed makes sampling repeatable
     assert len(first.response.split()) <= 12
+    assert beam.seed is None and not any("seed" in n for n in beam.notes)
+
+
+def test_sampling_draws_a_new_seed_unless_one_is_given(loaded):
+    from iamm.hub.demo import predict_for_demo
+
+    model, tokenizer = loaded
+    kwargs = dict(decoding="sampling", max_new_tokens=12, temperature=2.0)
+    drawn = [predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, **kwargs) for _ in range(2)]
+    seeds = [result.seed for result in drawn]
+    assert all(isinstance(seed, int) for seed in seeds) and seeds[0] != seeds[1]  # a new seed per call
+    for result in drawn:
+        assert f"Sampled with seed {result.seed}" in " ".join(result.notes)  # the page says which, to repeat it
+        torch.manual_seed(12345)  # whatever the global RNG holds, the reported seed gives the same response
+        assert predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, seed=result.seed, **kwargs).response == result.response
 
 
 def test_long_non_english_and_empty_input(loaded):
@@ -138,6 +153,47 @@ def test_long_non_english_and_empty_input(loaded):
             predict_for_demo(model, tokenizer, SITUATION, empty)
 
 
+def draw_heatmap(keywords, words):
+    """Draw a heat map of these labels; returns its tick labels and matplotlib's missing-glyph warnings."""
+    import warnings
+
+    from iamm.hub.demo import DemoResult, heatmap_figure
+
+    result = DemoResult(emotion="sad", response="", emotion_probabilities={}, head_probabilities={}, missing_heads={},
+                        highlights=[], heatmap_keywords=keywords, heatmap_words=words,
+                        heatmap_weights=[[1.0 + i + j for j in range(len(words))] for i in range(len(keywords))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure = heatmap_figure(result)
+        figure.canvas.draw()
+    axes = figure.axes[0]
+    labels = [t.get_text() for t in axes.get_yticklabels() + axes.get_xticklabels()]
+    return labels, [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+CJK_AND_EMOJI = (["难过", "sad", "🦄"], ["工作", "job", "🎉"])  # none of these is in matplotlib's DejaVu Sans
+
+
+def test_heatmap_draws_cjk_and_emoji_with_an_installed_font():
+    from iamm.hub.demo import _drawable_fonts
+
+    for char in ("难", "🦄"):
+        if not any(ord(char) in charmap for _, _, charmap in _drawable_fonts()):
+            pytest.skip(f"no installed font has {char!r} (Debian: fonts-noto-cjk, fonts-symbola; .ci/run installs them)")
+    labels, missing = draw_heatmap(*CJK_AND_EMOJI)
+    assert not missing, missing  # every glyph drawn: no empty boxes
+    assert labels == CJK_AND_EMOJI[0] + CJK_AND_EMOJI[1]
+
+
+def test_heatmap_names_characters_no_installed_font_has(monkeypatch):
+    from iamm.hub import demo
+
+    monkeypatch.setattr(demo, "_drawable_fonts", lambda: ())  # a machine with only matplotlib's own font
+    labels, missing = draw_heatmap(*CJK_AND_EMOJI)
+    assert not missing, missing
+    assert labels == ["U+96BEU+8FC7", "sad", "U+1F984", "U+5DE5U+4F5C", "job", "U+1F389"]
+
+
 def test_model_with_knowledge_shows_all_four_heads(word_tokenizer):
     from iamm.hub.demo import predict_for_demo
 
@@ -151,14 +207,104 @@ def test_bad_checkpoint_path(tmp_path, checkpoint):
     from iamm.hub.demo import DemoError, load_model
 
     missing = str(tmp_path / "no_such_run")
-    with pytest.raises(DemoError, match=re.escape(missing) + ": no such folder"):
+    with pytest.raises(DemoError, match=re.escape(missing) + ": folder does not exist"):
         load_model(missing)
     with pytest.raises(DemoError, match="no config.json"):
         load_model(str(tmp_path))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--model_name_or_path", missing],
-                          env=ENV, capture_output=True, text=True, timeout=120)
+    with pytest.raises(DemoError, match="a file, not a folder"):
+        load_model(os.path.join(checkpoint, "config.json"))
+
+
+def test_missing_folder_named_like_a_hub_id_fails_at_once(tmp_path, monkeypatch):
+    """`runs/iamm` (the README's example) is a folder or a Hub id: the message says the folder does not exist, at
+    once when `runs/` is here, after one short Hub lookup otherwise, never after from_pretrained's download retries."""
+    from huggingface_hub import constants
+
+    from iamm.hub.demo import DemoError, load_model
+    from tests.helpers.hub_server import FakeHub
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing may be asked of it
+    with pytest.raises(DemoError, match=r"^runs/iamm: folder does not exist \(pass a folder"):
+        load_model("runs/iamm")
+    for name in ("iamm", "runs/iamm/checkpoint-10", "./iamm"):  # not owner/name: never a Hub id
+        with pytest.raises(DemoError, match=re.escape(name) + ": folder does not exist"):
+            load_model(name)
+    (tmp_path / "runs").rmdir()
+    # no runs/ here: a Hub id it could be, so the Hub is asked, once
+    start = time.time()
+    with pytest.raises(DemoError, match=r"^runs/iamm: folder does not exist, and the Hub \(http://127.0.0.1:9\) could "
+                                        r"not be reached"):
+        load_model("runs/iamm")  # port 9 (discard) refuses the connection
+    hub = FakeHub().start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        with pytest.raises(DemoError, match=rf"^runs/iamm: folder does not exist, and the Hub \({hub.endpoint}\) has no "
+                                            r"model runs/iamm"):
+            load_model("runs/iamm")
+        assert [r for r in hub.requests if "runs/iamm" in r]  # it was asked
+    finally:
+        hub.stop()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DemoError, match=r"^runs/iamm: folder does not exist, and no Hub model of that id is in the cache"):
+        load_model("runs/iamm")
+    assert time.time() - start < 30
+    # the command line, as the README runs it: one line, exit 1
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--model_name_or_path", "runs/iamm"],
+                          env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {missing}: no such folder (pass a folder written by save_pretrained, or a Hub model id)"
+    assert proc.stderr.strip() == ("error: runs/iamm: folder does not exist, and no Hub model of that id is in the cache "
+                                   "(HF_HUB_OFFLINE is set)")
+
+
+def test_api_as_the_readme_calls_it(checkpoint, loaded, word_tokenizer):
+    """`gradio_client.Client(url).predict(..., api_name="/predict")` against the served page: one documented
+    endpoint (the page's helpers are private), outputs named by their labels, only the heads the model has, and a
+    new sampling seed per call unless one is given."""
+    from gradio_client import Client
+
+    from iamm.hub.demo import build_demo
+
+    model, tokenizer = loaded
+    demo = build_demo(checkpoint, examples=[{"situation": "", "turns": ["hi"], "emotion": "sad", "response": "x"}])
+    url = serve(demo)
+    try:
+        client = Client(url, verbose=False)
+        api = client.view_api(return_format="dict", print_info=False)
+        assert list(api["named_endpoints"]) == ["/predict"] and not api["unnamed_endpoints"]
+        endpoint = api["named_endpoints"]["/predict"]
+        assert [p["parameter_name"] for p in endpoint["parameters"]] == [
+            "situation", "dialogue", "decoding", "max_new_tokens", "num_beams", "top_p", "temperature", "seed",
+            "randomize_seed"]
+        returns = [r["label"] for r in endpoint["returns"]]
+        assert returns[:3] == ["Predicted emotion", "Response", "Messages"]
+        assert returns[5:] == ["Seed (sampling)", "All heads combined", "Context head (H_c)", "Situation head (H_s)",
+                               "Memory head (H_m)"]
+        assert all(label and not label.startswith("value_") for label in returns)  # gradio's name for unlabelled
+
+        expected = greedy(model, tokenizer, DIALOGUE, SITUATION)
+        emotion, response, messages, highlights, heatmap, seed, *heads = client.predict(  # as the README has it
+            situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="greedy", api_name="/predict")
+        assert (emotion, response, messages) == (expected["emotion"], expected["response"], "Done.")
+        assert len(heads) == 4 and heads[0]["label"] == emotion and len(heads[0]["confidences"]) == 5
+        assert "".join(token["token"] for token in highlights).startswith("Situation: i lost my job")
+        seeds = []
+        for _ in range(2):  # a new seed per call, returned
+            outputs = client.predict(situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="sampling",
+                                     api_name="/predict")
+            assert f"Sampled with seed {outputs[5]}" in outputs[2]
+            seeds.append(outputs[5])
+        assert seeds[0] != seeds[1]
+        fixed = [client.predict(situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="sampling", seed=7,
+                                randomize_seed=False, api_name="/predict")[1:6] for _ in range(2)]
+        assert fixed[0] == fixed[1] and "seed 7" in fixed[0][1] and fixed[0][4] == 7
+    finally:
+        demo.close()
+    # a model with a knowledge head has the fourth head's output
+    full = build_demo((tiny_model(word_tokenizer), word_tokenizer), examples=[]).get_api_info()
+    assert [r["label"] for r in full["named_endpoints"]["/predict"]["returns"]][-1] == "Knowledge head (H~_cs)"
 
 
 def test_write_space_runs_the_demo_from_its_own_folder(tmp_path, checkpoint):
@@ -229,6 +375,13 @@ def chromium_driver(user_data_dir, width=1200, height=1400):
     return driver
 
 
+def phone_width(driver, width=400, height=800):
+    """A phone-sized viewport (Chromium will not make a window narrower than 500 px; device emulation does)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    assert driver.execute_script("return window.innerWidth") == width
+
+
 def serve(demo):
     """Launch a demo on a free local port (no share link, no analytics); returns its URL."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -239,7 +392,7 @@ def serve(demo):
 
 
 class Page:
-    """The demo page as a person uses it: fill the fields, press Predict, read the outputs."""
+    """The demo page as a person uses it: type into the fields (real key presses), click, read the outputs."""
 
     ERRORS = ".toast-body.error, .error"
 
@@ -255,12 +408,16 @@ class Page:
     def find(self, css):
         return self.driver.find_element(self.By.CSS_SELECTOR, css)
 
-    def set_text(self, elem_id, text):
-        """Type into a textbox the way Svelte notices (value + input event), newlines included."""
-        box = self.find(f"#{elem_id} textarea")
-        self.driver.execute_script(
-            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
-            box, text)
+    def type(self, css, text, replace=True):
+        """Click a field and type `text` key by key (Enter for a newline); `replace`: select all and delete first."""
+        from selenium.webdriver.common.keys import Keys
+
+        box = self.find(css)
+        box.click()
+        if replace:
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(Keys.DELETE)
+        box.send_keys(text)
 
     def value(self, elem_id):
         return self.find(f"#{elem_id} textarea").get_attribute("value")
@@ -271,77 +428,137 @@ class Page:
     def errors(self):
         return [e.text for e in self.driver.find_elements(self.By.CSS_SELECTOR, self.ERRORS)]
 
-    def submit(self, situation, dialogue, until):
-        """Fill both fields, press Predict and wait until `until(page)` holds (the page answered)."""
-        self.set_text("situation", situation)
-        self.set_text("dialogue", "\n".join(dialogue) if isinstance(dialogue, list) else dialogue)
+    def in_view(self, css):
+        """Whether the element is entirely inside the viewport."""
+        return self.driver.execute_script(
+            "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+            "return r.top >= -1 && r.bottom <= window.innerHeight + 1", css)
+
+    def idle(self):
+        """No output is waiting for the server (Gradio hides their status trackers)."""
+        return not self.driver.find_elements(self.By.CSS_SELECTOR, "#status [data-testid=status-tracker]:not(.hide)")
+
+    def predict(self, until):
+        """Press Predict and wait until `until(page)` holds (the page answered)."""
         self.find("#submit").click()
-        self.wait(lambda d: until(self) or self.errors())
+        self.wait(lambda d: (until(self) and self.idle()) or self.errors())
         assert not self.errors(), f"the page shows an error: {self.errors()}"
+
+    def choose(self, decoding):
+        self.find(f'#decoding input[value="{decoding}"]').click()
+
+
+INJECTED = '<img src=x onerror="window.injected=1"> <b>bold</b> they cut half the team'
 
 
 @pytest.mark.slow
-def test_demo_page_in_headless_chromium(tmp_path, checkpoint, loaded, word_tokenizer):
+def test_demo_page_in_headless_chromium(tmp_path, monkeypatch, checkpoint, loaded, word_tokenizer):
+    """One page load, typed with real key presses: greedy, beam search and sampling; an utterance with HTML in it;
+    one turn per line; an example (cached) and its reference; empty input; a 400-px wide screen."""
     reason = browser_missing()
     if reason:
         pytest.skip(f"no headless browser: {reason}")
-    from iamm.hub.demo import build_demo
+    from iamm.hub.demo import HEATMAP_NUMBER_POINTS, build_demo, predict_for_demo
 
     model, tokenizer = loaded
     start = time.time()
-    examples = [{"situation": "My dog died yesterday.", "turns": ["My dog died yesterday.", "I am so sorry.", "He was 14."],
-                 "emotion": "sad", "response": "That is a long life."}]
-    demo = build_demo(checkpoint, examples=examples)  # loads the folder itself, as scripts/demo.py does
+    example = {"situation": "My dog died yesterday.", "turns": ["My dog died yesterday.", "I am so sorry.", "He was 14."],
+               "emotion": "sad", "response": "That is a long life."}
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples_cache"))
+    demo = build_demo(checkpoint, examples=[example], cache_examples=True)  # loads the folder, as scripts/demo.py does
     url = serve(demo)
     driver = chromium_driver(tempfile.mkdtemp(dir=tmp_path))
+    By = None
     try:
         page = Page(driver, url)
+        By = page.By
         assert "knowledge head" in page.find("body").text  # the absent head is named and explained
 
-        # a situation and a dialogue typed in: emotion and response as predict() gives them (greedy, 50 tokens)
-        expected = greedy(model, tokenizer, DIALOGUE, SITUATION)
-        page.submit(SITUATION, DIALOGUE, until=lambda p: p.value("response") == expected["response"] and p.value("emotion"))
-        emotion = page.value("emotion")
-        assert emotion in EMOTION_LABELS and emotion == expected["emotion"]
-        assert page.status() == "Done."
+        # typed: a situation and a dialogue whose last utterance carries HTML; greedy as predict() gives it
+        turns = DIALOGUE[:2] + [INJECTED]
+        expected = greedy(model, tokenizer, turns, SITUATION)
+        page.type("#situation textarea", SITUATION)
+        page.type("#dialogue textarea", "\n".join(turns))
+        assert page.value("dialogue") == "\n".join(turns)  # Enter typed a newline
+        page.predict(until=lambda p: p.value("response") == expected["response"] and p.value("emotion"))
+        assert page.value("emotion") == expected["emotion"] and page.status() == "Done."
+        # the HTML is shown as text, nothing of it runs or renders
+        assert driver.execute_script("return window.injected") is None
+        assert not driver.find_elements(By.CSS_SELECTOR, "#highlights img, #highlights b, #status img, #reference img")
+        # one line per turn (and the situation), each with its words
+        lines = [" ".join(line.split()) for line in driver.execute_script(
+            "return document.querySelector('#highlights .textfield').innerText").splitlines() if line.strip()]
+        spans = "".join(span for span, _ in predict_for_demo(model, tokenizer, SITUATION, turns).highlights)
+        assert lines == [" ".join(line.split()) for line in spans.splitlines() if line.strip()]
+        assert [line.split(":")[0] for line in lines] == ["Situation", "Speaker", "Listener", "Speaker"]
+        assert "< img src = x onerror" in lines[-1] and "< b > bold < / b >" in lines[-1]
         # each head's top emotions, the combined one headed by the predicted emotion; no knowledge head on the page
-        assert page.find("#probs-combined").text.splitlines()[1] == emotion
+        assert page.find("#probs-combined").text.splitlines()[1] == expected["emotion"]
         for head in ("context", "situation", "memory"):
             assert len(page.find(f"#probs-{head}").text.splitlines()) >= 6, head  # label, heading, 5 rows
-        assert not driver.find_elements(page.By.CSS_SELECTOR, "#probs-knowledge")
-        # the dialogue's words highlighted by association weight, and the heat map image
-        spans = driver.find_elements(page.By.CSS_SELECTOR, "#highlights .token")
-        assert "they" in [s.text.strip() for s in spans]
-        coloured = [s for s in spans if "background-color" in (s.get_attribute("style") or "")]
+        assert not driver.find_elements(By.CSS_SELECTOR, "#probs-knowledge")
+        coloured = driver.find_elements(By.CSS_SELECTOR, "#highlights .token[style*=background-color]")
         assert coloured, "no highlighted words"
-        image = page.find("#heatmap img")
-        page.wait(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 100)
-        driver.save_screenshot(str(tmp_path / "demo.png"))
-        assert os.path.getsize(tmp_path / "demo.png") > 10_000
+        page.wait(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                             page.find("#heatmap img")) > 100)
 
-        # 40 turns: a result, and the page says how much was read
-        long_expected = greedy(model, tokenizer, LONG_DIALOGUE[-12:])
-        page.submit("", LONG_DIALOGUE, until=lambda p: "40 utterances" in p.status())
-        assert "last 12" in page.status()
-        assert page.value("emotion") in EMOTION_LABELS and page.value("response") == long_expected["response"]
+        # beam search, 8 new tokens (typed into the slider's box)
+        beam = next(predict(model, tokenizer, [{"turns": turns, "situation": SITUATION}], num_beams=4, max_new_tokens=8))
+        assert beam["response"] != expected["response"]
+        page.find("#decoding-options button").click()  # open the accordion
+        page.wait(lambda d: page.find('#decoding input[value="beam search"]').is_displayed())
+        page.choose("beam search")
+        page.type("#max-new-tokens input[type=number]", "8\t")
+        page.predict(until=lambda p: p.value("response") == beam["response"])
 
-        # non-English text: unknown words, still a result
-        foreign = greedy(model, tokenizer, NON_ENGLISH, "Ich bin traurig.")
-        page.submit("Ich bin traurig.", NON_ENGLISH, until=lambda p: "vocabulary" in p.status())
-        assert page.value("emotion") in EMOTION_LABELS and page.value("emotion") == foreign["emotion"]
-        assert page.value("response") == foreign["response"]
+        # sampling: a new seed per click, shown; with "New seed each time" off, the seed typed in draws the same
+        # response again
+        page.choose("sampling")
+        seen = []
+        for _ in range(2):
+            page.predict(until=lambda p: "Sampled with seed" in p.status() and p.status() not in seen)
+            seen.append(page.status())
+        seed = int(re.search(r"seed (\d+)", seen[0]).group(1))
+        assert seed != int(re.search(r"seed (\d+)", seen[1]).group(1))
+        assert page.find("#seed input").get_attribute("value") == re.search(r"seed (\d+)", seen[1]).group(1)
+        first = predict_for_demo(model, tokenizer, SITUATION, turns, decoding="sampling", max_new_tokens=8, seed=seed)
+        page.find("#randomize-seed input").click()
+        page.type("#seed input", str(seed) + "\t")
+        page.predict(until=lambda p: p.status() == seen[0])
+        assert page.value("response") == first.response
 
         # empty input: a message, not an error
-        page.submit(SITUATION, "", until=lambda p: "Type the dialogue first" in p.status())
+        page.type("#dialogue textarea", " ")
+        page.predict(until=lambda p: "Type the dialogue first" in p.status())
         assert page.value("emotion") == "" and page.value("response") == ""
 
-        # an example from the dropdown fills the fields and shows the dataset's reference
-        page.find("#example input").click()
-        page.wait(lambda d: d.find_elements(page.By.CSS_SELECTOR, "#example li[role=option]"))
-        page.find("#example li[role=option]").click()
-        page.wait(lambda d: page.value("dialogue") == "My dog died yesterday.\nI am so sorry.\nHe was 14.")
-        assert page.value("situation") == "My dog died yesterday."
+        # an example, clicked: it fills the fields, shows the dataset's reference and its cached (greedy) result
+        example_expected = greedy(model, tokenizer, example["turns"], example["situation"])
+        page.find("#examples button").click()
+        page.wait(lambda d: page.value("dialogue") == "\n".join(example["turns"]))
+        assert page.value("situation") == example["situation"]
         page.wait(lambda d: "That is a long life." in page.find("#reference").text)
+        page.wait(lambda d: page.value("response") == example_expected["response"])
+        # typing a dialogue of one's own clears the example's reference
+        page.type("#dialogue textarea", " Thank you.", replace=False)
+        page.wait(lambda d: page.find("#reference").text.strip() == "")
+
+        # a phone: after Predict the results are in view, the heat map keeps its size, no label is cut
+        phone_width(driver)
+        driver.execute_script("window.scrollTo(0, 0)")
+        assert not page.in_view("#emotion")  # the inputs fill the screen
+        page.predict(until=lambda p: p.status() == seen[0])  # the seed still fixed: the same message
+        page.wait(lambda d: page.in_view("#emotion") and page.in_view("#response"))
+        image = page.find("#heatmap img")
+        shown, natural = driver.execute_script("return [arguments[0].clientWidth, arguments[0].naturalWidth]", image)
+        assert natural > 300 and shown >= natural - 1  # numbers at HEATMAP_NUMBER_POINTS pt, 100 dpi: >= 13 px
+        assert HEATMAP_NUMBER_POINTS * 100 / 72 * shown / natural >= 13
+        for label in driver.find_elements(By.CSS_SELECTOR, "[id^=probs-] [data-testid=block-label]"):
+            fits = driver.execute_script(
+                "const l = arguments[0], box = l.closest('[id^=probs-]').getBoundingClientRect(),"
+                " r = l.getBoundingClientRect();"
+                "return l.scrollWidth <= l.clientWidth + 1 && r.height < 32 && r.right <= box.right + 1", label)
+            assert fits, label.text
         assert not page.errors()
     finally:
         driver.quit()
@@ -350,7 +567,7 @@ def test_demo_page_in_headless_chromium(tmp_path, checkpoint, loaded, word_token
 
 
 def take_readme_screenshot(model_dir: str, out: str, example_index: int = 4, width: int = 1200, height: int = 1500):
-    """docs/demo.png: the page after picking a bundled example from the dropdown and predicting for it."""
+    """docs/demo.png: the page after clicking a bundled example and predicting for it."""
     from iamm.hub.demo import build_demo
 
     demo = build_demo(model_dir)
@@ -359,15 +576,14 @@ def take_readme_screenshot(model_dir: str, out: str, example_index: int = 4, wid
     driver = chromium_driver(folder, width, height)
     try:
         page = Page(driver, url)
-        page.find("#example input").click()
-        page.wait(lambda d: len(d.find_elements(page.By.CSS_SELECTOR, "#example li[role=option]")) > example_index)
-        driver.find_elements(page.By.CSS_SELECTOR, "#example li[role=option]")[example_index].click()
+        page.driver.find_elements(page.By.CSS_SELECTOR, "#examples button.gallery-item")[example_index].click()
         page.wait(lambda d: page.value("dialogue"))
         page.find("#submit").click()
         page.wait(lambda d: page.value("emotion"))
         page.wait(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
                                              page.find("#heatmap img")) > 100)
         time.sleep(1)
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(out)
     finally:
         driver.quit()
@@ -375,5 +591,5 @@ def take_readme_screenshot(model_dir: str, out: str, example_index: int = 4, wid
         shutil.rmtree(folder, ignore_errors=True)
 
 
-if __name__ == "__main__":  # python tests/test_demo.py MODEL_DIR docs/demo.png
+if __name__ == "__main__":  # python -m tests.test_demo MODEL_DIR docs/demo.png
     take_readme_screenshot(sys.argv[1], sys.argv[2])
