@@ -1,6 +1,6 @@
 """Running a trained IAMM on samples: emotion, response and associated words, as plain Python records."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -204,7 +204,8 @@ HEADS = ("context", "situation", "memory", "knowledge")
 class DialoguePrediction:
     """One dialogue's prediction: the emotion, its logits (the product of the heads, Eq. 25) and each active head's
     logits (CPU, float32), the response, the associated words, `situation` (:data:`WITH_SITUATION` or
-    :data:`WITHOUT_SITUATION`) and `truncated` (`{length limit: words dropped}`, turns for `max_context_turns`)."""
+    :data:`WITHOUT_SITUATION`) and `truncated` (`{length limit: words dropped}`, turns for `max_context_turns`; None
+    with a collator made without `return_truncation`)."""
 
     emotion: str
     emotion_logits: torch.Tensor
@@ -212,7 +213,7 @@ class DialoguePrediction:
     response: Any
     associations: Optional[Dict[str, Any]]
     situation: str
-    truncated: Dict[str, int] = field(default_factory=dict)
+    truncated: Optional[Dict[str, int]] = None
 
 
 def predict_dialogues(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataCollator,
@@ -243,7 +244,7 @@ def predict_dialogues(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMD
                 response=prediction.responses[row],
                 associations=prediction.associations[row] if prediction.associations is not None else None,
                 situation=WITH_SITUATION if with_situation else WITHOUT_SITUATION,
-                truncated=prediction.truncated[row] if prediction.truncated is not None else {},
+                truncated=prediction.truncated[row] if prediction.truncated is not None else None,
             )
     return results
 
