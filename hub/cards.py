@@ -69,9 +69,11 @@ The model code and the `empathetic-response` pipeline ship with the weights (`tr
 ```
 
 The pipeline takes a dialogue (a list of utterances, the last one the speaker's, or
-`{"turns": [...], "situation": "..."}`) or a list of them, passes generation arguments (`num_beams`, `do_sample`,
-`top_p`, `max_new_tokens`, ...) to `generate`, and returns per dialogue `emotion`, `emotion_scores`,
-`head_probabilities` (context/situation/memory/knowledge heads), `response` and `associated_words`.
+`{"turns": [...], "situation": "..."}`) or a list of them (run in batches of `batch_size`, default 16), passes
+generation arguments (`num_beams`, `do_sample`, `top_p`, `max_new_tokens`, ...) to `generate`, and returns per
+dialogue `emotion`, `emotion_scores`, `head_probabilities` (context/situation/memory/knowledge heads), `response`,
+`situation` (`"without_situation"` when the dialogue has none: the situation head is then left out), `truncated`
+(what the model's saved length limits cut; `length_limits={...}` changes them) and `associated_words`.
 
 ## Citation
 

@@ -45,6 +45,8 @@ MISSING_HEAD_REASONS = {
                  "setting), so it has no knowledge head",
 }
 
+NO_SITUATION_REASON = "no situation was given, so the model left its situation head out"
+
 DECODING_CHOICES = ("greedy", "beam search", "sampling")
 
 HEATMAP_NUMBER_POINTS = 10
@@ -368,14 +370,20 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
         torch.manual_seed(used_seed)
         notes.append(f"Sampled with seed {used_seed}: set it as the seed to draw this response again.")
     model.eval()
-    prediction = predict_batch(model, tokenizer, collator, [sample], with_associations=True, **kwargs)
+    # no situation: the model's use_situation=False mode for this dialogue (an empty text would bias the situation head)
+    without_situation = config.use_situation and not situation_words
+    if without_situation:
+        notes.append("No situation given: the model reads the dialogue without one (no situation head).")
+    prediction = predict_batch(model, tokenizer, collator, [sample], with_associations=True,
+                               use_situation=False if without_situation else None, **kwargs)
     outputs = prediction.encoder_outputs
     labels = [config.id2label[i] for i in range(len(config.id2label))]
     head_probabilities, missing = {}, {}
     for name, attribute, _ in HEADS:
         logits = getattr(outputs, attribute, None)
         if logits is None:
-            missing[name] = MISSING_HEAD_REASONS.get(name, "the model does not have it")
+            missing[name] = (NO_SITUATION_REASON if name == "situation" and without_situation
+                             else MISSING_HEAD_REASONS.get(name, "the model does not have it"))
         else:
             head_probabilities[name] = _probabilities(logits[0], labels)
     special = set(tokenizer.all_special_tokens) | {"<none>"}

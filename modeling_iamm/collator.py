@@ -61,6 +61,28 @@ DEFAULT_LENGTH_LIMITS: Dict[str, int] = {
 }
 
 
+def resolve_length_limits(saved: Optional[Mapping[str, Optional[int]]] = None,
+                          overrides: Optional[Mapping[str, Optional[int]]] = None) -> Dict[str, Optional[int]]:
+    """The length limits to apply: `overrides` (a limit given as None or 0: no limit), else `saved` (a model's
+    `config.length_limits`, written by the training scripts), else :data:`DEFAULT_LENGTH_LIMITS`. An unknown
+    name in `overrides` is an error."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(LENGTH_LIMIT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown length limit {unknown[0]!r}: the limits are {', '.join(LENGTH_LIMIT_NAMES)}")
+    saved = dict(saved or {})
+    limits: Dict[str, Optional[int]] = {}
+    for name in LENGTH_LIMIT_NAMES:
+        if name in overrides:
+            value = overrides[name]
+        else:
+            value = saved[name] if name in saved else DEFAULT_LENGTH_LIMITS[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"length limit {name} must be a whole number >= 1, or None/0 for no limit, got {value!r}")
+        limits[name] = value or None
+    return limits
+
+
 def _words_of_batch(batch: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
     out: Dict[str, List[Any]] = {
         "situation_words": [word_tokenize(s) for s in batch["situation"]],
@@ -99,6 +121,8 @@ class IAMMDataCollator:
             this many words of each text (the first ones), `[CLS]`/`[EOS]` not counted. None: no limit.
         relation_names: knowledge relations, in the model's order.
         return_oov_words: include the per-sample OOV word lists (needed to decode copied words back to text).
+        return_truncation: include `truncated`, per sample a dict `{limit name: words dropped}` (turns dropped for
+            `max_context_turns`; empty when nothing was cut), so that a prediction can say what it did not read.
         pad_to_multiple_of: pad every length (L, Ls, Lk, Ly) up to a multiple of this, so that a few tensor shapes
             cover a whole dataset (what `torch.compile` and CUDA graphs want: fewer recompilations and captures).
             Outputs do not change: the model masks padding and is batch invariant. None: pad to the longest.
@@ -116,6 +140,7 @@ class IAMMDataCollator:
     max_target_length: Optional[int] = None
     relation_names: Sequence[str] = tuple(RELATIONS)
     return_oov_words: bool = True
+    return_truncation: bool = False
     pad_to_multiple_of: Optional[int] = None
     truncated: Counter = field(default_factory=Counter, init=False, repr=False)
 
@@ -150,22 +175,26 @@ class IAMMDataCollator:
         """How many texts each limit cut so far (turn limit: samples), only the limits that cut something."""
         return {name: n for name, n in self.truncated.items() if n}
 
-    def _count(self, name: str, n: int = 1) -> None:
+    def _count(self, name: str, n: int = 1, cut: Optional[Counter] = None, dropped: int = 0) -> None:
         if self.truncated[name] == 0:
             logger.warning("IAMMDataCollator: truncating to %s=%s (first time; totals are reported at the end)",
                            name, getattr(self, name))
         self.truncated[name] += n
+        if cut is not None:
+            cut[name] += dropped
 
     # ---- words -> ids ----------------------------------------------------------------------------------
-    def _ids(self, words: Sequence[str], limit: Optional[int], limit_name: Optional[str] = None) -> List[int]:
+    def _ids(self, words: Sequence[str], limit: Optional[int], limit_name: Optional[str] = None,
+             cut: Optional[Counter] = None) -> List[int]:
         if limit is not None and len(words) > limit:
-            words = words[:limit]
             if limit_name is not None:
-                self._count(limit_name)
+                self._count(limit_name, cut=cut, dropped=len(words) - limit)
+            words = words[:limit]
         return [self.vocab.get(w, self.unk_id) for w in words]
 
-    def _cls_ids(self, words: Sequence[str], limit: Optional[int], limit_name: Optional[str] = None) -> List[int]:
-        return [self.cls_id] + self._ids(words, limit, limit_name)
+    def _cls_ids(self, words: Sequence[str], limit: Optional[int], limit_name: Optional[str] = None,
+                 cut: Optional[Counter] = None) -> List[int]:
+        return [self.cls_id] + self._ids(words, limit, limit_name, cut)
 
     @staticmethod
     def _words(feature: Dict[str, Any], name: str, text_key: str):
@@ -184,7 +213,8 @@ class IAMMDataCollator:
     def __call__(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         B = len(features)
         contexts, roles, situations, targets = [], [], [], []
-        for f in features:
+        cuts = [Counter() for _ in features]  # per sample: words (turns) each limit dropped
+        for f, cut in zip(features, cuts):
             ctx = self._words(f, "context_words", "context")
             ctx_roles = list(f["context_roles"])
             if len(ctx) == 0:
@@ -201,7 +231,7 @@ class IAMMDataCollator:
                     f"listener's last turn, or fix the roles)"
                 )
             if self.max_context_turns is not None and len(ctx) > self.max_context_turns:
-                self._count("max_context_turns")
+                self._count("max_context_turns", cut=cut, dropped=len(ctx) - self.max_context_turns)
                 ctx, ctx_roles = ctx[-self.max_context_turns :], ctx_roles[-self.max_context_turns :]
             contexts.append(ctx)
             roles.append(ctx_roles)
@@ -220,7 +250,7 @@ class IAMMDataCollator:
             for t, (utterance, role) in enumerate(zip(ctx, ctx_roles)):
                 if role not in self.role_ids:
                     raise ValueError(f"sample {features[b].get('conv_id', '?')}: unknown role {role!r}")
-                ids = self._cls_ids(utterance, self.max_utterance_length, "max_utterance_length")
+                ids = self._cls_ids(utterance, self.max_utterance_length, "max_utterance_length", cuts[b])
                 # Extended vocabulary (See et al., 2017): each distinct OOV word of the context gets V + j.
                 extended = [self.cls_id] + [
                     i if i != self.unk_id else self.vocab_size + oov.setdefault(w, len(oov))
@@ -229,7 +259,7 @@ class IAMMDataCollator:
                 context_ids[b, t, : len(ids)] = torch.as_tensor(ids)
                 context_ids_extended[b, t, : len(ids)] = torch.as_tensor(extended)
                 role_ids[b, t] = self.role_ids[role]
-            target_ids = self._ids(target, self.max_target_length, "max_target_length")
+            target_ids = self._ids(target, self.max_target_length, "max_target_length", cuts[b])
             target_words = target[: len(target_ids)]
             decoder_inputs.append([self.sos_id] + target_ids)
             labels.append(
@@ -238,7 +268,8 @@ class IAMMDataCollator:
             )
             oov_words.append(sorted(oov, key=oov.get))
 
-        situation_rows = [self._cls_ids(s, self.max_situation_length, "max_situation_length") for s in situations]
+        situation_rows = [self._cls_ids(s, self.max_situation_length, "max_situation_length", cut)
+                          for s, cut in zip(situations, cuts)]
         situation_ids = _pad(situation_rows, self.pad_id, self._padded(max(len(r) for r in situation_rows)))
         Ly = self._padded(max(len(r) for r in decoder_inputs))
         decoder_input_ids = _pad(decoder_inputs, self.pad_id, Ly)
@@ -255,9 +286,11 @@ class IAMMDataCollator:
             "emotion_labels": torch.as_tensor([int(f["emotion_id"]) for f in features], dtype=torch.long),
         }
         if self._has_knowledge(features):
-            batch.update(self._knowledge(features, [len(c) for c in contexts], T))
+            batch.update(self._knowledge(features, [len(c) for c in contexts], T, cuts))
         if self.return_oov_words:
             batch["oov_words"] = oov_words
+        if self.return_truncation:
+            batch["truncated"] = [dict(cut) for cut in cuts]
         return batch
 
     # ---- knowledge ------------------------------------------------------------------------------------
@@ -267,10 +300,11 @@ class IAMMDataCollator:
             raise ValueError("IAMMDataCollator: some samples of the batch have knowledge columns and others do not")
         return all(has)
 
-    def _knowledge(self, features: List[Dict[str, Any]], n_turns: List[int], T: int) -> Dict[str, torch.Tensor]:
+    def _knowledge(self, features: List[Dict[str, Any]], n_turns: List[int], T: int,
+                   cuts: Sequence[Counter]) -> Dict[str, torch.Tensor]:
         R = len(self.relation_names)
         sit_rows, ctx_rows = [], []
-        for f, n in zip(features, n_turns):
+        for f, n, cut in zip(features, n_turns, cuts):
             sit = self._words(f, "situation_knowledge_words", "situation_knowledge")
             ctx = self._words(f, "context_knowledge_words", "context_knowledge")[-n:]
             if len(sit) != R or any(len(rels) != R for rels in ctx):
@@ -278,8 +312,8 @@ class IAMMDataCollator:
                     f"sample {f.get('conv_id', '?')}: knowledge must have {R} relations ({', '.join(self.relation_names)}) "
                     f"for the situation and each utterance"
                 )
-            sit_rows.append([self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length") for k in sit])
-            ctx_rows.append([[self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length") for k in rels]
+            sit_rows.append([self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length", cut) for k in sit])
+            ctx_rows.append([[self._cls_ids(k, self.max_knowledge_length, "max_knowledge_length", cut) for k in rels]
                              for rels in ctx])
         Lk = max(len(k) for rows in sit_rows for k in rows)
         Lk = self._padded(max([Lk] + [len(k) for rows in ctx_rows for rels in rows for k in rels]))

@@ -1,15 +1,25 @@
 """Running a trained IAMM on samples: emotion, response and associated words, as plain Python records."""
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .collator import IAMMDataCollator, decode_extended
-from .modeling_iamm import IAMM_ENCODER_INPUTS, decode_associations
+from .collator import IAMMDataCollator, decode_extended, resolve_length_limits
+from .modeling_iamm import IAMM_ENCODER_INPUTS, NULL_WORD, decode_associations
+from .tokenization import SPECIAL_TOKENS, check_tokenizer
 
+HIDDEN_WORDS = frozenset(SPECIAL_TOKENS) | {NULL_WORD}
+"""Words the user-facing views of associations leave out: the tokenizer's special tokens and the null memory slot."""
 
+TOKENIZER_REMEDY = ("load the tokenizer saved with the model (AutoTokenizer.from_pretrained(<the model's folder>)), "
+                    "or pass the folder of the tokenizer it was trained with")
+"""What the tokenizer check tells a Python caller to do (the scripts name their --tokenizer_name_or_path flag)."""
+
+WITH_SITUATION, WITHOUT_SITUATION = "with_situation", "without_situation"
+"""A prediction's `situation` field: the situation was read, or the dialogue had none (or the model reads none) and
+the model ran in its `use_situation=False` mode for that dialogue."""
 
 Dialogue = Union[Sequence[str], Dict[str, Any]]
 """A dialogue to predict for: its utterances (oldest first, the last one the speaker's), or a dict with `turns`
@@ -58,22 +68,34 @@ def as_sample(dialogue: Dialogue, index: int = 0) -> Dict[str, Any]:
     return dialogue_sample(dialogue, conv_id=str(index))
 
 
+def distinct_words(entries: Iterable[Sequence[Any]], hidden: Iterable[str] = HIDDEN_WORDS) -> List[List[Any]]:
+    """`[word, weight]` pairs as a user reads them: each word once with its best weight, strongest first, without the
+    `hidden` words (special tokens, the null memory slot)."""
+    hidden = set(hidden)
+    best: Dict[str, float] = {}
+    for word, weight in entries:
+        if word not in hidden and (word not in best or weight > best[word]):
+            best[word] = weight
+    return [[w, weight] for w, weight in sorted(best.items(), key=lambda item: -item[1])]
+
+
 def compact_associations(associations: Dict[str, Any], keywords_per_pair: int = 3,
                          words_per_keyword: int = 3) -> Dict[str, Any]:
     """A short view of one dialogue's associated words (`decode_associations` output): per pair type the strongest
-    distinct keywords, each with its best associated words and weights; and the memory words the selector kept."""
+    distinct keywords, each with its best associated words and weights; and the memory words the selector kept
+    (:func:`distinct_words`). Special tokens and the null memory slot are left out everywhere."""
     view: Dict[str, Any] = {"keywords": {}, "memory_words": []}
     for pair, entries in associations.items():
         if pair == "selected_memory_words":
-            view["memory_words"] = [[w, weight] for w, weight in entries]
+            view["memory_words"] = distinct_words(entries)
             continue
-        seen, kept = set(), []
+        seen, kept = set(HIDDEN_WORDS), []
         for entry in sorted(entries, key=lambda e: -e["keyword_weight"]):
             if entry["keyword"] in seen:
                 continue
             seen.add(entry["keyword"])
-            kept.append({"keyword": entry["keyword"], "weight": entry["keyword_weight"],
-                         "associated": [[w, weight] for w, weight in entry["associated"][:words_per_keyword]]})
+            associated = distinct_words(entry["associated"])[:words_per_keyword]
+            kept.append({"keyword": entry["keyword"], "weight": entry["keyword_weight"], "associated": associated})
             if len(kept) == keywords_per_pair:
                 break
         view["keywords"][pair] = kept
@@ -93,28 +115,71 @@ def top_associations(associations: Dict[str, Any], per_pair: int = 3) -> Dict[st
     return lines
 
 
+GENERATION_COUNTS = ("num_beams", "num_return_sequences", "max_new_tokens", "num_beam_groups")
+
+
+def check_generate_kwargs(generate_kwargs: Mapping[str, Any]) -> None:
+    """Raise a `ValueError` naming the argument when a count `generate()` takes is not a whole number >= 1 (0 beams
+    would otherwise fail deep inside generation)."""
+    for name in GENERATION_COUNTS:
+        value = generate_kwargs.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def has_situation(sample: Mapping[str, Any]) -> bool:
+    """True when a sample has a situation to read (a non-blank `situation`, or `situation_words`)."""
+    words = sample.get("situation_words")
+    if words is not None:
+        return len(words) > 0
+    return bool(str(sample.get("situation") or "").strip())
+
+
+def prediction_collator(model, tokenizer: PreTrainedTokenizerBase,
+                        length_limits: Optional[Mapping[str, Optional[int]]] = None) -> IAMMDataCollator:
+    """The collator :func:`predict` and the pipeline use: the model's saved length limits
+    (`config.length_limits`, else :data:`~modeling_iamm.collator.DEFAULT_LENGTH_LIMITS`), each replaced by
+    `length_limits[name]` when given (None or 0: no limit), reporting per sample what it cut."""
+    limits = resolve_length_limits(getattr(model.config, "length_limits", None), length_limits)
+    return IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, return_truncation=True, **limits)
+
+
+def check_model_tokenizer(model, tokenizer: PreTrainedTokenizerBase) -> None:
+    """The tokenizer check of the scripts (:func:`~modeling_iamm.tokenization.check_tokenizer`: vocabulary size,
+    special-token ids, vocabulary fingerprint), with a remedy worded for Python callers."""
+    check_tokenizer(tokenizer, model.config, remedy=TOKENIZER_REMEDY)
+
+
 @dataclass
 class BatchPrediction:
     """What one collated batch gives: its tensors (on the model's device), the encoder outputs, and per sample
     the predicted emotion label, the generated response (copied OOV words as text; a list of them with
-    `num_return_sequences > 1`) and the associated words."""
+    `num_return_sequences > 1`), the associated words and (with a collator that reports them) what the length
+    limits cut."""
 
     tensors: Dict[str, Any]
     encoder_outputs: Any
     emotions: List[str]
     responses: List[Any]
     associations: Optional[List[Dict[str, Any]]]
+    truncated: Optional[List[Dict[str, int]]] = None
 
 
 @torch.no_grad()
 def predict_batch(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataCollator, samples: List[Dict[str, Any]],
-                  with_associations: bool = True, **generate_kwargs: Any) -> BatchPrediction:
-    """Encode a batch once, then predict the emotion and generate from the same encoder outputs."""
+                  with_associations: bool = True, use_situation: Optional[bool] = None,
+                  **generate_kwargs: Any) -> BatchPrediction:
+    """Encode a batch once, then predict the emotion and generate from the same encoder outputs. `use_situation=False`
+    runs the whole batch without its situations (see `IAMMEncoderModel.forward`)."""
+    check_generate_kwargs(generate_kwargs)
     batch = collator(samples)
+    truncated = batch.pop("truncated", None)
     device = next(model.parameters()).device
     tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    encoder_kwargs = {} if use_situation is None else {"use_situation": use_situation}
     encoder_outputs = model.get_encoder()(
-        **{k: v for k, v in tensors.items() if k in IAMM_ENCODER_INPUTS}, output_associations=with_associations
+        **{k: v for k, v in tensors.items() if k in IAMM_ENCODER_INPUTS}, output_associations=with_associations,
+        **encoder_kwargs,
     )
     generated = model.generate(**tensors, encoder_outputs=encoder_outputs, **generate_kwargs)
     id2label = model.config.id2label
@@ -127,7 +192,61 @@ def predict_batch(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataC
         responses=texts if n == 1 else [texts[i * n:(i + 1) * n] for i in range(len(samples))],
         associations=(decode_associations(encoder_outputs.associations, batch, tokenizer, model.config)
                       if with_associations else None),
+        truncated=truncated,
     )
+
+
+HEADS = ("context", "situation", "memory", "knowledge")
+"""The emotion aggregation heads (Eq. 20-24), by the name of the encoding each one pools."""
+
+
+@dataclass
+class DialoguePrediction:
+    """One dialogue's prediction: the emotion, its logits (the product of the heads, Eq. 25) and each active head's
+    logits (CPU, float32), the response, the associated words, `situation` (:data:`WITH_SITUATION` or
+    :data:`WITHOUT_SITUATION`) and `truncated` (`{length limit: words dropped}`, turns for `max_context_turns`; None
+    with a collator made without `return_truncation`)."""
+
+    emotion: str
+    emotion_logits: torch.Tensor
+    head_logits: Dict[str, torch.Tensor]
+    response: Any
+    associations: Optional[Dict[str, Any]]
+    situation: str
+    truncated: Optional[Dict[str, int]] = None
+
+
+def predict_dialogues(model, tokenizer: PreTrainedTokenizerBase, collator: IAMMDataCollator,
+                      samples: List[Dict[str, Any]], with_associations: bool = True,
+                      **generate_kwargs: Any) -> List[DialoguePrediction]:
+    """Predict for a batch of samples, each dialogue with its situation when it has one, and without the situation
+    (the model's `use_situation=False` mode: no situation head, no utterance-situation pairs, no situation
+    knowledge) when it has none: an empty text would reach the situation head as a constant input that favours one
+    label. The two kinds run as separate sub-batches, so a dialogue gets the same prediction in any batch."""
+    reads = bool(model.config.use_situation)
+    groups = {True: [i for i, s in enumerate(samples) if reads and has_situation(s)]}
+    groups[False] = [i for i in range(len(samples)) if i not in set(groups[True])]
+    results: List[Optional[DialoguePrediction]] = [None] * len(samples)
+    for with_situation, indices in groups.items():
+        if not indices:
+            continue
+        prediction = predict_batch(model, tokenizer, collator, [samples[i] for i in indices], with_associations,
+                                   use_situation=None if with_situation or not reads else False, **generate_kwargs)
+        out = prediction.encoder_outputs
+        emotion_logits = out.emotion_logits.float().cpu()
+        heads = {head: logits.float().cpu() for head in HEADS
+                 if (logits := getattr(out, f"{head}_emotion_logits", None)) is not None}
+        for row, i in enumerate(indices):
+            results[i] = DialoguePrediction(
+                emotion=prediction.emotions[row],
+                emotion_logits=emotion_logits[row],
+                head_logits={head: logits[row] for head, logits in heads.items()},
+                response=prediction.responses[row],
+                associations=prediction.associations[row] if prediction.associations is not None else None,
+                situation=WITH_SITUATION if with_situation else WITHOUT_SITUATION,
+                truncated=prediction.truncated[row] if prediction.truncated is not None else None,
+            )
+    return results
 
 
 def predict(
@@ -137,6 +256,7 @@ def predict(
     collator: Optional[IAMMDataCollator] = None,
     batch_size: int = 16,
     with_associations: bool = True,
+    length_limits: Optional[Mapping[str, Optional[int]]] = None,
     **generate_kwargs: Any,
 ) -> Iterator[Dict[str, Any]]:
     """Yield, per sample: the predicted emotion, the generated response and (optionally) the associated words.
@@ -145,18 +265,42 @@ def predict(
     (`["I lost my job today."]`) or `{"turns": [...], "situation": "..."}` (see :func:`dialogue_sample`).
     `generate_kwargs` go to `model.generate` (default: greedy, the model's `max_new_tokens`); with
     `num_return_sequences > 1`, `response` is a list.
+
+    The tokenizer must be the model's (checked as the scripts check it). Texts are cut to the model's saved length
+    limits (`config.length_limits`; `length_limits={"max_utterance_length": 500, ...}` changes one, None lifts it);
+    a record's `truncated` says what was cut (`{limit: words dropped}`, turns for `max_context_turns`). A dialogue
+    without a situation runs without the situation head (`situation`: `"without_situation"`, see
+    :func:`predict_dialogues`). `associations["selected_memory_words"]` lists each word once, special tokens left
+    out (:func:`distinct_words`).
     """
-    collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
+    check_model_tokenizer(model, tokenizer)
+    check_generate_kwargs(generate_kwargs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if collator is None:
+        collator = prediction_collator(model, tokenizer, length_limits)
+    elif length_limits is not None:
+        raise ValueError("pass length_limits or a collator (which has its own limits), not both")
     model.eval()
+    return _records(model, tokenizer, samples, collator, batch_size, with_associations, generate_kwargs)
+
+
+def _records(model, tokenizer: PreTrainedTokenizerBase, samples: Iterable[Dialogue], collator: IAMMDataCollator,
+             batch_size: int, with_associations: bool, generate_kwargs: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """:func:`predict`'s records, batch by batch (its checks done)."""
     chunk: List[Dict[str, Any]] = []
 
     def run(chunk):
-        prediction = predict_batch(model, tokenizer, collator, chunk, with_associations, **generate_kwargs)
-        for i, sample in enumerate(chunk):
-            record = {"conv_id": sample.get("conv_id"), "emotion": prediction.emotions[i],
-                      "response": prediction.responses[i]}
+        predictions = predict_dialogues(model, tokenizer, collator, chunk, with_associations, **generate_kwargs)
+        for sample, prediction in zip(chunk, predictions):
+            record = {"conv_id": sample.get("conv_id"), "emotion": prediction.emotion,
+                      "response": prediction.response, "situation": prediction.situation,
+                      "truncated": prediction.truncated}
             if prediction.associations is not None:
-                record["associations"] = prediction.associations[i]
+                associations = dict(prediction.associations)
+                if "selected_memory_words" in associations:
+                    associations["selected_memory_words"] = distinct_words(associations["selected_memory_words"])
+                record["associations"] = associations
             yield record
 
     for index, sample in enumerate(samples):

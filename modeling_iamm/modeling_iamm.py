@@ -965,6 +965,7 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         return_dict: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
+        use_situation: Optional[bool] = None,
     ) -> IAMMEncoderOutput:
         r"""
         Args:
@@ -984,6 +985,9 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
             return_dict: False returns the output's fields as a tuple (`ModelOutput.to_tuple()`).
             output_attentions / output_hidden_states: IAMM returns neither; True is an error (generate() passes
                 the generation config's False).
+            use_situation: False reads no situation for this call (the model's `use_situation=False` mode: no
+                situation encoder, situation emotion head, utterance-situation pairs or situation knowledge), for
+                dialogues that have none. None: `config.use_situation`. True needs a model saved with the situation.
         """
         if output_attentions or output_hidden_states:
             raise ValueError("IAMM does not return attention weights or per-layer hidden states "
@@ -1002,9 +1006,12 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
             torch._assert_async(turn_mask[:, 0].all(), "every sample needs at least one context utterance")
         elif not turn_mask[:, 0].all():
             raise ValueError("every sample needs at least one context utterance, in context_ids[:, 0]")
-        if config.use_situation and situation_ids is None:
-            raise ValueError("this IAMM reads the situation: pass situation_ids (or set config.use_situation=False)")
-        use_situation = config.use_situation
+        if use_situation is None:
+            use_situation = config.use_situation
+        elif use_situation and not config.use_situation:
+            raise ValueError("this IAMM was saved with use_situation=False: it has no situation encoder to read one")
+        if use_situation and situation_ids is None:
+            raise ValueError("this IAMM reads the situation: pass situation_ids (or use_situation=False)")
         if use_situation:
             situation_mask = (situation_ids != pad) if situation_mask is None else situation_mask.bool()
         if config.use_implicit_association and context_knowledge_ids is None:
@@ -1492,11 +1499,14 @@ TRAINING_ONLY_INPUTS = ("labels", "emotion_labels", "decoder_attention_mask")
 
 PAIR_NAMES = {"situation": "utterance-situation", "history": "utterance-history", "memory": "utterance-memory"}
 
+NULL_WORD = "<none>"
+"""How the memory's learned null slot (a slot that names no word) reads as text."""
+
 
 def decode_association_ref(ref: int, sample: int, batch: Dict[str, Any], tokenizer, config: IAMMConfig) -> str:
     """The text a ref names: a situation/context word (copied OOV words included), a relation, or the null slot."""
     if ref == NULL_REF:
-        return "<none>"
+        return NULL_WORD
     if ref >= IMPLICIT_REF:
         ref -= IMPLICIT_REF
         source, relation = divmod(ref, config.num_relations)

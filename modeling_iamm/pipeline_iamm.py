@@ -7,7 +7,8 @@ single-level relative imports), and the checkpoint's `config.json` names it unde
 >>> from transformers import pipeline
 >>> chat = pipeline("empathetic-response", model="org/iamm", trust_remote_code=True)
 >>> chat(["I lost my job today."])
-{'emotion': 'sad', 'emotion_scores': {...}, 'head_probabilities': {...}, 'response': '...', 'associated_words': {...}}
+{'emotion': 'sad', 'emotion_scores': {...}, 'head_probabilities': {...}, 'response': '...', 'situation': ...,
+ 'truncated': {}, 'associated_words': {...}}
 
 works where the `modeling_iamm` package is not installed. With the package imported, the task is registered in
 transformers' pipeline registry, so `pipeline("empathetic-response", model=model, tokenizer=tokenizer)` takes an
@@ -16,13 +17,22 @@ in-memory model too.
 
 import os
 import shutil
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from transformers import Pipeline
 
-from .collator import IAMMDataCollator
-from .inference import Dialogue, as_sample, compact_associations, predict_batch
+from .collator import IAMMDataCollator, resolve_length_limits
+from .inference import (
+    HEADS,
+    Dialogue,
+    as_sample,
+    check_generate_kwargs,
+    check_model_tokenizer,
+    compact_associations,
+    predict_dialogues,
+    prediction_collator,
+)
 
 TASK = "empathetic-response"
 
@@ -31,8 +41,9 @@ CUSTOM_PIPELINES = {
 }
 """What `config.json` holds under `custom_pipelines` (how `pipeline(..., trust_remote_code=True)` finds the class)."""
 
-HEADS = ("context", "situation", "memory", "knowledge")
-"""The emotion aggregation heads (Eq. 20-24), by the name of the encoding each one pools."""
+DEFAULT_BATCH_SIZE = 16
+"""Dialogues per batch when the caller does not pass `batch_size` (the same as `modeling_iamm.inference.predict`)."""
+
 
 
 def is_single_dialogue(inputs: Any) -> bool:
@@ -73,12 +84,16 @@ class EmpatheticResponsePipeline(Pipeline):
 
     Call it on one dialogue or a list of them. A dialogue is a list of utterances (oldest first; the last one is the
     speaker's, the model answers as the listener) or a dict `{"turns": [...], "situation": "...", "roles": [...]}`
-    (`situation` and `roles` optional).
+    (`situation` and `roles` optional). A list is run in batches of `batch_size` dialogues (the standard pipeline
+    argument, at construction or call time; default :data:`DEFAULT_BATCH_SIZE`). The tokenizer must be the model's
+    (checked at construction, as the scripts check it).
 
     Args (at call time):
         top_k (`int`, defaults to 5): how many emotions `emotion_scores` and each head list (None: all 32).
         with_associations (`bool`, defaults to True): return `associated_words`.
         keywords_per_pair / words_per_keyword (`int`, default 3): size of the `associated_words` view.
+        length_limits (`dict`, optional): replace some of the model's saved length limits
+            (`{"max_utterance_length": 500}`; None or 0 lifts one); see `modeling_iamm.inference.predict`.
         **generate_kwargs: passed to `model.generate` (`num_beams`, `do_sample`, `top_p`, `max_new_tokens`, ...).
 
     Returns, per dialogue, a dict:
@@ -86,6 +101,9 @@ class EmpatheticResponsePipeline(Pipeline):
         `emotion_scores`: {label: probability} of that product, renormalised, top-k;
         `head_probabilities`: per active head, `{"emotion": p of the predicted emotion, "top": {label: p}}`;
         `response`: the generated listener turn (a list with `num_return_sequences > 1`);
+        `situation`: `"with_situation"`, or `"without_situation"` when the dialogue has none (or the model reads
+            none): then the situation head, the utterance-situation pairs and the situation knowledge are left out;
+        `truncated`: what the length limits cut, `{limit: words dropped}` (turns for `max_context_turns`);
         `associated_words`: see :func:`compact_associations`.
     """
 
@@ -96,16 +114,36 @@ class EmpatheticResponsePipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self._batch_size is None:
+            self._batch_size = DEFAULT_BATCH_SIZE
+        check_model_tokenizer(self.model, self.tokenizer)
         self.model.eval()
-        self.collator = IAMMDataCollator(self.tokenizer, relation_names=self.model.config.relation_names)
+        self._collators: Dict[Any, IAMMDataCollator] = {}
+
+    def collator(self, length_limits: Optional[Mapping[str, Optional[int]]] = None) -> IAMMDataCollator:
+        """The collator for these limit overrides (made once per distinct overrides)."""
+        key = tuple(sorted((length_limits or {}).items()))
+        if key not in self._collators:
+            self._collators[key] = prediction_collator(self.model, self.tokenizer, length_limits)
+        return self._collators[key]
 
     def _sanitize_parameters(self, top_k: Optional[int] = 5, with_associations: bool = True,
-                             keywords_per_pair: int = 3, words_per_keyword: int = 3, **generate_kwargs):
+                             keywords_per_pair: int = 3, words_per_keyword: int = 3,
+                             length_limits: Optional[Mapping[str, Optional[int]]] = None, **generate_kwargs):
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a whole number >= 1 (emotions listed), or None for all of them; got {top_k!r}")
+        check_generate_kwargs(generate_kwargs)
+        resolve_length_limits(None, length_limits)  # an unknown limit name fails here, before any work
         postprocess = {"top_k": top_k, "keywords_per_pair": keywords_per_pair, "words_per_keyword": words_per_keyword}
-        return {}, {"with_associations": with_associations, "generate_kwargs": generate_kwargs}, postprocess
+        forward = {"with_associations": with_associations, "length_limits": length_limits,
+                   "generate_kwargs": generate_kwargs}
+        return {}, forward, postprocess
 
     def __call__(self, inputs: Union[Dialogue, Sequence[Dialogue]], **kwargs) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
         """Predict for one dialogue (returns a dict) or a list of dialogues (returns a list of dicts)."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            raise ValueError("no dialogue given: pass a dialogue (a list of utterances, the last one the speaker's, "
+                             "or a dict with 'turns') or a non-empty list of dialogues")
         if is_single_dialogue(inputs):
             return super().__call__([inputs], **kwargs)[0]
         return super().__call__(list(inputs), **kwargs)
@@ -114,34 +152,35 @@ class EmpatheticResponsePipeline(Pipeline):
         return {"sample": as_sample(dialogue)}
 
     def _forward(self, model_inputs: Dict[str, Any], with_associations: bool = True,
+                 length_limits: Optional[Mapping[str, Optional[int]]] = None,
                  generate_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        prediction = predict_batch(self.model, self.tokenizer, self.collator, [model_inputs["sample"]],
-                                   with_associations, **(generate_kwargs or {}))
-        out = prediction.encoder_outputs
-        return {
-            "emotion_logits": out.emotion_logits[0].float().cpu(),
-            "head_logits": {head: getattr(out, f"{head}_emotion_logits")[0].float().cpu() for head in HEADS
-                            if getattr(out, f"{head}_emotion_logits", None) is not None},
-            "response": prediction.responses[0],
-            "associations": prediction.associations[0] if prediction.associations is not None else None,
-        }
+        # one sample (batch_size 1), or the list the pipeline's batching made of the samples' "sample" entries;
+        # a list comes back as a list, which the pipeline splits into one output per dialogue
+        sample = model_inputs["sample"]
+        samples = sample if isinstance(sample, list) else [sample]
+        predictions = predict_dialogues(self.model, self.tokenizer, self.collator(length_limits), samples,
+                                        with_associations, **(generate_kwargs or {}))
+        return {"prediction": predictions if isinstance(sample, list) else predictions[0]}
 
     def postprocess(self, model_outputs: Dict[str, Any], top_k: Optional[int] = 5, keywords_per_pair: int = 3,
                     words_per_keyword: int = 3) -> Dict[str, Any]:
+        prediction = model_outputs["prediction"]
         id2label = {int(i): label for i, label in self.model.config.id2label.items()}
-        probs = model_outputs["emotion_logits"].softmax(-1)
+        probs = prediction.emotion_logits.softmax(-1)
         predicted = int(probs.argmax())
         heads = {}
-        for head, logits in model_outputs["head_logits"].items():
+        for head, logits in prediction.head_logits.items():
             head_probs = logits.softmax(-1)
             heads[head] = {"emotion": round(float(head_probs[predicted]), 4), "top": _top(head_probs, id2label, top_k)}
         result = {
             "emotion": id2label[predicted],
             "emotion_scores": _top(probs, id2label, top_k),
             "head_probabilities": heads,
-            "response": model_outputs["response"],
+            "response": prediction.response,
+            "situation": prediction.situation,
+            "truncated": prediction.truncated,
         }
-        if model_outputs["associations"] is not None:
-            result["associated_words"] = compact_associations(model_outputs["associations"], keywords_per_pair,
+        if prediction.associations is not None:
+            result["associated_words"] = compact_associations(prediction.associations, keywords_per_pair,
                                                               words_per_keyword)
         return result

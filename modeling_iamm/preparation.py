@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from .collator import DEFAULT_LENGTH_LIMITS, LENGTH_LIMIT_NAMES, encode_samples
+from .collator import DEFAULT_LENGTH_LIMITS, LENGTH_LIMIT_NAMES, encode_samples, resolve_length_limits
 from .data import build_samples, describe, load_empathetic_dialogues
 from .knowledge import KnowledgeCache, attach_knowledge
 from .tokenization import build_tokenizer, check_tokenizer, conversation_texts, count_words, load_tokenizer
@@ -83,14 +83,8 @@ class DataArguments:
     def length_limits(self, saved: Optional[Mapping[str, Any]] = None) -> Dict[str, Optional[int]]:
         """The collator's length limits: the flags given, else `saved` (a model's `config.length_limits`), else
         :data:`DEFAULT_LENGTH_LIMITS`. None means no limit (a flag of 0, or a saved None)."""
-        saved = dict(saved or {})
-        limits: Dict[str, Optional[int]] = {}
-        for name in LENGTH_LIMIT_NAMES:
-            value = getattr(self, name)
-            if value is None:
-                value = saved[name] if name in saved else DEFAULT_LENGTH_LIMITS[name]
-            limits[name] = value or None
-        return limits
+        given = {name: getattr(self, name) for name in LENGTH_LIMIT_NAMES if getattr(self, name) is not None}
+        return resolve_length_limits(saved, given)
 
     @property
     def source(self):

@@ -112,11 +112,16 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
-def check_tokenizer(tokenizer: PreTrainedTokenizerBase, config: Optional[Any] = None, source: str = "the tokenizer") -> None:
+TOKENIZER_FLAG_REMEDY = ("pass --tokenizer_name_or_path with the folder the model was trained with (its training "
+                         "output_dir)")
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, config: Optional[Any] = None, source: str = "the tokenizer",
+                    remedy: str = TOKENIZER_FLAG_REMEDY) -> None:
     """Raise a `ValueError` if `tokenizer` is not an IAMM word-level tokenizer (special tokens at ids 0-6), or,
     given a model `config`, if it is not the one the model was trained with: another vocabulary size, other
     special-token ids, or (when the config records one) another vocabulary fingerprint. `source` names the
-    tokenizer (a folder) in the message."""
+    tokenizer (a folder) in the message, `remedy` what to do (default: the scripts' flag)."""
     ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     if ids != list(range(len(SPECIAL_TOKENS))):
         found = dict(zip(SPECIAL_TOKENS, ids))
@@ -126,7 +131,7 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, config: Optional[Any] = 
         )
     if config is None:
         return
-    what = "pass --tokenizer_name_or_path with the folder the model was trained with (its training output_dir)"
+    what = remedy
     if len(tokenizer) != config.vocab_size:
         raise ValueError(
             f"{source} has {len(tokenizer)} tokens but the model was trained with a vocabulary of {config.vocab_size}: "

@@ -5,15 +5,20 @@ associated words the model found.
 
     python scripts/quickstart.py                 # about 3 minutes on 2 CPU cores
     python scripts/quickstart.py --epochs 1      # a faster smoke run
+    python scripts/quickstart.py --overwrite_output_dir true   # again into the same folder (the old one moved aside)
 
 The bundled sample (600 training conversations) is far too small for a good model: the point is to see every part
-work end to end. The sample has no COMET knowledge, so the implicit branch is off.
+work end to end. The sample has no COMET knowledge, so the implicit branch is off. The model is evaluated after every
+epoch and the saved one is the epoch with the lowest validation perplexity (the recipe of `scripts/train.py --preset
+paper`), not the last: on so little data the later epochs overfit. A non-empty output folder is refused unless
+`--overwrite_output_dir true`, which moves it aside to `<output_dir>.replaced-<time>`, as `scripts/train.py` does.
 """
 
 import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from transformers import HfArgumentParser, set_seed
@@ -23,7 +28,7 @@ from modeling_iamm.collator import DEFAULT_LENGTH_LIMITS
 from modeling_iamm.inference import predict, top_associations
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import tokenizer_fingerprint
-from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments
+from modeling_iamm.training import IAMMTrainer, IAMMTrainingArguments, prepare_output_dir
 
 
 @dataclass
@@ -33,14 +38,22 @@ class QuickstartArguments:
     hidden_size: int = field(default=128, metadata={"help": "Model width (the paper's is 300)."})
     show: int = field(default=4, metadata={"help": "Validation dialogues to print."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in a non-empty output_dir: its contents are moved aside to "
+                                         "<output_dir>.replaced-<time> (refused otherwise)."}
+    )
+    max_samples: Optional[int] = field(default=None, metadata={"help": "Keep the first N samples of each split (smoke runs)."})
 
 
 def main():
     (args,) = HfArgumentParser(QuickstartArguments).parse_args_into_dataclasses()
     logging.basicConfig(level=logging.WARNING)
+    aside = prepare_output_dir(args.output_dir, args.overwrite_output_dir, resume=None)
+    if aside:
+        print(f"--overwrite_output_dir: moved the previous contents of {args.output_dir} to {aside}")
     set_seed(args.seed)
     start = time.time()
-    data, tokenizer = prepare_data(DataArguments(data=SAMPLE_DATA_DIR))
+    data, tokenizer = prepare_data(DataArguments(data=SAMPLE_DATA_DIR, max_samples=args.max_samples))
     print(f"data: {data['train'].num_rows} train / {data['valid'].num_rows} valid samples (listener turns); "
           f"vocabulary {len(tokenizer)} words (train split only)")
 
@@ -53,16 +66,21 @@ def main():
         output_dir=args.output_dir, per_device_train_batch_size=16, per_device_eval_batch_size=32,
         num_train_epochs=args.epochs, learning_rate=2e-3, schedule="hf", lr_scheduler_type="linear",
         warmup_steps=40, optim="adamw_torch_fused", adam_beta2=0.98, adam_epsilon=1e-9, weight_decay=0.0,
-        logging_steps=50, save_strategy="no", eval_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(),
+        logging_steps=50, eval_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(),
         seed=args.seed, disable_tqdm=False,
+        # keep the epoch with the lowest validation perplexity (train.py's paper preset), not the last, overfit one
+        save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="eval_ppl",
+        greater_is_better=False,
     )
     trainer = IAMMTrainer(
         model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["valid"],
         data_collator=IAMMDataCollator(tokenizer, return_oov_words=False, **DEFAULT_LENGTH_LIMITS),
     )
     trainer.train()
+    best = trainer.state.best_model_checkpoint
     metrics = trainer.evaluate()
-    print(f"validation: loss {metrics['eval_loss']:.3f}, perplexity {metrics['eval_ppl']:.1f}, "
+    print(f"kept {os.path.basename(best) if best else 'the last epoch'} (lowest validation perplexity); validation: "
+          f"loss {metrics['eval_loss']:.3f}, perplexity {metrics['eval_ppl']:.1f}, "
           f"emotion accuracy {100 * metrics['eval_emotion_accuracy']:.1f}%")
     model.save_pretrained(args.output_dir, tokenizer=tokenizer)
     print(f"saved to {os.path.abspath(args.output_dir)} (loads with AutoModel.from_pretrained(..., trust_remote_code=True))")
