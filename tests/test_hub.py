@@ -330,7 +330,7 @@ def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained
         push_here(folder, "org/iamm-twice")
     message = str(err.value)
     assert "507" in message and "Run the same command again" in message
-    assert message.split("outdated there): ")[1].startswith("train_summary.json.")  # only what did not go is named
+    assert message.split("(or holds other versions): ")[1].startswith("train_summary.json.")  # only what is missing
     assert hub.files("org/iamm-twice") == before and hub.commit_count("org/iamm-twice") == commits + 1
     push_here(folder, "org/iamm-twice")
     assert hub.commit_count("org/iamm-twice") == commits + 2
