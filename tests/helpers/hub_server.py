@@ -32,7 +32,10 @@ Hub endpoints: `GET /api/whoami-v2`; `POST /api/validate-yaml`; `POST /api/repos
 `POST /[{type}s/]{repo}.git/info/lfs/objects/batch` (+ `.../lfs/verify`);
 `HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}` (ETag, X-Repo-Commit, Content-Length, Range; LFS: 302 as above).
 Storage server (:attr:`FakeHub.storage_endpoint`, another port, so another origin like the Hub's S3/CDN and CAS):
-`PUT /lfs/{oid}?size=&sig=`; `GET /lfs/{oid}`; `POST /cas/v1/xorbs/default/{hash}`; `POST /cas/v1/shards`.
+`PUT /lfs/{oid}?size=&sig=`; `GET /lfs/{oid}`; `POST /cas/v1/xorbs/default/{hash}`; `POST /cas/v1/shards`;
+`GET /cas/v1/chunks/{prefix}/{hash}` (404); `POST /cas/v1/xorb-grants/...` and `POST /cas/v2/shards` (404: these
+newer routes are not offered, so hf_xet falls back to the two above); `POST [/cas]/v1/telemetry` (200, ignored).
+Xorb hashes are not verified (that needs BLAKE3) and xorbs are not decompressed (LZ4).
 
 Failures are injected with :meth:`FakeHub.fail_next` (an HTTP status, `"drop"`: close the connection without an
 answer, or `"apply-then-drop"`: do the work, then close without an answer). Requests that match no endpoint are
