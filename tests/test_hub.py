@@ -373,7 +373,7 @@ def run_push_failing(hub, home, *args, env=None):
     proc = subprocess.run([sys.executable, PUSH, *args], env=env or client_env(hub, home), capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    sent = [r for r in hub.requests[before:] if not r.startswith("GET /api/whoami")]
+    sent = [r for r in hub.requests[before:] if not r.startswith(("GET ", "HEAD "))]  # reads are not uploads
     assert not sent, sent
     return proc.stderr.strip().splitlines()[-1]
 
@@ -401,6 +401,24 @@ def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path):
     closed = dict(client_env(hub, home), HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens on port 9
     line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", env=closed)
     assert "could not reach the Hub at http://127.0.0.1:9" in line and "nothing was uploaded" in line
+
+
+@pytest.mark.slow
+def test_a_connection_dropped_on_every_commit_is_one_line_naming_the_files(hub, trained, tmp_path):
+    from tests.helpers.hub_server import DROP
+
+    hub.fail_next("commit", times=20, status=DROP)
+    try:
+        proc = subprocess.run([sys.executable, PUSH, "--kind", "model", "--folder", str(trained), "--repo_id",
+                               "org/iamm-dropped"], env=client_env(hub, tmp_path / "home"), capture_output=True,
+                              text=True, timeout=300, cwd=ROOT)
+    finally:
+        hub.failures["commit"] = []
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("push_to_hub: pushing") and "RemoteProtocolError" in line, line
+    assert "does not hold these files of this push" in line and "model.safetensors" in line and "config.json" in line
+    assert hub.commit_count("org/iamm-dropped") == 1  # the repository was created; nothing was committed
 
 
 @pytest.mark.slow

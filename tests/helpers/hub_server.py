@@ -205,6 +205,7 @@ class FakeHub:
         if transfer not in TRANSFERS:
             raise ValueError(f"transfer must be one of {TRANSFERS}, got {transfer!r}")
         self.transfer = transfer
+        self.tokens = {"hf_test_token"}  # any other Bearer token on /api/ is answered 401, as the Hub does
         self.repos: Dict[Tuple[str, str], Repo] = {}
         self.lock = threading.Lock()
         self.failures: Dict[str, List[Union[int, str]]] = {}
@@ -485,6 +486,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body() if method in ("POST", "PUT") else b""
         storage = self.server is self.hub.storage
         self.hub.requests.append(f"{method} {'storage:' if storage else ''}{path}")
+        auth = self.headers.get("Authorization") or ""
+        if not storage and path.startswith("/api/"):
+            if auth.startswith("Bearer ") and auth[len("Bearer "):] not in self.hub.tokens:
+                return self._error(401, "Invalid credentials in Authorization header")
+            if path == "/api/whoami-v2" and not auth:
+                return self._error(401, "Invalid credentials in Authorization header")
         try:
             dispatch = self._dispatch_storage if storage else self._dispatch
             if dispatch(method, path, query, body) is False:
