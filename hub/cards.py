@@ -5,14 +5,15 @@ The templates are Jinja strings in this module (so they ship with the package); 
 """
 
 import json
-from typing import Any, Dict, List, Optional
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 ED_HUB_ID = "facebook/empathetic_dialogues"
 DATA_LICENSE = "cc-by-nc-4.0"
 PAPER = ("Yang et al., *An Iterative Associative Memory Model for Empathetic Response Generation*, ACL 2024 "
-         "(https://aclanthology.org/2024.acl-long.202/)")
+         "(https://aclanthology.org/2024.acl-long.170/)")
 
 MODEL_METRICS = (
     # (metrics.json key, metric type, metric name)
@@ -115,11 +116,15 @@ DATASET_CARD_TEMPLATE = """---
 # {{ pretty_name }}
 
 Instructions for the IAMM_large setting of {{ paper }}: one record per listener turn of EmpatheticDialogues
-({{ source_url }}), with the dialogue context, the speaker's situation, the emotion label, the gold response, and the
-words that a trained IAMM associated (`associations`, JSON; `high_weight_words` / `low_weight_words`). `messages`
-is the chat-format instruction with the associated words, `plain_messages` the same instruction without them, and
-`answer` the target text.
+({{ source_url }}), with the dialogue, the emotion label, the gold response and the words that a trained IAMM
+associated, turned into instructions with and without those words.
 
+## Columns
+
+| column | type | content |
+| --- | --- | --- |
+{% for name, type, content in columns %}| `{{ name }}` | {{ type }} | {{ content }} |
+{% endfor %}
 ## Source and licence
 
 Derived from EmpatheticDialogues (Rashkin et al., 2019), licensed CC BY-NC 4.0; this derivative keeps that licence
@@ -133,8 +138,7 @@ Derived from EmpatheticDialogues (Rashkin et al., 2019), licensed CC BY-NC 4.0; 
 {% endfor %}
 ## Processing
 
-Text is normalised as the IAMM model sees it: NFKC, typographic apostrophes made plain, lowercase, the authors'
-contraction list expanded, and ED's `_comma_` placeholder turned back into commas.
+{{ processing }}
 
 ## Associations
 
@@ -189,8 +193,37 @@ def model_hyperparameters(config: Dict[str, Any], summary: Dict[str, Any]) -> Li
     for key in ("global_step", "train_loss", "best_checkpoint", "best_metric", "vocabulary", "samples",
                 "train_seconds"):
         if summary.get(key) is not None:
-            rows.append([f"training: {key}", _fmt(summary[key])])
+            value = checkpoint_name(summary[key]) if key == "best_checkpoint" else _fmt(summary[key])
+            rows.append([f"training: {key}", value])
     return rows
+
+
+def checkpoint_name(name: str, hub_id: bool = False) -> str:
+    """How a card names a checkpoint: a link for a Hub id, else "local checkpoint" with the folder's last part
+    (a path of the machine that trained it means nothing to a reader)."""
+    if hub_id:
+        return f"[{name}](https://huggingface.co/{name})"
+    return f"local checkpoint `{os.path.basename(os.path.normpath(str(name)))}`"
+
+
+def decoding_description(generation: Dict[str, Any]) -> str:
+    """The decoding of an evaluation in words, from its generation arguments (`metrics.json`'s `generation`)."""
+    beams = int(generation.get("num_beams") or 1)
+    if generation.get("do_sample"):
+        knobs = [f"{k} {generation[k]}" for k in ("top_p", "top_k", "temperature") if generation.get(k) is not None]
+        text = "sampling" + (f" ({', '.join(knobs)})" if knobs else "")
+    elif beams > 1:
+        text = f"beam search ({beams} beams)"
+    else:
+        text = "greedy decoding"
+    extras = [f"at most {generation['max_new_tokens']} new tokens"] if generation.get("max_new_tokens") else []
+    if generation.get("no_repeat_ngram_size"):
+        extras.append(f"no repeated {generation['no_repeat_ngram_size']}-grams")
+    if generation.get("repetition_penalty") not in (None, 1.0):
+        extras.append(f"repetition penalty {generation['repetition_penalty']}")
+    if (generation.get("num_return_sequences") or 1) > 1:
+        extras.append(f"{generation['num_return_sequences']} responses per sample, Dist-n over the first")
+    return text + (f", {', '.join(extras)}" if extras else "")
 
 
 def model_eval_results(metrics: Dict[str, Any], dataset_split: str, dataset_name: str = "EmpatheticDialogues"
@@ -214,7 +247,7 @@ def model_usage(repo_id: str, revision: Optional[str] = None) -> str:
     return (
         "from transformers import AutoModel, AutoTokenizer, pipeline\n\n"
         f'model = AutoModel.from_pretrained("{repo_id}"{rev}, trust_remote_code=True)\n'
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{rev})\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{rev}, trust_remote_code=True)\n'
         f'chat = pipeline("empathetic-response", model="{repo_id}"{rev}, trust_remote_code=True)\n'
         'result = chat({"turns": ["I finally passed my driving test after three tries!"],\n'
         '               "situation": "I passed my driving test."})\n'
@@ -224,10 +257,11 @@ def model_usage(repo_id: str, revision: Optional[str] = None) -> str:
 
 
 def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, Any],
-                     metrics: Optional[Dict[str, Any]] = None, eval_split: str = "test",
-                     revision: Optional[str] = None) -> ModelCard:
-    """The model card of an IAMM checkpoint (config.json, train_summary.json, optionally evaluate.py's metrics)."""
+                     metrics: Optional[Dict[str, Any]] = None, revision: Optional[str] = None) -> ModelCard:
+    """The model card of an IAMM checkpoint (config.json, train_summary.json, optionally a `metrics.json` of
+    evaluate.py checked by `iamm.hub.folders.check_metrics`, which records its `split` and `generation`)."""
     model_name = repo_id.split("/")[-1]
+    eval_split = metrics["split"] if metrics else None
     eval_results = model_eval_results(metrics, eval_split) if metrics else None
     card_data = ModelCardData(
         language="en", license=DATA_LICENSE, library_name="transformers", pipeline_tag="text-generation",
@@ -237,8 +271,8 @@ def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, An
     )
     if metrics:
         evaluation = (
-            f"On the {eval_split} split ({metrics.get('samples', '?')} samples), greedy decoding"
-            f" ({json.dumps(metrics.get('generation') or {})} as generation arguments): "
+            f"On the {eval_split} split ({metrics['samples']} samples), "
+            f"{decoding_description(metrics.get('generation') or {})}: "
             + "; ".join(f"{name} {float(metrics[key]):.2f}" for key, _, name in MODEL_METRICS
                         if metrics.get(key) is not None)
             + ". Perplexity is reported with both estimators; the paper's Table 1 uses the per-sample one. "
@@ -270,13 +304,28 @@ INSTRUCTION_FORMATS = {
                       "words (the paper's plain fine-tuning baseline).",
 }
 
+DATA_FORMATS = {
+    "authors": "The instructions follow the IAMM_large authors' format (their wording, one glmtuner user turn, "
+               "answers `Emotion:<label>\\n Response:<reply>`), which reproduces the paper.",
+    "iamm": "The instructions follow this package's own format (a system and a user turn in the base model's chat "
+            "template, answers `Emotion: <label>\\nResponse: <reply>`).",
+}
 
-def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], instruction_format: str,
-                       dataset_repo: Optional[str] = None, revision: Optional[str] = None) -> ModelCard:
-    """The card of a LoRA adapter trained on IAMM instructions (`base_model` from adapter_config.json)."""
-    if instruction_format not in INSTRUCTION_FORMATS:
-        raise ValueError(f"instruction_format must be one of {sorted(INSTRUCTION_FORMATS)}, got {instruction_format!r}")
-    base_model = adapter_config.get("base_model_name_or_path")
+
+def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], training: Dict[str, Any],
+                       base: Dict[str, Any], dataset_repo: Optional[str] = None,
+                       revision: Optional[str] = None) -> ModelCard:
+    """The card of a LoRA adapter trained on IAMM instructions.
+
+    Args:
+        adapter_config: the adapter's `adapter_config.json`.
+        training: what it was trained on (`iamm.hub.folders.adapter_training`: `instruction_column`, `data_format`).
+        base: its base model (`iamm.hub.folders.adapter_base_model`: `hub_id`, `chatglm3`).
+    """
+    column = training["instruction_column"]
+    if column not in INSTRUCTION_FORMATS:
+        raise ValueError(f"instruction column must be one of {sorted(INSTRUCTION_FORMATS)}, got {column!r}")
+    base_model = base["hub_id"]
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         language="en", license=DATA_LICENSE, library_name="peft", base_model=base_model,
@@ -285,7 +334,16 @@ def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], instruction
     )
     keys = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "task_type", "bias")
     settings = [[k, _fmt(adapter_config[k])] for k in keys if adapter_config.get(k) is not None]
-    settings.append(["instruction format", instruction_format])
+    settings.append(["instruction column", column])
+    if training.get("data_format"):
+        settings.append(["instruction format", training["data_format"]])
+    lora_args = training.get("lora_args") or {}
+    for key in ("max_length", "max_source_length", "max_target_length", "max_train_samples"):
+        if lora_args.get(key) is not None:
+            settings.append([key, _fmt(lora_args[key])])
+    description = INSTRUCTION_FORMATS[column]
+    if training.get("data_format") in DATA_FORMATS:
+        description += " " + DATA_FORMATS[training["data_format"]]
     rev = f', revision="{revision}"' if revision and revision != "main" else ""
     usage = (
         "from peft import PeftModel\n"
@@ -293,10 +351,46 @@ def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], instruction
         f'base = AutoModelForCausalLM.from_pretrained("{base_model}")\n'
         f'model = PeftModel.from_pretrained(base, "{repo_id}"{rev})'
     )
+    if base.get("chatglm3"):
+        description += (
+            f" The base is ChatGLM3-6B in transformers' own `glm` layout (`{base_model}`): THUDM/chatglm3-6b's "
+            "remote-code model has other module names, so convert it first with this package's "
+            "`python scripts/convert_chatglm3.py --checkpoint_dir <chatglm3-6b folder> --output_dir <glm folder>` "
+            "(or load the converted folder published as the base model).")
     return ModelCard.from_template(
         card_data, template_str=ADAPTER_CARD_TEMPLATE, model_name=model_name, base_model=base_model, paper=PAPER,
-        instruction_format=INSTRUCTION_FORMATS[instruction_format], adapter_settings=settings, usage=usage,
+        instruction_format=description, adapter_settings=settings, usage=usage,
     )
+
+
+COLUMN_CONTENTS = {
+    "id": "`<conv_id>#<turn>`, one record per listener turn",
+    "conv_id": "the EmpatheticDialogues conversation",
+    "turn": "index of the gold response in the conversation",
+    "situation": "the speaker's situation",
+    "context": "the dialogue before the response, oldest first",
+    "emotion": "the gold emotion label (one of 32)",
+    "target": "the gold listener response",
+    "iamm_emotion": "the emotion IAMM predicted",
+    "high_words": "associated words with high weights",
+    "high_weights": "their weights",
+    "low_words": "associated words with low weights",
+    "low_weights": "their weights",
+    "messages": "the instruction with the associated words (chat messages)",
+    "plain_messages": "the same instruction without them",
+    "chatglm3_prompt": "`messages` as the ChatGLM3 chat text up to the answer",
+    "plain_chatglm3_prompt": "`plain_messages` as the ChatGLM3 chat text",
+    "answer": "the fine-tuning target (emotion and response)",
+    "format": "the instruction format (`iamm` or `authors`)",
+}
+"""What each column that `scripts/build_instructions.py` writes holds (the card lists the columns the data has)."""
+
+PROCESSING = {
+    "iamm": "Text is normalised as the IAMM model sees it: NFKC, typographic apostrophes made plain, lowercase, the "
+            "authors' contraction list expanded, and ED's `_comma_` placeholder turned back into commas.",
+    "authors": "Text is lower-cased and tokenised as in the IAMM_large authors' data files (`did n't`, ` ?`; "
+               "`iamm.llm.instructions.authors_text`).",
+}
 
 
 def size_category(n: int) -> str:
@@ -308,8 +402,9 @@ def size_category(n: int) -> str:
 
 
 def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[str, str],
-                       build_info: Optional[Dict[str, Any]] = None) -> DatasetCard:
-    """The card of the instruction dataset: splits and counts, `configs` for `load_dataset`, association source."""
+                       columns: List[Tuple[str, str]], build_info: Optional[Dict[str, Any]] = None) -> DatasetCard:
+    """The card of the instruction dataset: splits and counts, `configs` for `load_dataset`, the columns the data
+    has (`iamm.hub.folders.dataset_columns`), the IAMM checkpoint the associations come from."""
     card_data = DatasetCardData(
         language=["en"], license=DATA_LICENSE, task_categories=["text-generation"], source_datasets=[ED_HUB_ID],
         size_categories=size_category(sum(counts.values())), pretty_name="IAMM instructions (EmpatheticDialogues)",
@@ -318,16 +413,22 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
                   "data_files": [{"split": split, "path": path} for split, path in data_files.items()]}],
     )
     if build_info:
-        checkpoint = build_info.get("checkpoint") or build_info.get("model") or build_info.get("iamm_checkpoint")
+        model = build_info.get("model")
+        source = (checkpoint_name(model, hub_id=build_info.get("model_source") == "hub") if model
+                  else "not recorded")
+        settings = {k: v for k, v in build_info.items() if k not in ("model", "model_source")}
         associations_source = (
-            f"The associated words come from the IAMM checkpoint `{checkpoint or 'not recorded'}`. Build settings:\n\n"
-            f"```json\n{json.dumps(build_info, indent=2, sort_keys=True)}\n```"
+            f"The associated words come from the IAMM checkpoint {source}. Build settings:\n\n"
+            f"```json\n{json.dumps(settings, indent=2, sort_keys=True)}\n```"
         )
     else:
         associations_source = ("The folder held no `build_info.json`: which IAMM checkpoint produced the "
                                "associations was not recorded.")
+    data_format = (build_info or {}).get("format") or "iamm"
+    rows = [(name, dtype, COLUMN_CONTENTS.get(name, "")) for name, dtype in columns]
     return DatasetCard.from_template(
         card_data, template_str=DATASET_CARD_TEMPLATE, pretty_name=card_data.pretty_name, paper=PAPER,
         source_url=f"https://huggingface.co/datasets/{ED_HUB_ID}", counts=sorted(counts.items()),
-        associations_source=associations_source, repo_id=repo_id,
+        associations_source=associations_source, repo_id=repo_id, columns=rows,
+        processing=PROCESSING.get(data_format, PROCESSING["iamm"]),
     )

@@ -5,12 +5,14 @@ arguments or predictions), adds what the Hub needs (the card, the pipeline's rem
 and is uploaded as a whole, so the repository mirrors it exactly.
 """
 
+import fnmatch
 import glob
 import json
+import math
 import logging
 import os
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
@@ -23,6 +25,30 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 NEVER_PUSH = ["checkpoint-*", "checkpoint-*/**", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json",
               "training_args.bin", "predictions*.jsonl", "*.pt", "*.pth", "*.bin", "runs/**", ".cache/**"]
 """Patterns that are never uploaded (also given to `upload_folder` as `ignore_patterns`)."""
+
+
+MANAGED_FILES: Dict[str, Tuple[str, ...]] = {
+    "model": ("README.md", "config.json", "generation_config.json", "train_summary.json", "model.safetensors",
+              "model-*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES, "*.py"),
+    "adapter": ("README.md", *ADAPTER_FILES, *TOKENIZER_FILES, "lora_args.json", "train_summary.json",
+                "chat_template.json", "*.model", "*.jinja"),
+    "dataset": ("README.md", "build_info.json", "data/*.parquet"),
+    "space": ("README.md", "app.py", "requirements.txt", "iamm_demo.py", "modeling_iamm/**"),
+}
+"""Repository files a push of each kind manages: the ones it writes, and deletes when a later push no longer has
+them. Patterns without `/` match files at the top of the repository only (`*.py` is the remote code), `**` any depth.
+Other files (an ONNX export, a notebook someone added) are kept unless the push is told to delete them."""
+
+
+def is_managed(kind: str, path: str) -> bool:
+    """Whether `path` (a repository path) belongs to the files that pushes of `kind` manage."""
+    for pattern in MANAGED_FILES[kind]:
+        if pattern.endswith("/**"):
+            if path.startswith(pattern[:-2]):
+                return True
+        elif pattern.count("/") == path.count("/") and fnmatch.fnmatchcase(path, pattern):
+            return True
+    return False
 
 
 class IncompleteFolderError(ValueError):
@@ -63,6 +89,9 @@ def check_model_folder(folder: str) -> Dict[str, Any]:
     return its config."""
     if not os.path.isdir(folder):
         raise IncompleteFolderError(f"{folder} is not a folder: pass the output_dir of scripts/train.py")
+    other = other_kind(folder)
+    if other:
+        raise IncompleteFolderError(f"{folder} is not an IAMM checkpoint but {other[0]}: push it with --kind {other[1]}")
     missing = []
     config: Dict[str, Any] = {}
     if not os.path.exists(os.path.join(folder, "config.json")):
@@ -90,19 +119,121 @@ def check_model_folder(folder: str) -> Dict[str, Any]:
     return config
 
 
+def other_kind(folder: str) -> Optional[Tuple[str, str]]:
+    """`(what, kind)` when `folder` holds a LoRA adapter or an instruction dataset, else None."""
+    if os.path.exists(os.path.join(folder, "adapter_config.json")):
+        return "a LoRA adapter (it has adapter_config.json)", "adapter"
+    if glob.glob(os.path.join(folder, "data", "*.parquet")) and not os.path.exists(os.path.join(folder, "config.json")):
+        return "a dataset (it has data/*.parquet)", "dataset"
+    return None
+
+
 def check_adapter_folder(folder: str) -> Dict[str, Any]:
     """Refuse a folder without a PEFT adapter; return its adapter_config.json."""
     if not os.path.isdir(folder):
         raise IncompleteFolderError(f"{folder} is not a folder: pass the adapter's output_dir")
     missing = [f for f in ADAPTER_FILES if not os.path.exists(os.path.join(folder, f))]
     _refuse(folder, "LoRA adapter", missing, "Save it with PeftModel.save_pretrained(folder)")
-    adapter_config = read_json(os.path.join(folder, "adapter_config.json"))
-    if not adapter_config.get("base_model_name_or_path"):
+    return read_json(os.path.join(folder, "adapter_config.json"))
+
+
+def _is_local_path(name: str) -> bool:
+    return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") != 1
+
+
+def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: Optional[str]) -> Dict[str, Any]:
+    """The base model an adapter's card and staged `adapter_config.json` name: `base_model` (a Hub id) when given,
+    else the recorded `base_model_name_or_path` when it is a Hub id. A recorded folder of this machine is refused
+    (nobody else can load it). Returns `{"hub_id", "recorded", "chatglm3": "raw" | "converted" | None}`."""
+    recorded = adapter_config.get("base_model_name_or_path") or ""
+    chatglm3 = None
+    if recorded and os.path.isfile(os.path.join(recorded, "config.json")):
+        model_type = read_json(os.path.join(recorded, "config.json")).get("model_type")
+        chatglm3 = {"chatglm": "raw", "glm": "converted"}.get(model_type)
+    elif "chatglm3" in recorded.lower():
+        chatglm3 = "raw"
+    hub_id = base_model or (recorded if recorded and not _is_local_path(recorded) else None)
+    if not hub_id:
+        where = f"names {recorded!r}, a folder of this machine," if recorded else "names no base model"
+        hint = (" It was trained on ChatGLM3: convert THUDM/chatglm3-6b with scripts/convert_chatglm3.py, push the "
+                "converted folder and pass its id" if chatglm3 else "")
         raise IncompleteFolderError(
-            f"{folder}/adapter_config.json has no base_model_name_or_path: the card must name the base model; "
-            "set it to the base model's Hub id"
-        )
-    return adapter_config
+            f"{folder}/adapter_config.json {where} as its base model: pass --base_model with the Hub id of the base "
+            f"weights it was trained on.{hint}")
+    return {"hub_id": hub_id, "recorded": recorded, "chatglm3": chatglm3}
+
+
+def adapter_training(folder: str, instruction_column: Optional[str]) -> Dict[str, Any]:
+    """What an adapter was trained on, from the `lora_args.json` that `scripts/train_lora.py` saved beside it: the
+    instruction column (checked against `instruction_column` when both are known) and the data's instruction format."""
+    path = os.path.join(folder, "lora_args.json")
+    lora_args = read_json(path) if os.path.exists(path) else {}
+    recorded = lora_args.get("instruction_column")
+    if recorded and instruction_column and recorded != instruction_column:
+        raise IncompleteFolderError(f"--instruction_format {instruction_column} contradicts {path}, which says the "
+                                    f"adapter was trained on the {recorded!r} column: leave --instruction_format out")
+    column = recorded or instruction_column
+    if not column:
+        raise IncompleteFolderError(f"{folder} has no lora_args.json (scripts/train_lora.py writes it): pass "
+                                    "--instruction_format messages|plain_messages to say what the adapter was trained on")
+    data_format = None
+    data_dir = lora_args.get("data_dir")
+    if data_dir and os.path.exists(os.path.join(data_dir, "build_info.json")):
+        data_format = read_json(os.path.join(data_dir, "build_info.json")).get("format")
+    return {"instruction_column": column, "data_format": data_format, "lora_args": lora_args}
+
+
+METRIC_KEYS = ("emotion_accuracy_x100", "ppl_paper", "ppl_corpus", "dist1_x100", "dist2_x100")
+
+
+def check_metrics(metrics_file: str, folder: str, eval_split: Optional[str]) -> Dict[str, Any]:
+    """Read a `metrics.json` of `scripts/evaluate.py` for the card of the checkpoint in `folder`, refusing one that
+    is not such a file, that contradicts `eval_split`, or whose `manifest.json` (written beside it) records another
+    model than the weights in `folder`. Returns the metrics with `split` set."""
+    metrics = read_json(metrics_file)
+    if not isinstance(metrics, dict):
+        raise IncompleteFolderError(f"{metrics_file} is not a metrics.json of scripts/evaluate.py (not a JSON object)")
+    missing = [k for k in ("samples",) if not isinstance(metrics.get(k), int) or metrics[k] <= 0]
+    numbers = {k: metrics[k] for k in METRIC_KEYS if metrics.get(k) is not None}
+    bad = [k for k, v in numbers.items() if not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if missing or not numbers or bad:
+        what = (["a positive sample count (samples)"] if missing else []) + \
+               ([f"any of {', '.join(METRIC_KEYS)}"] if not numbers else []) + [f"a finite number in {k}" for k in bad]
+        raise IncompleteFolderError(f"{metrics_file} is not a metrics.json of scripts/evaluate.py: it lacks "
+                                    + "; ".join(what))
+    recorded = metrics.get("split")
+    if recorded and eval_split and recorded != eval_split:
+        raise IncompleteFolderError(f"--eval_split {eval_split} contradicts {metrics_file}, which is on the "
+                                    f"{recorded!r} split: leave --eval_split out")
+    split = recorded or eval_split
+    if not split:
+        raise IncompleteFolderError(f"{metrics_file} does not record its split: pass --eval_split")
+    manifest_path = os.path.join(os.path.dirname(os.path.abspath(metrics_file)), "manifest.json")
+    if not os.path.exists(manifest_path):
+        raise IncompleteFolderError(f"{metrics_file} has no manifest.json beside it, so nothing says which model it "
+                                    f"measured: evaluate {folder} with scripts/evaluate.py (it writes both)")
+    manifest = read_json(manifest_path)
+    expected = manifest.get("model_fingerprint")
+    actual = folder_fingerprint(folder, manifest.get("dtype"))
+    if expected != actual:
+        raise IncompleteFolderError(
+            f"{metrics_file} measured another model: {manifest_path} records model_fingerprint {expected}, the "
+            f"weights in {folder} have {actual}. Evaluate this folder: python scripts/evaluate.py "
+            f"--model_name_or_path {folder} --split {split} --output_dir ...")
+    return dict(metrics, split=split, generation=metrics.get("generation") or manifest.get("generation") or {})
+
+
+def folder_fingerprint(folder: str, dtype: Optional[str] = None) -> str:
+    """`modeling_iamm.evaluation.model_fingerprint` of the checkpoint in `folder`, loaded in `dtype` (as recorded in
+    an evaluation's manifest, e.g. `"torch.bfloat16"`; default float32)."""
+    import torch
+
+    from modeling_iamm import IAMMForConditionalGeneration
+    from modeling_iamm.evaluation import model_fingerprint
+
+    torch_dtype = getattr(torch, str(dtype or "torch.float32").replace("torch.", ""), torch.float32)
+    model = IAMMForConditionalGeneration.from_pretrained(folder, dtype=torch_dtype)
+    return model_fingerprint(model)
 
 
 def dataset_splits(folder: str) -> Dict[str, str]:
@@ -129,6 +260,22 @@ def split_counts(folder: str) -> Dict[str, int]:
         split = os.path.basename(path)[: -len(".parquet")].split("-")[0]
         counts[split] = counts.get(split, 0) + pq.read_metadata(path).num_rows
     return counts
+
+
+def dataset_columns(folder: str) -> List[Tuple[str, str]]:
+    """`(name, type)` of each column of the dataset in `folder`, from the first split's parquet schema, checked to be
+    the same in every split."""
+    import pyarrow.parquet as pq
+
+    schemas = {}
+    for path in sorted(glob.glob(os.path.join(folder, "data", "*.parquet"))):
+        schemas[os.path.relpath(path, folder)] = [(f.name, str(f.type)) for f in pq.read_schema(path)]
+    first, columns = next(iter(schemas.items()))
+    for path, other in schemas.items():
+        if [n for n, _ in other] != [n for n, _ in columns]:
+            raise IncompleteFolderError(f"{folder}: {path} has other columns than {first} "
+                                        f"({[n for n, _ in other]} vs {[n for n, _ in columns]})")
+    return columns
 
 
 def _copy(folder: str, staging: str, names: List[str]) -> None:
@@ -166,12 +313,21 @@ def stage_model(folder: str, staging: str, config: Dict[str, Any]) -> Dict[str, 
     return config
 
 
-def stage_adapter(folder: str, staging: str) -> None:
-    """Copy an adapter's publishable files (adapter, tokenizer, chat template) into `staging`."""
+def stage_adapter(folder: str, staging: str, base_model: Optional[str] = None) -> None:
+    """Copy an adapter's publishable files (adapter, tokenizer, chat template, `lora_args.json`) into `staging`;
+    with `base_model`, the staged `adapter_config.json` names that Hub id (so `AutoPeftModel` finds the base)."""
     extra = [os.path.basename(p) for p in glob.glob(os.path.join(folder, "*"))
              if os.path.basename(p) in TOKENIZER_FILES or os.path.basename(p).endswith((".model", ".jinja"))
-             or os.path.basename(p) in ("train_summary.json", "chat_template.json")]
+             or os.path.basename(p) in ("train_summary.json", "chat_template.json", "lora_args.json")]
     _copy(folder, staging, list(ADAPTER_FILES) + extra)
+    if base_model:
+        path = os.path.join(staging, "adapter_config.json")
+        config = read_json(path)
+        if config.get("base_model_name_or_path") != base_model:
+            config["base_model_name_or_path"] = base_model
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2, sort_keys=True)
+                f.write("\n")
 
 
 def stage_dataset(folder: str, staging: str) -> Optional[Dict[str, Any]]:

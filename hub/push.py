@@ -1,39 +1,52 @@
-"""Publishing an IAMM checkpoint, a LoRA adapter or an instruction dataset to the Hub, in one atomic commit.
+"""Publishing an IAMM checkpoint, a LoRA adapter, an instruction dataset or the demo Space to the Hub, in one commit.
 
 Each push stages the publishable files with their card in a temporary folder and uploads it with
-`HfApi.upload_folder`: one commit that adds or updates every staged file and deletes repository files that are no
-longer in the folder, so the repository mirrors the folder. Unchanged files are skipped (the Hub compares git
-object ids), so pushing twice changes nothing. A commit either lands whole or not at all: on an HTTP error the
-push says which files are not (yet) on the Hub, and running it again completes it. After the commit the repository
-is listed and compared with the folder.
+`HfApi.upload_folder`: one commit that adds or updates every staged file and deletes the repository files that an
+earlier push of the same kind made and this one no longer has (`iamm.hub.folders.MANAGED_FILES`). Files outside
+that set (an ONNX export someone uploaded) are kept unless `delete_unmanaged` is set. Unchanged files are skipped
+(the Hub compares object ids), so pushing twice changes nothing.
+
+Everything that can be checked locally (the folder, the metrics file, the repository id, the token) is checked
+before anything is uploaded, and each problem is one `PushError` line. A failed upload (an HTTP error, a dropped
+connection, an unreachable server, a failed LFS or Xet transfer) is reported with the files the repository does not
+hold afterwards, read back from the Hub: when a commit was applied but its answer was lost, the push says so and
+succeeds. After the commit the repository is listed and compared with the staged folder.
 """
 
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
 from .cards import build_adapter_card, build_dataset_card, build_model_card
 from .folders import (
     NEVER_PUSH,
+    IncompleteFolderError,
+    adapter_base_model,
+    adapter_training,
     check_adapter_folder,
+    check_metrics,
     check_model_folder,
+    dataset_columns,
     dataset_splits,
+    is_managed,
+    read_json,
     split_counts,
     stage_adapter,
     stage_dataset,
-    read_json,
     stage_model,
 )
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("model", "adapter", "dataset")
+KINDS = ("model", "adapter", "dataset", "space")
 
 
 @dataclass
@@ -41,133 +54,273 @@ class PushArguments:
     """Where and how to publish a folder (the CLI's options, see `scripts/push_to_hub.py`).
 
     Args:
-        kind: `model` (an IAMM checkpoint), `adapter` (a PEFT LoRA adapter) or `dataset` (parquet splits).
-        folder: the folder to publish.
+        kind: `model` (an IAMM checkpoint), `adapter` (a PEFT LoRA adapter), `dataset` (parquet splits) or `space`
+            (the Gradio demo page for a published model).
+        folder: the folder to publish (for `space`: a folder written by `iamm.hub.space.write_space`, or none with
+            `space_model`).
         repo_id: the Hub repository, `namespace/name`.
         private: create the repository private (an existing repository keeps its visibility).
         revision: the branch to commit to; created from `main` when missing.
         commit_message: the commit's title (default: one naming the kind and folder).
         token: a Hub token with write access (default: the `HF_TOKEN` environment variable or the saved login).
         endpoint: the Hub URL (default: the `HF_ENDPOINT` environment variable, else huggingface.co).
-        metrics_file: for `model`: the `metrics.json` that `scripts/evaluate.py` wrote (model-index of the card).
-        eval_split: for `model`: the split those metrics are on.
-        instruction_format: for `adapter`: `messages` (with associated words) or `plain_messages`.
+        metrics_file: for `model`: the `metrics.json` that `scripts/evaluate.py` wrote (the card's results); its
+            `manifest.json` must record the weights being pushed.
+        eval_split: for `model`: the split of those metrics when `metrics.json` does not record it (it does since
+            `scripts/evaluate.py` records `split`; a contradicting value is refused).
+        instruction_format: for `adapter` without `lora_args.json`: the column it was trained on, `messages` (with
+            associated words) or `plain_messages`.
+        base_model: for `adapter`: the Hub id of its base weights, when `adapter_config.json` names a local folder.
         dataset_repo: for `adapter`: the Hub id of the instruction dataset it was trained on.
+        space_model: for `space`: the Hub id of the model the page loads (the Space folder is written for it).
+        delete_unmanaged: also delete repository files that pushes of this kind do not manage.
     """
 
-    kind: str = field(metadata={"help": "What to publish: model | adapter | dataset."})
-    folder: str = field(metadata={"help": "The folder to publish."})
+    kind: str = field(metadata={"help": "What to publish: model | adapter | dataset | space."})
     repo_id: str = field(metadata={"help": "The Hub repository, namespace/name."})
+    folder: Optional[str] = field(default=None, metadata={"help": "The folder to publish (space: optional)."})
     private: bool = field(default=False, metadata={"help": "Create the repository private."})
     revision: str = field(default="main", metadata={"help": "Branch to commit to (created from main if missing)."})
     commit_message: Optional[str] = field(default=None, metadata={"help": "Commit title."})
     token: Optional[str] = field(default=None, metadata={"help": "Hub token (default: env HF_TOKEN or saved login)."})
     endpoint: Optional[str] = field(default=None, metadata={"help": "Hub URL (default: env HF_ENDPOINT)."})
     metrics_file: Optional[str] = field(default=None, metadata={"help": "model: metrics.json of scripts/evaluate.py."})
-    eval_split: str = field(default="test", metadata={"help": "model: the split the metrics are on."})
-    instruction_format: str = field(default="messages",
-                                    metadata={"help": "adapter: messages (with associations) | plain_messages."})
+    eval_split: Optional[str] = field(default=None, metadata={
+        "help": "model: the metrics' split, when metrics.json does not record it."})
+    instruction_format: Optional[str] = field(default=None, metadata={
+        "help": "adapter without lora_args.json: messages (with associations) | plain_messages."})
+    base_model: Optional[str] = field(default=None, metadata={
+        "help": "adapter: Hub id of the base weights (needed when adapter_config.json names a local folder)."})
     dataset_repo: Optional[str] = field(default=None, metadata={"help": "adapter: Hub id of its training data."})
+    space_model: Optional[str] = field(default=None, metadata={"help": "space: Hub id of the model the page loads."})
+    delete_unmanaged: bool = field(default=False, metadata={
+        "help": "Also delete repository files this kind of push does not manage (default: keep them)."})
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
-            raise ValueError(f"--repo_id must be namespace/name, got {self.repo_id!r}")
+        for flag, value in (("--repo_id", self.repo_id), ("--base_model", self.base_model),
+                            ("--dataset_repo", self.dataset_repo), ("--space_model", self.space_model)):
+            if value is None:
+                continue
+            try:
+                validate_repo_id(value)
+                ok = value.count("/") == 1
+            except HFValidationError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{flag} must be a Hub id namespace/name (letters, digits, '-', '_', '.'), "
+                                 f"got {value!r}")
+        if self.kind == "space":
+            if bool(self.folder) == bool(self.space_model):
+                raise ValueError("--kind space needs either --space_model (the Hub id of the model the page loads) "
+                                 "or --folder (a Space folder written by iamm.hub.space.write_space), not both")
+        elif not self.folder:
+            raise ValueError(f"--kind {self.kind} needs --folder")
+        if self.folder and not os.path.isdir(self.folder):
+            raise ValueError(f"--folder {self.folder} does not exist or is not a folder")
         if self.metrics_file is not None and not os.path.isfile(self.metrics_file):
-            raise FileNotFoundError(f"--metrics_file {self.metrics_file} does not exist: pass the metrics.json that "
-                                    "scripts/evaluate.py wrote, or leave it out")
-        if self.kind != "model" and self.metrics_file is not None:
-            raise ValueError("--metrics_file is for --kind model")
+            raise ValueError(f"--metrics_file {self.metrics_file} does not exist: pass the metrics.json that "
+                             "scripts/evaluate.py wrote, or leave it out")
+        misplaced = [flag for flag, value, kind in (
+            ("--metrics_file", self.metrics_file, "model"), ("--eval_split", self.eval_split, "model"),
+            ("--instruction_format", self.instruction_format, "adapter"), ("--base_model", self.base_model, "adapter"),
+            ("--dataset_repo", self.dataset_repo, "adapter"), ("--space_model", self.space_model, "space"),
+        ) if value is not None and self.kind != kind]
+        if misplaced:
+            raise ValueError(f"{', '.join(misplaced)} do(es) not apply to --kind {self.kind}")
 
     @property
     def repo_type(self) -> str:
-        return "dataset" if self.kind == "dataset" else "model"
+        return {"dataset": "dataset", "space": "space"}.get(self.kind, "model")
 
 
 class PushError(RuntimeError):
-    """A push that did not complete; the message names the files that are not on the Hub and what to do."""
+    """A push that did not complete, or could not start; the message says why and what to do."""
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line: its type and first line (HTTP errors: status and the server's message)."""
+    text = " ".join(str(error).split()) or repr(error)
+    return f"{type(error).__name__}: {text[:400]}"
+
+
+def _local_hashes(folder: str) -> Dict[str, str]:
+    hashes = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                hashes[os.path.relpath(path, folder).replace(os.sep, "/")] = git_hash(f.read())
+    return hashes
+
+
+def remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> Dict[str, Optional[str]]:
+    """The repository's files and their git object ids (None for LFS/Xet files, whose oid is not the content's
+    git hash and whose size and sha256 are compared by the Hub itself)."""
+    remote = {}
+    for entry in api.list_repo_tree(repo_id, repo_type=repo_type, revision=revision, recursive=True):
+        if getattr(entry, "size", None) is not None:  # files only
+            remote[entry.path] = None if getattr(entry, "lfs", None) else entry.blob_id
+    return remote
 
 
 def compare_with_repo(api: HfApi, repo_id: str, repo_type: str, revision: str, folder: str) -> Dict[str, List[str]]:
     """Files of `folder` that the repository lacks or holds with other content (`missing`), and repository files
     that are not in `folder` (`extra`, `.gitattributes` aside)."""
-    local = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                local[os.path.relpath(path, folder).replace(os.sep, "/")] = git_hash(f.read())
-    remote = {}
-    for entry in api.list_repo_tree(repo_id, repo_type=repo_type, revision=revision, recursive=True):
-        if getattr(entry, "size", None) is not None:  # files only
-            lfs = getattr(entry, "lfs", None)
-            remote[entry.path] = None if lfs else entry.blob_id  # an LFS file's oid is not the content's git hash
+    local = _local_hashes(folder)
+    remote = remote_files(api, repo_id, repo_type, revision)
     missing = sorted(p for p, oid in local.items() if p not in remote or (remote[p] is not None and remote[p] != oid))
     extra = sorted(p for p in remote if p not in local and p != ".gitattributes")
     return {"missing": missing, "extra": extra}
 
 
-def upload(args: PushArguments, staging: str) -> str:
-    """Create the repository (and branch) if needed, upload `staging` as one commit, verify; return the commit id."""
+def check_token(api: HfApi, args: PushArguments) -> str:
+    """The user the token belongs to; a `PushError` without a token, with a refused one, or when the Hub cannot be
+    reached (nothing has been uploaded at this point)."""
+    where = api.endpoint
+    if not (args.token or get_token()):
+        raise PushError("no Hub token: set HF_TOKEN to a token with write access (https://huggingface.co/settings/"
+                        "tokens) or pass --token; nothing was uploaded")
+    try:
+        return api.whoami()["name"]
+    except HfHubHTTPError as e:
+        status = getattr(e.response, "status_code", None)
+        if status in (401, 403):
+            raise PushError(f"the Hub at {where} refused the token ({status}): set HF_TOKEN or --token to a valid "
+                            "token with write access; nothing was uploaded") from None
+        raise PushError(f"the Hub at {where} did not accept the token check ({describe(e)}); nothing was "
+                        "uploaded") from None
+    except Exception as e:  # connection refused, DNS, TLS, timeouts: httpx errors and OSError
+        raise PushError(f"could not reach the Hub at {where} ({describe(e)}); check the network or HF_ENDPOINT; "
+                        "nothing was uploaded") from None
+
+
+def stale_files(api: HfApi, args: PushArguments, staging: str) -> Dict[str, List[str]]:
+    """Repository files the staged folder does not have: `delete` (managed by this kind, or all with
+    `delete_unmanaged`) and `keep` (the others). An absent branch has none."""
+    try:
+        remote = remote_files(api, args.repo_id, args.repo_type, args.revision)
+    except HfHubHTTPError as e:
+        if getattr(e.response, "status_code", None) == 404:
+            return {"delete": [], "keep": []}
+        raise
+    local = _local_hashes(staging)
+    stale = sorted(p for p in remote if p not in local and p != ".gitattributes")
+    delete = [p for p in stale if args.delete_unmanaged or is_managed(args.kind, p)]
+    return {"delete": delete, "keep": [p for p in stale if p not in delete]}
+
+
+def _escape(path: str) -> str:
+    """A path as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
+    """Create the repository (and branch) if needed, upload `staging` as one commit, verify. Returns the commit id,
+    the stale files deleted and the unmanaged ones kept."""
     api = HfApi(endpoint=args.endpoint, token=args.token)
-    api.create_repo(args.repo_id, repo_type=args.repo_type, private=args.private, exist_ok=True)
-    if args.revision != "main":
-        api.create_branch(args.repo_id, repo_type=args.repo_type, branch=args.revision, exist_ok=True)
-    message = args.commit_message or f"Upload IAMM {args.kind} from {os.path.basename(os.path.abspath(args.folder))}"
+    files = sorted(_local_hashes(staging))
+    check_token(api, args)
+    message = args.commit_message or f"Upload IAMM {args.kind} from {os.path.basename(os.path.abspath(args.folder or args.space_model))}"
+    where = f"{args.repo_id} ({args.repo_type}, revision {args.revision})"
+    try:
+        api.create_repo(args.repo_id, repo_type=args.repo_type, private=args.private, exist_ok=True,
+                        space_sdk="gradio" if args.kind == "space" else None)
+        if args.revision != "main":
+            api.create_branch(args.repo_id, repo_type=args.repo_type, branch=args.revision, exist_ok=True)
+        stale = stale_files(api, args, staging)
+    except Exception as e:
+        raise PushError(f"pushing {args.folder or args.space_model} to {where} failed before any file was sent: "
+                        f"{describe(e)}. Nothing was committed; run the same command again.") from e
     try:
         info = api.upload_folder(
             repo_id=args.repo_id, repo_type=args.repo_type, folder_path=staging, revision=args.revision,
-            commit_message=message, ignore_patterns=NEVER_PUSH, delete_patterns="*",
+            commit_message=message, ignore_patterns=NEVER_PUSH,
+            delete_patterns=[_escape(p) for p in stale["delete"]] or None,
         )
-    except HfHubHTTPError as e:
-        try:
-            missing = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)["missing"]
-            not_sent = f"these files are not on the Hub (or are outdated there): {', '.join(missing) or 'none'}"
-        except HfHubHTTPError:
-            not_sent = f"the repository could not be listed; the files of this push are: {', '.join(sorted(_files(staging)))}"
-        raise PushError(
-            f"pushing {args.folder} to {args.repo_id} ({args.repo_type}, revision {args.revision}) failed: {e}. "
-            f"The commit was not made (Hub commits are atomic); {not_sent}. Run the same command again to complete it."
-        ) from e
+        commit = info.oid
+    except Exception as e:  # HTTP errors, dropped connections, LFS/Xet transfer failures: read back what is there
+        commit = _after_failure(api, args, staging, stale, e, files, where)
     diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)
-    if diff["missing"] or diff["extra"]:
-        raise PushError(f"{args.repo_id}@{args.revision} does not match the pushed folder after commit {info.oid}: "
-                        f"missing or different {diff['missing']}, unexpected {diff['extra']}; push again")
-    return info.oid
+    leftover = [p for p in diff["extra"] if p not in stale["keep"]]
+    if diff["missing"] or leftover:
+        raise PushError(f"{args.repo_id}@{args.revision} does not match the pushed folder after commit {commit}: "
+                        f"missing or different {diff['missing']}, not deleted {leftover}; push again")
+    if stale["keep"]:
+        logger.warning("kept %d file(s) in %s that %s pushes do not manage: %s (--delete_unmanaged true removes "
+                       "them)", len(stale["keep"]), args.repo_id, args.kind, ", ".join(stale["keep"]))
+    return {"commit": commit, "deleted": stale["delete"], "kept": stale["keep"]}
 
 
-def _files(folder: str) -> List[str]:
-    return [os.path.relpath(os.path.join(r, n), folder) for r, _, names in os.walk(folder) for n in names]
+def _after_failure(api: HfApi, args: PushArguments, staging: str, stale: Dict[str, List[str]], error: Exception,
+                   files: List[str], where: str) -> str:
+    """After a failed `upload_folder`: the commit id when the repository holds the push anyway (the server applied
+    the commit and its answer was lost), else a `PushError` naming the files the repository does not hold."""
+    try:
+        diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)
+        head = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
+    except Exception as e:
+        raise PushError(
+            f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}; reading the repository "
+            f"back failed too ({describe(e)}), so whether the commit landed is unknown. The files of this push: "
+            f"{', '.join(files)}. Run the same command again (it commits only what is missing or different)."
+        ) from error
+    not_deleted = [p for p in diff["extra"] if p in stale["delete"]]
+    if not diff["missing"] and not not_deleted:
+        logger.warning("the Hub's answer to the commit was lost (%s), but %s now holds every file of this push "
+                       "(commit %s)", describe(error), where, head)
+        return head
+    raise PushError(
+        f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}. The repository does not "
+        f"hold these files of this push (or holds other versions): {', '.join(diff['missing']) or 'none'}"
+        + (f"; stale files not deleted: {', '.join(not_deleted)}" if not_deleted else "")
+        + ". Run the same command again to complete it."
+    ) from error
 
 
 def stage(args: PushArguments, staging: str) -> None:
-    """Check the folder for its kind and write the publishable files and the card into `staging`."""
+    """Check the folder for its kind and write the publishable files and the card into `staging` (every local
+    problem is raised here, as `IncompleteFolderError`, before anything goes over the network)."""
     if args.kind == "model":
         config = check_model_folder(args.folder)
+        metrics = check_metrics(args.metrics_file, args.folder, args.eval_split) if args.metrics_file else None
         config = stage_model(args.folder, staging, config)
         summary_path = os.path.join(args.folder, "train_summary.json")
         summary = read_json(summary_path) if os.path.exists(summary_path) else {}
-        metrics = read_json(args.metrics_file) if args.metrics_file else None
-        card = build_model_card(args.repo_id, config, summary, metrics, args.eval_split, args.revision)
+        card = build_model_card(args.repo_id, config, summary, metrics, args.revision)
     elif args.kind == "adapter":
         adapter_config = check_adapter_folder(args.folder)
-        stage_adapter(args.folder, staging)
-        card = build_adapter_card(args.repo_id, adapter_config, args.instruction_format, args.dataset_repo,
-                                  args.revision)
-    else:
+        training = adapter_training(args.folder, args.instruction_format)
+        base = adapter_base_model(args.folder, adapter_config, args.base_model)
+        stage_adapter(args.folder, staging, base["hub_id"])
+        card = build_adapter_card(args.repo_id, adapter_config, training, base, args.dataset_repo, args.revision)
+    elif args.kind == "dataset":
         splits = dataset_splits(args.folder)
+        columns = dataset_columns(args.folder)
         build_info = stage_dataset(args.folder, staging)
-        card = build_dataset_card(args.repo_id, split_counts(args.folder), splits, build_info)
+        card = build_dataset_card(args.repo_id, split_counts(args.folder), splits, columns, build_info)
+    else:
+        from .space import check_space_folder, write_space
+
+        if args.space_model:
+            write_space(args.space_model, staging)
+        else:
+            check_space_folder(args.folder)
+            shutil.copytree(args.folder, staging, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+        return  # the Space's README.md (its front matter) is its card
     card.save(os.path.join(staging, "README.md"))
 
 
 def push(args: PushArguments) -> Dict[str, Any]:
-    """Publish `args.folder` to `args.repo_id`; returns the commit id and the files the repository now holds."""
+    """Publish `args.folder` to `args.repo_id`; returns the commit id, the files the repository now holds from this
+    push, the stale files deleted and the unmanaged ones kept. Raises `PushError` (or `IncompleteFolderError` for
+    a folder that cannot be published) with a one-line message."""
     with tempfile.TemporaryDirectory(prefix="iamm-push-") as staging:
         stage(args, staging)
-        files = sorted(_files(staging))
-        commit = upload(args, staging)
-    logger.info("%s@%s is at commit %s with %d files", args.repo_id, args.revision, commit, len(files))
-    return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision, "commit": commit,
-            "files": files}
+        files = sorted(_local_hashes(staging))
+        result = upload(args, staging)
+    logger.info("%s@%s is at commit %s with %d files of this push", args.repo_id, args.revision, result["commit"],
+                len(files))
+    return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision, "files": files, **result}

@@ -1,11 +1,15 @@
 """Write a Hugging Face Space (Gradio SDK) folder that serves the IAMM demo page for a Hub model.
 
     from iamm.hub.space import write_space
-    write_space("user/iamm-ed", "space/")      # then: huggingface-cli upload user/iamm-demo space/ --repo-type space
+    write_space("user/iamm-ed", "space/")
+
+or write and publish it in one step: `python scripts/push_to_hub.py --kind space --space_model user/iamm-ed
+--repo_id user/iamm-demo` (`hf upload user/iamm-demo space/ --repo-type space` also publishes a written folder).
 
 The folder holds `app.py` (builds :func:`iamm.hub.demo.build_demo` for the model id and launches it), a
-`requirements.txt` pinned to the versions this package was tested with, a `README.md` whose YAML front matter
-tells the Hub to run `app.py` with Gradio, and, unless `package_requirement` names an installable `iamm`, the code
+`requirements.txt` with the version ranges this package declares (no exact pins), a `README.md` whose YAML front
+matter tells the Hub to run `app.py` with Gradio (`sdk_version`: the Gradio version the page was tested with, as
+the Hub requires one), and, unless `package_requirement` names an installable `iamm`, the code
 the page needs: the `modeling_iamm` package (with the bundled EmpatheticDialogues sample for the examples) and the
 page module as `iamm_demo.py`.
 """
@@ -73,18 +77,44 @@ def _version(distribution: str) -> Optional[str]:
         return None
 
 
+def _declared_requirements() -> Dict[str, str]:
+    """This package's declared requirements (setup.cfg's install_requires and extras), by distribution name."""
+    import re
+
+    declared: Dict[str, str] = {}
+    try:
+        lines = metadata.requires("iamm") or []
+    except metadata.PackageNotFoundError:
+        return declared
+    for line in lines:
+        requirement = line.split(";")[0].strip()
+        name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower()
+        declared.setdefault(name, requirement)
+    return declared
+
+
 def space_requirements(package_requirement: Optional[str] = None) -> List[str]:
-    """`requirements.txt` lines: each of :data:`SPACE_REQUIREMENTS` pinned to the installed version (unpinned when it
-    is not installed here), plus `package_requirement` when the Space installs `iamm` instead of shipping its code."""
-    lines = []
-    for name in SPACE_REQUIREMENTS:
-        version = _version(name)
-        if version and "+" in version:  # a local build tag (torch 2.x+cpu) is not on PyPI
-            version = version.split("+")[0]
-        lines.append(f"{name}=={version}" if version else name)
+    """`requirements.txt` lines: each of :data:`SPACE_REQUIREMENTS` with the version range this package declares
+    (not this machine's exact versions, which a Space's platform may not have), plus `package_requirement` when the
+    Space installs `iamm` instead of shipping its code."""
+    declared = _declared_requirements()
+    lines = [declared.get(name, name) for name in SPACE_REQUIREMENTS]
     if package_requirement:
         lines.append(package_requirement)
     return lines
+
+
+def check_space_folder(folder: str) -> None:
+    """Refuse (`ValueError`) a folder that is not a Space written by :func:`write_space`."""
+    missing = [name for name in ("app.py", "README.md", "requirements.txt") if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise ValueError(f"{folder} is not a Space folder (missing {', '.join(missing)}): write one with "
+                         "iamm.hub.space.write_space, or push with --space_model <model id> instead of --folder")
+    with open(os.path.join(folder, "README.md"), encoding="utf-8") as f:
+        head = f.read(2000)
+    if not head.startswith("---") or "sdk:" not in head.split("---")[1]:
+        raise ValueError(f"{folder}/README.md has no Space front matter (sdk, app_file): rewrite the folder with "
+                         "iamm.hub.space.write_space")
 
 
 def _copy_package(destination: str) -> List[str]:

@@ -208,7 +208,9 @@ def build_instruction_data(
 
     def write_build_info():
         with open(settings_path + ".tmp", "w") as f:
-            json.dump({**settings, "model": model_name, "counts": counts}, f, indent=2)
+            # "model_source" tells a card whether `model` is a Hub id or a folder of this machine
+            source = None if not model_name else ("local" if os.path.exists(model_name) else "hub")
+            json.dump({**settings, "model": model_name, "model_source": source, "counts": counts}, f, indent=2)
         os.replace(settings_path + ".tmp", settings_path)
 
     write_build_info()

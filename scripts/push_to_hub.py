@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Publish an IAMM checkpoint, a LoRA adapter or the instruction dataset to the Hugging Face Hub, with its card.
+"""Publish an IAMM checkpoint, a LoRA adapter, the instruction dataset or the demo Space to the Hugging Face Hub.
 
     python scripts/push_to_hub.py --kind model --folder runs/iamm --repo_id org/iamm --metrics_file eval/test/metrics.json
-    python scripts/push_to_hub.py --kind adapter --folder runs/lora --repo_id org/iamm-lora --instruction_format messages
+    python scripts/push_to_hub.py --kind adapter --folder runs/lora --repo_id org/iamm-lora --base_model org/chatglm3-6b-glm
     python scripts/push_to_hub.py --kind dataset --folder data/instructions --repo_id org/iamm-instructions
+    python scripts/push_to_hub.py --kind space --space_model org/iamm --repo_id org/iamm-demo
 
 Options: --private true, --revision BRANCH (created if missing), --commit_message, --token (default: env HF_TOKEN);
-HF_ENDPOINT selects another Hub. The repository ends up holding exactly the published files; pushing again
-updates it in place, and a push that failed (it names the files that did not go) completes when run again.
+HF_ENDPOINT selects another Hub. The repository ends up holding the published files; files that earlier pushes of
+the same kind wrote and this one no longer has are deleted, any other file is kept (--delete_unmanaged true deletes
+them too). Bad input (a missing folder, a metrics file of another model, no token) is one line before any upload;
+a push that failed names the files the repository does not hold and completes when run again.
 """
 
 import json
@@ -22,10 +25,10 @@ from iamm.hub.push import PushArguments, PushError, push
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (args,) = parse_args([PushArguments])
     try:
+        (args,) = parse_args([PushArguments])
         result = push(args)
-    except (IncompleteFolderError, PushError) as e:
+    except (ValueError, IncompleteFolderError, PushError) as e:
         sys.exit(f"push_to_hub: {e}")
     print(json.dumps(result, indent=2))
 

@@ -322,7 +322,9 @@ def test_write_space_runs_the_demo_from_its_own_folder(tmp_path, checkpoint):
     assert readme.startswith("---\n") and "sdk: gradio" in front and "app_file: app.py" in front
     assert f"sdk_version: {gradio.__version__}" in front
     requirements = (space / "requirements.txt").read_text().split()
-    assert f"gradio=={gradio.__version__}" in requirements and any(r.startswith("torch==") for r in requirements)
+    # the ranges this package declares, never this machine's exact versions
+    assert "gradio>=6.0" in requirements and "torch>=2.6" in requirements, requirements
+    assert not any("==" in r or "+" in r for r in requirements), requirements
     # app.py builds the page from the Space's own copy of the code (not this checkout's)
     check = ("import sys; sys.path.insert(0, '.'); import app, modeling_iamm, gradio; "
              "assert modeling_iamm.__file__.startswith(sys.argv[1]), modeling_iamm.__file__; "

@@ -21,8 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUSH = os.path.join(ROOT, "scripts", "push_to_hub.py")
 SAMPLE = os.path.join(ROOT, "modeling_iamm", "sample_data")
 TINY = ["--preset", "tiny", "--data", SAMPLE, "--use_cpu", "true", "--max_samples", "64", "--disable_tqdm", "true"]
-METRICS = {"samples": 64, "emotion_accuracy_x100": 12.5, "ppl_paper": 301.25, "ppl_corpus": 288.5,
-           "dist1_x100": 1.75, "dist2_x100": 4.5, "generation": {"max_new_tokens": 50}}
 DIALOGUES = [["I lost my job today."],
              {"turns": ["My dog died last week.", "I am so sorry.", "I miss him every day."], "situation": "my dog died"}]
 MODEL_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -64,6 +62,23 @@ def trained(tmp_path_factory):
     return out
 
 
+def run_evaluate(model_dir, output_dir, *args):
+    """scripts/evaluate.py on 8 valid samples of the bundled sample: the metrics.json and manifest.json a user has."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--model_name_or_path",
+                           str(model_dir), "--data", SAMPLE, "--split", "valid", "--max_samples", "8",
+                           "--max_new_tokens", "8", "--output_dir", str(output_dir), *args],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return output_dir / "metrics.json"
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    """The trained model's metrics.json (greedy) as scripts/evaluate.py writes it, with its manifest.json."""
+    return run_evaluate(trained, tmp_path_factory.mktemp("eval") / "valid")
+
+
 @pytest.fixture(scope="module")
 def local(trained):
     from transformers import AutoTokenizer
@@ -92,25 +107,63 @@ def test_refuses_incomplete_folders(tmp_path):
         dataset_splits(str(tmp_path))
 
 
-def test_model_card_metadata_and_setting():
+@pytest.mark.slow
+def test_model_card_metadata_and_setting(trained, evaluated, tmp_path):
     from huggingface_hub import ModelCard
 
     from iamm.hub.cards import build_model_card
+    from iamm.hub.folders import IncompleteFolderError, check_metrics
 
+    metrics = check_metrics(str(evaluated), str(trained), None)
+    written = json.loads(evaluated.read_text())
+    assert metrics["split"] == written["split"] == "valid"
     card = build_model_card("org/iamm", {"model_type": "iamm", "use_implicit_association": False, "hidden_size": 300},
-                            {"global_step": 20, "implicit_association": False}, METRICS, "test")
+                            {"global_step": 20, "implicit_association": False,
+                             "best_checkpoint": "runs/iamm/checkpoint-20"}, metrics)
     reloaded = ModelCard(str(card))
     assert reloaded.data.license == "cc-by-nc-4.0"
     values = {(r.metric_type, r.metric_name.split(" (")[0]): r.metric_value for r in reloaded.data.eval_results}
-    assert values[("accuracy", "Emotion accuracy")] == 12.5 and values[("dist-2", "Dist-2")] == 4.5
-    assert {r.metric_value for r in reloaded.data.eval_results if r.metric_type == "perplexity"} == {301.25, 288.5}
-    assert all(r.dataset_split == "test" for r in reloaded.data.eval_results)
+    assert values[("accuracy", "Emotion accuracy")] == round(written["emotion_accuracy_x100"], 4)
+    assert values[("dist-2", "Dist-2")] == round(written["dist2_x100"], 4)
+    assert {r.metric_value for r in reloaded.data.eval_results if r.metric_type == "perplexity"} == {
+        round(written["ppl_paper"], 4), round(written["ppl_corpus"], 4)}
+    assert all(r.dataset_split == "valid" for r in reloaded.data.eval_results)  # the split metrics.json records
+    assert f"On the valid split ({written['samples']} samples), greedy decoding, at most 8 new tokens" in card.text
     assert "w/o implicit association" in card.text and "paper's estimator" in card.text
+    assert "local checkpoint `checkpoint-20`" in card.text and "runs/iamm" not in card.text
+    assert "https://aclanthology.org/2024.acl-long.170/" in card.text
     assert "mean of" not in card.text
     # an averaged model (scripts/average_checkpoints.py) says which checkpoints its weights are the mean of
     averaged = build_model_card("org/iamm", {"model_type": "iamm", "checkpoint_average": {"steps": [4800, 5600]}},
-                                {}, METRICS, "test")
+                                {}, metrics)
     assert "mean of 2 checkpoints, steps 4800, 5600" in averaged.text
+
+    # beam search is described as such
+    beams = check_metrics(str(run_evaluate(trained, tmp_path / "beams", "--num_beams", "2")), str(trained), None)
+    assert "valid split (8 samples), beam search (2 beams)" in build_model_card("org/iamm", {}, {}, beams).text
+
+    # refused: a split that contradicts the file, any JSON that is not evaluate.py's, metrics of another model
+    with pytest.raises(IncompleteFolderError, match="contradicts .* 'valid' split"):
+        check_metrics(str(evaluated), str(trained), "test")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"accuracy": 0.5}))
+    with pytest.raises(IncompleteFolderError, match="not a metrics.json of scripts/evaluate.py: it lacks a positive"):
+        check_metrics(str(other), str(trained), None)
+    changed = tmp_path / "changed"
+    shutil.copytree(trained, changed)
+    from modeling_iamm import IAMMForConditionalGeneration
+
+    model = IAMMForConditionalGeneration.from_pretrained(changed)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    model.save_pretrained(changed)
+    with pytest.raises(IncompleteFolderError, match="measured another model"):
+        check_metrics(str(evaluated), str(changed), None)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(evaluated, lone / "metrics.json")
+    with pytest.raises(IncompleteFolderError, match="no manifest.json beside it"):
+        check_metrics(str(lone / "metrics.json"), str(trained), None)
 
 
 # ---- the pipeline with the in-package classes ------------------------------------------------------------------
@@ -180,7 +233,7 @@ def card_snippet(readme: str) -> str:
 
 
 @pytest.mark.slow
-def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, sample_samples):
+def test_push_model_then_load_in_a_fresh_process(hub, trained, evaluated, local, tmp_path, sample_samples):
     from huggingface_hub import ModelCard
 
     from modeling_iamm import IAMMDataCollator
@@ -189,10 +242,8 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, 
     # save_pretrained (through train.py) already ships the pipeline; the push does not have to add it
     assert (trained / "pipeline_iamm.py").exists() and (trained / "inference.py").exists()
     assert "empathetic-response" in json.loads((trained / "config.json").read_text())["custom_pipelines"]
-    metrics_file = tmp_path / "metrics.json"
-    metrics_file.write_text(json.dumps(METRICS))
     result = run_push(hub, tmp_path / "home", "--kind", "model", "--folder", str(trained), "--repo_id", "org/iamm",
-                      "--metrics_file", str(metrics_file), "--private", "true")
+                      "--metrics_file", str(evaluated), "--private", "true")
     files = hub.files("org/iamm")
     assert set(files) == MODEL_FILES == set(result["files"])  # no checkpoint-*, training_args.bin, predictions
     assert files["model.safetensors"] == (trained / "model.safetensors").read_bytes()
@@ -203,6 +254,8 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, 
     card = ModelCard(readme)
     assert card.data.license == "cc-by-nc-4.0" and card.data.model_name == "iamm"
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "perplexity", "dist-1", "dist-2"}
+    assert {r.dataset_split for r in card.data.eval_results} == {"valid"}
+    assert "trust_remote_code=True" in card_snippet(readme).split("AutoTokenizer.from_pretrained")[1].split("\n")[0]
     (tmp_path / "snippet.py").write_text(card_snippet(readme))
 
     model, tokenizer = local
@@ -213,7 +266,7 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, local, tmp_path, 
     proc = subprocess.run([sys.executable, "-c", CLIENT, str(tmp_path / "batch.pt"), str(tmp_path / "snippet.py"),
                            str(tmp_path / "out.pt"), json.dumps(DIALOGUES)],
                           env=client_env(hub, tmp_path / "home"), capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+                          cwd=tmp_path, stdin=subprocess.DEVNULL)  # a "run the custom code? [y/N]" prompt fails
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert not hub.unhandled, hub.unhandled
     remote = torch.load(tmp_path / "out.pt", weights_only=False)
@@ -242,8 +295,8 @@ def push_here(hub, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
     def run(folder, repo_id, kind="model", **kwargs):
-        return push(PushArguments(kind=kind, folder=str(folder), repo_id=repo_id, endpoint=hub.endpoint,
-                                  token="hf_test_token", **kwargs))
+        return push(PushArguments(kind=kind, folder=None if folder is None else str(folder), repo_id=repo_id,
+                                  endpoint=hub.endpoint, token="hf_test_token", **kwargs))
 
     return run
 
@@ -277,7 +330,7 @@ def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained
         push_here(folder, "org/iamm-twice")
     message = str(err.value)
     assert "507" in message and "Run the same command again" in message
-    assert message.split("outdated there): ")[1].startswith("train_summary.json.")  # only what did not go is named
+    assert message.split("(or holds other versions): ")[1].startswith("train_summary.json.")  # only what is missing
     assert hub.files("org/iamm-twice") == before and hub.commit_count("org/iamm-twice") == commits + 1
     push_here(folder, "org/iamm-twice")
     assert hub.commit_count("org/iamm-twice") == commits + 2
@@ -293,10 +346,99 @@ def test_push_twice_updates_in_place_and_a_failed_commit_is_retried(hub, trained
     assert 'revision="dev"' in hub.files("org/iamm-twice", revision="dev")["README.md"].decode()
 
 
+@pytest.mark.slow
+def test_files_others_added_are_kept_unless_asked(hub, trained, tmp_path, push_here):
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "iamm"
+    shutil.copytree(trained, folder)
+    push_here(folder, "org/iamm-shared")
+    api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
+    api.upload_file(path_or_fileobj=b"onnx bytes", path_in_repo="model.onnx", repo_id="org/iamm-shared")
+    api.upload_file(path_or_fileobj=b"# notes", path_in_repo="notes/usage.py", repo_id="org/iamm-shared")
+    (folder / "generation_config.json").unlink()  # a file our push made and no longer has: deleted
+    result = push_here(folder, "org/iamm-shared")
+    files = hub.files("org/iamm-shared")
+    assert result["deleted"] == ["generation_config.json"] and "generation_config.json" not in files
+    assert result["kept"] == ["model.onnx", "notes/usage.py"] and files["model.onnx"] == b"onnx bytes"
+    result = push_here(folder, "org/iamm-shared", delete_unmanaged=True)
+    assert result["deleted"] == ["model.onnx", "notes/usage.py"] and result["kept"] == []
+    assert set(hub.files("org/iamm-shared")) == MODEL_FILES - {"generation_config.json"}
+
+
+def run_push_failing(hub, home, *args, env=None):
+    """scripts/push_to_hub.py expected to refuse: returns its last stderr line (the message), checks there is no
+    traceback and that nothing was sent to the server."""
+    before = len(hub.requests)
+    proc = subprocess.run([sys.executable, PUSH, *args], env=env or client_env(hub, home), capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    sent = [r for r in hub.requests[before:] if not r.startswith(("GET ", "HEAD "))]  # reads are not uploads
+    assert not sent, sent
+    return proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path):
+    home = tmp_path / "home"
+    model = ["--kind", "model", "--folder", str(trained)]
+    line = run_push_failing(hub, home, *model, "--repo_id", "org/my model")
+    assert line.startswith("push_to_hub: --repo_id must be a Hub id") and "'org/my model'" in line
+    line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", "--metrics_file", str(tmp_path / "nope.json"))
+    assert "--metrics_file" in line and "nope.json does not exist" in line
+    line = run_push_failing(hub, home, "--kind", "model", "--folder", "runs/iamm", "--repo_id", "org/iamm")
+    assert "--folder runs/iamm does not exist" in line
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    line = run_push_failing(hub, home, "--kind", "model", "--folder", str(adapter), "--repo_id", "org/iamm")
+    assert "push it with --kind adapter" in line
+    no_token = {k: v for k, v in client_env(hub, home).items() if k != "HF_TOKEN"}
+    line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", env=no_token)
+    assert "no Hub token: set HF_TOKEN" in line and "--token" in line
+    line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", "--token", "hf_refused")
+    assert "refused the token (401)" in line
+    closed = dict(client_env(hub, home), HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens on port 9
+    line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", env=closed)
+    assert "could not reach the Hub at http://127.0.0.1:9" in line and "nothing was uploaded" in line
+
+
+@pytest.mark.slow
+def test_a_connection_dropped_on_every_commit_is_one_line_naming_the_files(hub, trained, tmp_path):
+    from tests.helpers.hub_server import DROP
+
+    hub.fail_next("commit", times=20, status=DROP)
+    try:
+        proc = subprocess.run([sys.executable, PUSH, "--kind", "model", "--folder", str(trained), "--repo_id",
+                               "org/iamm-dropped"], env=client_env(hub, tmp_path / "home"), capture_output=True,
+                              text=True, timeout=300, cwd=ROOT)
+    finally:
+        hub.failures["commit"] = []
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("push_to_hub: pushing") and "RemoteProtocolError" in line, line
+    assert "does not hold these files of this push" in line and "model.safetensors" in line and "config.json" in line
+    assert hub.commit_count("org/iamm-dropped") == 1  # the repository was created; nothing was committed
+
+
+@pytest.mark.slow
+def test_space_push_writes_the_page_without_pins(hub, tmp_path, push_here):
+    import yaml
+
+    result = push_here(None, "org/iamm-demo", kind="space", space_model="org/iamm")
+    files = hub.files("org/iamm-demo", "space")
+    assert result["repo_type"] == "space" and {"app.py", "requirements.txt", "README.md", "iamm_demo.py"} <= set(files)
+    assert "MODEL_ID = 'org/iamm'" in files["app.py"].decode()
+    requirements = files["requirements.txt"].decode().split()
+    assert requirements and not any("==" in r for r in requirements), requirements
+    assert "transformers<6,>=5.0" in requirements or "transformers>=5.0,<6" in requirements
+    front = yaml.safe_load(files["README.md"].decode().split("---")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
+
+
 ADAPTER_CLIENT = r'''
-import json, sys
+import sys
 import torch
-from datasets import load_dataset
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -305,46 +447,24 @@ base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
 model = PeftModel.from_pretrained(base, "org/iamm-lora").eval()
 with torch.no_grad():
     logits = model(input_ids=torch.load(ids_file)).logits
-data = load_dataset("org/iamm-instructions")
-torch.save({"logits": logits, "splits": {k: len(v) for k, v in data.items()}, "first": data["train"][0]}, out_file)
+torch.save({"logits": logits}, out_file)
 '''
 
 
-def write_instruction_folder(folder):
-    from datasets import Dataset
-
-    rows = []
-    for i in range(5):
-        context = [f"i lost my keys {i} times .", "oh no !", "yes , again ."][: 1 + i % 3]
-        associations = json.dumps({"utterance-situation": [{"keyword": "keys", "associated": [["lost", 0.9]]}]})
-        rows.append({
-            "id": f"conv{i}#1", "conv_id": f"conv{i}", "turn": 1, "situation": "i lost my keys", "context": context,
-            "context_roles": ["speaker", "listener", "speaker"][: len(context)], "emotion": "annoyed",
-            "response": "that is annoying .", "high_weight_words": ["keys"], "low_weight_words": ["lost", "the"],
-            "associations": associations,
-            "messages": [{"role": "user", "content": f"dialogue {i}"}, {"role": "assistant", "content": "x"}],
-            "plain_messages": [{"role": "user", "content": f"plain {i}"}, {"role": "assistant", "content": "x"}],
-            "answer": "Emotion: annoyed\nResponse: that is annoying .",
-        })
-    (folder / "data").mkdir(parents=True)
-    for split, part in (("train", rows[:3]), ("valid", rows[3:4]), ("test", rows[4:])):
-        Dataset.from_list(part).to_parquet(str(folder / "data" / f"{split}.parquet"))
-    (folder / "build_info.json").write_text(json.dumps({"checkpoint": "runs/iamm-step12000", "counts": {"train": 3}}))
-    return rows
-
-
 @pytest.mark.slow
-def test_adapter_and_dataset_round_trip(hub, tmp_path, push_here):
-    from huggingface_hub import DatasetCard, ModelCard
+def test_adapter_round_trip(hub, tmp_path, push_here):
+    from huggingface_hub import ModelCard
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from iamm.hub.folders import IncompleteFolderError
 
     config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
     base = LlamaForCausalLM(config).eval()
     base.save_pretrained(tmp_path / "base")
     lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    lora.peft_config["default"].base_model_name_or_path = "org/tiny-llama"
+    lora.peft_config["default"].base_model_name_or_path = str(tmp_path / "base")  # as training records it
     lora.save_pretrained(tmp_path / "lora")
     (tmp_path / "lora" / "optimizer.pt").write_bytes(b"never pushed")
     ids = torch.randint(0, 64, (2, 7))
@@ -352,28 +472,22 @@ def test_adapter_and_dataset_round_trip(hub, tmp_path, push_here):
     with torch.no_grad():
         expected = lora(input_ids=ids).logits
 
-    home = tmp_path / "home"
+    # a local base model and no record of the training column: both must be named before anything is sent
+    with pytest.raises(IncompleteFolderError, match="instruction_format"):
+        push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter")
+    with pytest.raises(IncompleteFolderError, match="a folder of this machine, as its base model: pass --base_model"):
+        push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages")
     push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages",
-              dataset_repo="org/iamm-instructions")
+              base_model="org/tiny-llama", dataset_repo="org/iamm-instructions")
     files = hub.files("org/iamm-lora")
     assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "org/tiny-llama"
     card = ModelCard(files["README.md"].decode())
     assert card.data.base_model == "org/tiny-llama" and card.data.library_name == "peft"
-    assert "plain_messages" in card.text
-
-    rows = write_instruction_folder(tmp_path / "instructions")
-    push_here(tmp_path / "instructions", "org/iamm-instructions", kind="dataset")
-    files = hub.files("org/iamm-instructions", "dataset")
-    assert set(files) == {"README.md", "build_info.json", "data/train.parquet", "data/valid.parquet", "data/test.parquet"}
-    dataset_card = DatasetCard(files["README.md"].decode())
-    assert dataset_card.data.license == "cc-by-nc-4.0" and "runs/iamm-step12000" in dataset_card.text
-    assert "| train | 3 |" in dataset_card.text
+    assert "`plain_messages` column" in card.text and str(tmp_path) not in card.text
 
     proc = subprocess.run([sys.executable, "-c", ADAPTER_CLIENT, str(tmp_path / "base"), str(tmp_path / "ids.pt"),
-                           str(tmp_path / "out.pt")], env=client_env(hub, home), capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+                           str(tmp_path / "out.pt")], env=client_env(hub, tmp_path / "home"), capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = torch.load(tmp_path / "out.pt", weights_only=False)
-    torch.testing.assert_close(out["logits"], expected)
-    assert out["splits"] == {"train": 3, "valid": 1, "test": 1}
-    assert out["first"]["messages"] == rows[0]["messages"] and out["first"]["context"] == rows[0]["context"]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt", weights_only=False)["logits"], expected)

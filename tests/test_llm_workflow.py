@@ -54,3 +54,72 @@ def test_instructions_lora_generation_and_llm_metrics_fit_together(tmp_path):
     assert (metrics["samples"], metrics["answered"], metrics["missing"]) == (6, 6, 0)
     # lenient (gold label anywhere in the output) counts at least every strict hit
     assert 0 <= metrics["emotion_accuracy_strict_x100"] <= metrics["emotion_accuracy_lenient_x100"] <= 100
+
+    # ---- published as users publish them: the cards describe the data and the adapter these scripts wrote
+    publish_and_check(tmp_path, instructions, adapter, glm)
+
+
+DATASET_CLIENT = r'''
+import json, sys
+from datasets import load_dataset
+
+data = load_dataset("org/iamm-instructions")
+print(json.dumps({"splits": {k: len(v) for k, v in data.items()}, "columns": data["train"].column_names,
+                  "first": data["train"][0]["id"]}))
+'''
+
+
+def publish_and_check(tmp_path, instructions, adapter, glm):
+    import pyarrow.parquet as pq
+    from huggingface_hub import DatasetCard, ModelCard
+
+    from tests.helpers.hub_server import FakeHub
+
+    hub = FakeHub().start()
+    try:
+        env = dict(ENV, HF_ENDPOINT=hub.endpoint, HF_TOKEN="hf_test_token", HF_HOME=str(tmp_path / "home"))
+        for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            env.pop(key, None)
+
+        def push(*args):
+            proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "push_to_hub.py"), *map(str, args)],
+                                  env=env, capture_output=True, text=True, timeout=300)
+            return proc.returncode, proc.stdout, proc.stderr
+
+        code, _, err = push("--kind", "dataset", "--folder", instructions, "--repo_id", "org/iamm-instructions")
+        assert code == 0, err[-3000:]
+        files = hub.files("org/iamm-instructions", "dataset")
+        card = DatasetCard(files["README.md"].decode())
+        parquet = sorted(p for p in files if p.endswith(".parquet"))
+        assert parquet == ["data/train-00000-of-00001.parquet", "data/valid-00000-of-00001.parquet"]
+        columns = pq.read_schema(os.path.join(instructions, parquet[0])).names
+        listed = [line.split("`")[1] for line in card.text.split("## Columns")[1].split("##")[0].splitlines()
+                  if line.startswith("| `")]
+        assert listed == columns  # the card lists exactly the columns the data has, in order
+        assert "| train | 6 |" in card.text and "| valid | 6 |" in card.text
+        assert "local checkpoint `iamm`" in card.text and str(tmp_path) not in card.text
+        proc = subprocess.run([sys.executable, "-c", DATASET_CLIENT], env=env, capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert loaded["splits"] == {"train": 6, "valid": 6} and loaded["columns"] == columns
+
+        # the adapter: its base is a folder of this machine, so the push asks for the base's Hub id first
+        code, _, err = push("--kind", "adapter", "--folder", adapter, "--repo_id", "org/iamm-lora")
+        assert code != 0 and "Traceback" not in err and "pass --base_model" in err.strip().splitlines()[-1]
+        assert "convert_chatglm3.py" in err  # a ChatGLM3 base: how to make the weights it applies to
+        code, _, err = push("--kind", "adapter", "--folder", adapter, "--repo_id", "org/iamm-lora",
+                            "--base_model", "org/chatglm3-6b-glm", "--instruction_format", "plain_messages")
+        assert code != 0 and "contradicts" in err and "'messages' column" in err  # lora_args.json says messages
+        code, _, err = push("--kind", "adapter", "--folder", adapter, "--repo_id", "org/iamm-lora",
+                            "--base_model", "org/chatglm3-6b-glm", "--dataset_repo", "org/iamm-instructions")
+        assert code == 0, err[-3000:]
+        files = hub.files("org/iamm-lora")
+        assert "lora_args.json" in files and "adapter_model.safetensors" in files
+        assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "org/chatglm3-6b-glm"
+        card = ModelCard(files["README.md"].decode())
+        assert card.data.base_model == "org/chatglm3-6b-glm" and card.data.datasets == ["org/iamm-instructions"]
+        assert "`messages` column" in card.text and "| instruction format | iamm |" in card.text
+        assert "convert_chatglm3.py" in card.text and str(tmp_path) not in card.text
+    finally:
+        hub.stop()

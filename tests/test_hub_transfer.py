@@ -1,0 +1,329 @@
+"""How pushed files reach the Hub: the LFS path and the Xet path of `iamm.hub.push.upload`, against the local Hub
+server (tests/helpers/hub_server.py) in its `lfs` and `xet` modes, and what a failing step gives.
+
+`huggingface_hub` uploads through Xet whenever `hf_xet` is importable (the default); the LFS path is the one it takes
+without it (`HF_HUB_DISABLE_XET`), and the one every LFS-only server needs. Only tiny folders: a binary
+`model.safetensors`, a binary `data/train.parquet` and two text files.
+"""
+
+import hashlib
+import json
+import os
+import random
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.helpers.hub_server import APPLY_THEN_DROP, DROP, FakeHub, LfsPointer, git_blob_sha1
+
+try:
+    import hf_xet  # noqa: F401
+
+    HAS_XET = True
+except ImportError:
+    HAS_XET = False
+needs_xet = pytest.mark.skipif(not HAS_XET, reason="hf_xet is not installed: huggingface_hub cannot take the Xet path")
+
+BINARY = ("model.safetensors", "data/train.parquet")
+pytestmark = pytest.mark.filterwarnings("ignore:It seems that you are about to commit a data file:UserWarning")
+
+
+@pytest.fixture
+def staging(tmp_path):
+    """A staged folder: two binary files the Hub keeps in LFS/Xet storage, two small text files."""
+    folder = tmp_path / "staging"
+    (folder / "data").mkdir(parents=True)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [700], "data_offsets": [0, 2800]}}).encode()
+    noise = random.Random(0).randbytes  # incompressible, so the CAS must receive about as many bytes
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + noise(2800))
+    (folder / "data" / "train.parquet").write_bytes(b"PAR1" + noise(2300) + b"PAR1")
+    (folder / "config.json").write_text(json.dumps({"model_type": "iamm", "hidden_size": 8}))
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    return folder
+
+
+def local_files(folder):
+    return {os.path.relpath(os.path.join(r, n), folder).replace(os.sep, "/"): open(os.path.join(r, n), "rb").read()
+            for r, _, names in os.walk(folder) for n in names}
+
+
+def start_hub(request, transfer):
+    hub = FakeHub(transfer=transfer).start()
+    request.addfinalizer(hub.stop)
+    return hub
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """The session is offline (conftest); lift that for the local server only."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return monkeypatch
+
+
+@pytest.fixture
+def lfs_client(online):
+    """huggingface_hub without Xet: the LFS batch API path."""
+    import huggingface_hub.constants
+
+    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+
+
+@pytest.fixture
+def xet_client(online):
+    import huggingface_hub.constants
+
+    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", False)
+
+
+def push_args(hub, repo_id, folder):
+    from iamm.hub.push import PushArguments
+
+    return PushArguments(kind="model", folder=str(folder), repo_id=repo_id, endpoint=hub.endpoint,
+                         token="hf_test_token")
+
+
+def upload(hub, repo_id, folder):
+    from iamm.hub.push import upload as push_upload
+
+    return push_upload(push_args(hub, repo_id, folder), str(folder))["commit"]
+
+
+# ---- the LFS path ---------------------------------------------------------------------------------------------
+def test_lfs_push_round_trips_byte_exact(request, lfs_client, staging, tmp_path):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    hub = start_hub(request, "lfs")
+    local = local_files(staging)
+    commit = upload(hub, "org/lfs", staging)
+
+    # the binary files went through the batch API and a PUT each, the text files inline
+    puts = [r for r in hub.requests if r.startswith("PUT storage:/lfs/")]
+    assert "POST /org/lfs.git/info/lfs/objects/batch" in hub.requests and len(puts) == 2
+    pointers = hub.lfs_files("org/lfs")
+    assert set(pointers) == set(BINARY)
+    for path in BINARY:
+        assert pointers[path].sha256 == hashlib.sha256(local[path]).hexdigest() and pointers[path].xet_hash is None
+        assert hub.lfs_objects[pointers[path].sha256] == local[path]
+    files = hub.files("org/lfs")
+    assert {p: files[p] for p in local} == local and set(files) == set(local) | {".gitattributes"}
+
+    # the tree lists LFS files with their sha256; downloads (302 to storage, X-Linked-*) give the same bytes
+    api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
+    tree = {e.path: e for e in api.list_repo_tree("org/lfs", recursive=True) if hasattr(e, "lfs")}
+    for path in BINARY:
+        assert tree[path].lfs.sha256 == pointers[path].sha256 and tree[path].lfs.size == len(local[path])
+        assert tree[path].blob_id == git_blob_sha1(pointers[path].pointer)
+    assert tree["config.json"].lfs is None and tree["config.json"].blob_id == git_blob_sha1(local["config.json"])
+    for path, data in local.items():
+        downloaded = hf_hub_download("org/lfs", path, endpoint=hub.endpoint, token="hf_test_token",
+                                     cache_dir=str(tmp_path / "cache"))
+        assert open(downloaded, "rb").read() == data, path
+    assert any(r.startswith("GET storage:/lfs/") for r in hub.requests)  # followed the redirect off the Hub
+
+    # pushing the same folder again uploads nothing and makes no commit (the Hub compares sha256 for LFS files)
+    count, puts_before = hub.commit_count("org/lfs"), len(puts)
+    assert upload(hub, "org/lfs", staging) == commit
+    assert hub.commit_count("org/lfs") == count
+    assert len([r for r in hub.requests if r.startswith("PUT storage:/lfs/")]) == puts_before
+
+
+def _call(method, url, data=None, headers=None):
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_lfs_server_refuses_what_the_hub_refuses(request, staging):
+    """The server can fail us: a PUT of other bytes than announced, a commit naming an object never uploaded, a
+    binary file sent inline."""
+    import base64
+
+    hub = start_hub(request, "lfs")
+    with hub.lock:
+        hub.create_repo("model", "org/strict", False)
+    data = (staging / "model.safetensors").read_bytes()
+    oid, auth = hashlib.sha256(data).hexdigest(), {"Authorization": "Bearer hf_test_token"}
+    batch = json.dumps({"operation": "upload", "transfers": ["basic"], "hash_algo": "sha256",
+                        "objects": [{"oid": oid, "size": len(data)}]}).encode()
+    lfs_headers = dict(auth, **{"Accept": "application/vnd.git-lfs+json", "Content-Type": "application/vnd.git-lfs+json"})
+    status, body = _call("POST", f"{hub.endpoint}/org/strict.git/info/lfs/objects/batch", batch, lfs_headers)
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["transfer"] == "basic"
+    href = answer["objects"][0]["actions"]["upload"]["href"]
+    assert href.startswith(hub.storage_endpoint) and "verify" in answer["objects"][0]["actions"]
+    assert _call("PUT", href, data[:-1] + b"x")[0] == 400  # same size, other content
+    assert _call("PUT", href, data + b"x")[0] == 400  # other size
+    assert _call("PUT", href.replace("sig=", "sig=0"), data)[0] == 403  # not the signed URL
+    assert not hub.lfs_objects
+
+    def commit(*lines):
+        body = "\n".join(json.dumps(line) for line in
+                         [{"key": "header", "value": {"summary": "s", "description": ""}}, *lines]).encode()
+        return _call("POST", f"{hub.endpoint}/api/models/org/strict/commit/main", body,
+                     dict(auth, **{"Content-Type": "application/x-ndjson"}))
+
+    lfs_line = {"key": "lfsFile", "value": {"path": "model.safetensors", "algo": "sha256", "oid": oid, "size": len(data)}}
+    readme = {"key": "file", "value": {"path": "README.md", "content": base64.b64encode(b"# x\n").decode(),
+                                       "encoding": "base64"}}
+    status, body = commit(readme, lfs_line)
+    assert status == 422 and b"does not exist" in body
+    inline = {"key": "file", "value": {"path": "model.safetensors", "content": base64.b64encode(data).decode(),
+                                       "encoding": "base64"}}
+    assert commit(inline)[0] == 400
+    assert hub.commit_count("org/strict") == 1 and set(hub.files("org/strict")) == {".gitattributes"}  # all or nothing
+
+    assert _call("PUT", href, data)[0] == 200
+    assert _call("POST", answer["objects"][0]["actions"]["verify"]["href"],
+                 json.dumps({"oid": oid, "size": len(data)}).encode(), lfs_headers)[0] == 200
+    assert commit(readme, lfs_line)[0] == 200
+    assert hub.files("org/strict")["model.safetensors"] == data
+    status, body = _call("POST", f"{hub.endpoint}/org/strict.git/info/lfs/objects/batch", batch, lfs_headers)
+    assert "actions" not in json.loads(body)["objects"][0]  # already stored: nothing to upload
+
+
+# ---- the Xet path ----------------------------------------------------------------------------------------------
+@needs_xet
+def test_xet_push_commits_sha256_oids_and_the_cas_received_the_data(request, xet_client, staging, tmp_path):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    hub = start_hub(request, "xet")
+    local = local_files(staging)
+    upload(hub, "org/xet", staging)
+
+    assert any(r.startswith("GET /api/models/org/xet/xet-write-token/main") for r in hub.requests)
+    assert not any("lfs/objects/batch" in r for r in hub.requests)  # Xet replaces the LFS batch API
+    assert hub.xorbs and sum(map(len, hub.xorbs.values())) >= sum(len(local[p]) for p in BINARY)
+    assert hub.shards and not hub.unhandled
+    pointers = hub.lfs_files("org/xet")
+    assert set(pointers) == set(BINARY)
+    for path in BINARY:
+        sha = hashlib.sha256(local[path]).hexdigest()
+        assert pointers[path].sha256 == sha and pointers[path].size == len(local[path])
+        assert hub.xet_files[sha].xet_hash == pointers[path].xet_hash  # registered by a shard the CAS received
+    files = hub.files("org/xet")
+    assert files["config.json"] == local["config.json"] and isinstance(files["model.safetensors"], LfsPointer)
+
+    api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
+    tree = {e.path: e for e in api.list_repo_tree("org/xet", recursive=True) if hasattr(e, "lfs")}
+    assert tree["model.safetensors"].lfs.sha256 == pointers["model.safetensors"].sha256
+    assert tree["model.safetensors"].xet_hash == pointers["model.safetensors"].xet_hash
+    # the server does not reconstruct Xet files: it says so rather than serve something else
+    with pytest.raises(Exception) as err:
+        hf_hub_download("org/xet", "model.safetensors", endpoint=hub.endpoint, token="hf_test_token",
+                        cache_dir=str(tmp_path / "cache"))
+    chain, e = [], err.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("501" in m and "does not reconstruct Xet files" in m for m in chain), chain
+    config = hf_hub_download("org/xet", "config.json", endpoint=hub.endpoint, token="hf_test_token",
+                             cache_dir=str(tmp_path / "cache"))
+    assert open(config, "rb").read() == local["config.json"]
+
+
+@needs_xet
+def test_xet_server_refuses_a_commit_naming_content_no_shard_registered(request, xet_client, staging, monkeypatch):
+    """The commit's sha256 oids are checked against the files the CAS's shards registered."""
+    import tests.helpers.hub_server as server
+    from iamm.hub.push import PushError
+
+    hub = start_hub(request, "xet")
+    monkeypatch.setattr(server, "parse_shard", lambda data: [])  # shards taken, their files not registered
+    with pytest.raises(PushError, match="422"):
+        upload(hub, "org/xet-unregistered", staging)
+    assert hub.xorbs and hub.shards and hub.commit_count("org/xet-unregistered") == 1
+
+
+@needs_xet
+def test_default_client_against_an_lfs_only_server_gives_a_clear_error(request, xet_client, staging):
+    from iamm.hub.push import PushError
+
+    hub = start_hub(request, "lfs")
+    with pytest.raises(PushError, match="model.safetensors"):
+        upload(hub, "org/lfs-only", staging)
+    assert hub.commit_count("org/lfs-only") == 1
+
+
+# ---- failing steps ---------------------------------------------------------------------------------------------
+LFS_FAILURES = [
+    pytest.param("preupload", 403, id="preupload"),
+    pytest.param("lfs-batch", 403, id="lfs-batch"),
+    pytest.param("lfs-upload", 403, id="lfs-put"),
+    pytest.param("lfs-verify", 403, id="lfs-verify"),
+    pytest.param("commit", 403, id="commit"),
+    pytest.param("commit", DROP, id="commit-dropped"),
+]
+XET_FAILURES = [
+    pytest.param("preupload", 403, id="preupload"),
+    pytest.param("xet-write-token", 403, id="xet-write-token"),
+    pytest.param("xet-xorb", 403, id="xorb"),
+    pytest.param("xet-shard", 403, id="shard"),
+    pytest.param("commit", 403, id="commit"),
+]
+
+
+def _fails_cleanly(hub, repo_id, staging, endpoint, status):
+    from iamm.hub.push import PushError
+
+    with hub.lock:
+        hub.create_repo("model", repo_id, False)
+    before = hub.files(repo_id)
+    hub.fail_next(endpoint, status=status)
+    with pytest.raises(PushError) as err:
+        upload(hub, repo_id, staging)
+    assert "model.safetensors" in str(err.value)  # names what is not on the Hub
+    assert hub.commit_count(repo_id) == 1 and hub.files(repo_id) == before  # nothing half-done
+    assert not hub.failures[endpoint]  # the failure was reached
+
+
+@pytest.mark.parametrize("endpoint,status", LFS_FAILURES)
+def test_a_failing_lfs_step_gives_a_push_error(request, lfs_client, staging, endpoint, status):
+    _fails_cleanly(start_hub(request, "lfs"), "org/lfs-fail", staging, endpoint, status)
+
+
+@needs_xet
+@pytest.mark.parametrize("endpoint,status", XET_FAILURES)
+def test_a_failing_xet_step_gives_a_push_error(request, xet_client, staging, endpoint, status):
+    _fails_cleanly(start_hub(request, "xet"), "org/xet-fail", staging, endpoint, status)
+
+
+@pytest.mark.parametrize("transfer,endpoint", [
+    ("lfs", "lfs-batch"), ("lfs", "lfs-upload"), ("lfs", "lfs-verify"),
+    pytest.param("xet", "xet-write-token", marks=needs_xet), pytest.param("xet", "xet-xorb", marks=needs_xet),
+    pytest.param("xet", "xet-shard", marks=needs_xet), pytest.param("xet", "commit", marks=needs_xet),
+])
+def test_one_dropped_connection_is_retried(request, online, staging, transfer, endpoint):
+    import huggingface_hub.constants
+
+    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", transfer == "lfs")
+    hub = start_hub(request, transfer)
+    hub.fail_next(endpoint, status=DROP)
+    commit = upload(hub, "org/dropped", staging)
+    assert not hub.failures[endpoint]
+    assert hub.repo("org/dropped").branches["main"] == commit and hub.commit_count("org/dropped") == 2
+    assert set(hub.lfs_files("org/dropped")) == set(BINARY)
+
+
+@pytest.mark.parametrize("transfer", ["lfs", pytest.param("xet", marks=needs_xet)])
+def test_a_commit_whose_answer_was_lost(request, online, staging, transfer):
+    """The commit is applied and the connection dropped: the push reads the repository back, finds the folder
+    there and succeeds with the branch's head (no error claiming that nothing was committed)."""
+    import huggingface_hub.constants
+
+    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", transfer == "lfs")
+    hub = start_hub(request, transfer)
+    hub.fail_next("commit", status=APPLY_THEN_DROP)
+    commit = upload(hub, "org/lost", staging)
+    assert not hub.failures["commit"]
+    assert hub.repo("org/lost").branches["main"] == commit
+    pointers = hub.lfs_files("org/lost")
+    assert {p: pointers[p].sha256 for p in BINARY} == {
+        p: hashlib.sha256((staging / p).read_bytes()).hexdigest() for p in BINARY}
+    assert hub.files("org/lost")["config.json"] == (staging / "config.json").read_bytes()
