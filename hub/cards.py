@@ -150,7 +150,7 @@ Derived from EmpatheticDialogues (Rashkin et al., 2019), licensed CC BY-NC 4.0; 
 from datasets import load_dataset
 
 instructions = load_dataset("{{ repo_id }}")
-print(instructions["train"][0]["messages"])
+print(instructions["{{ example_split }}"][0]["{{ example_column }}"])
 ```
 """
 
@@ -196,6 +196,11 @@ def model_hyperparameters(config: Dict[str, Any], summary: Dict[str, Any]) -> Li
             value = checkpoint_name(summary[key]) if key == "best_checkpoint" else _fmt(summary[key])
             rows.append([f"training: {key}", value])
     return rows
+
+
+def _looks_local(name: str) -> bool:
+    """Whether a recorded model name is a path rather than a Hub id `namespace/name` (for records that do not say)."""
+    return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") != 1
 
 
 def checkpoint_name(name: str, hub_id: bool = False) -> str:
@@ -262,7 +267,9 @@ def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, An
     evaluate.py checked by `iamm.hub.folders.check_metrics`, which records its `split` and `generation`)."""
     model_name = repo_id.split("/")[-1]
     eval_split = metrics["split"] if metrics else None
-    eval_results = model_eval_results(metrics, eval_split) if metrics else None
+    bundled = bool(metrics) and metrics.get("data") == "bundled sample"
+    dataset_name = "EmpatheticDialogues (the sample bundled with iamm)" if bundled else "EmpatheticDialogues"
+    eval_results = model_eval_results(metrics, eval_split, dataset_name) if metrics else None
     card_data = ModelCardData(
         language="en", license=DATA_LICENSE, library_name="transformers", pipeline_tag="text-generation",
         tags=["iamm", "empathetic-dialogues", "emotion-recognition", "custom_code"], datasets=[ED_HUB_ID],
@@ -271,7 +278,8 @@ def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, An
     )
     if metrics:
         evaluation = (
-            f"On the {eval_split} split ({metrics['samples']} samples), "
+            f"On the {eval_split} split{' of the EmpatheticDialogues sample bundled with iamm' if bundled else ''} "
+            f"({metrics['samples']} samples), "
             f"{decoding_description(metrics.get('generation') or {})}: "
             + "; ".join(f"{name} {float(metrics[key]):.2f}" for key, _, name in MODEL_METRICS
                         if metrics.get(key) is not None)
@@ -414,8 +422,9 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
     )
     if build_info:
         model = build_info.get("model")
-        source = (checkpoint_name(model, hub_id=build_info.get("model_source") == "hub") if model
-                  else "not recorded")
+        source_kind = build_info.get("model_source")  # absent in folders built before it was recorded
+        hub_id = source_kind == "hub" if source_kind else bool(model) and not _looks_local(model)
+        source = checkpoint_name(model, hub_id=hub_id) if model else "not recorded"
         settings = {k: v for k, v in build_info.items() if k not in ("model", "model_source")}
         associations_source = (
             f"The associated words come from the IAMM checkpoint {source}. Build settings:\n\n"
@@ -424,11 +433,15 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
     else:
         associations_source = ("The folder held no `build_info.json`: which IAMM checkpoint produced the "
                                "associations was not recorded.")
-    data_format = (build_info or {}).get("format") or "iamm"
+    data_format = (build_info or {}).get("format")
+    processing = PROCESSING.get(data_format, "How the text was processed was not recorded (no build_info.json).")
     rows = [(name, dtype, COLUMN_CONTENTS.get(name, "")) for name, dtype in columns]
+    names = [name for name, _ in columns]
+    example_split = next(iter(data_files))
+    example_column = "messages" if "messages" in names else names[0]
     return DatasetCard.from_template(
         card_data, template_str=DATASET_CARD_TEMPLATE, pretty_name=card_data.pretty_name, paper=PAPER,
         source_url=f"https://huggingface.co/datasets/{ED_HUB_ID}", counts=sorted(counts.items()),
-        associations_source=associations_source, repo_id=repo_id, columns=rows,
-        processing=PROCESSING.get(data_format, PROCESSING["iamm"]),
+        associations_source=associations_source, repo_id=repo_id, columns=rows, processing=processing,
+        example_split=example_split, example_column=example_column,
     )

@@ -8,9 +8,10 @@ and is uploaded as a whole, so the repository mirrors it exactly.
 import fnmatch
 import glob
 import json
-import math
 import logging
+import math
 import os
+import re
 import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,17 +28,26 @@ NEVER_PUSH = ["checkpoint-*", "checkpoint-*/**", "optimizer.pt", "scheduler.pt",
 """Patterns that are never uploaded (also given to `upload_folder` as `ignore_patterns`)."""
 
 
+def _package_modules() -> Tuple[str, ...]:
+    """The file names of `modeling_iamm`'s modules: the remote code a model push can write."""
+    import modeling_iamm
+
+    folder = os.path.dirname(os.path.abspath(modeling_iamm.__file__))
+    return tuple(sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py"))
+
+
 MANAGED_FILES: Dict[str, Tuple[str, ...]] = {
     "model": ("README.md", "config.json", "generation_config.json", "train_summary.json", "model.safetensors",
-              "model-*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES, "*.py"),
+              "model-*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES, *_package_modules()),
     "adapter": ("README.md", *ADAPTER_FILES, *TOKENIZER_FILES, "lora_args.json", "train_summary.json",
                 "chat_template.json", "*.model", "*.jinja"),
     "dataset": ("README.md", "build_info.json", "data/*.parquet"),
     "space": ("README.md", "app.py", "requirements.txt", "iamm_demo.py", "modeling_iamm/**"),
 }
 """Repository files a push of each kind manages: the ones it writes, and deletes when a later push no longer has
-them. Patterns without `/` match files at the top of the repository only (`*.py` is the remote code), `**` any depth.
-Other files (an ONNX export, a notebook someone added) are kept unless the push is told to delete them."""
+them. Patterns without `/` match files at the top of the repository only, `**` any depth; a model's remote code is
+the module files of `modeling_iamm`. Other files (an ONNX export, a custom `handler.py`) are kept unless the push is
+told to delete them."""
 
 
 def is_managed(kind: str, path: str) -> bool:
@@ -137,6 +147,10 @@ def check_adapter_folder(folder: str) -> Dict[str, Any]:
     return read_json(os.path.join(folder, "adapter_config.json"))
 
 
+RAW_CHATGLM = re.compile(r"^(thudm|zai-org)/chatglm", re.IGNORECASE)
+"""Hub ids of ChatGLM checkpoints in their own remote-code layout."""
+
+
 def _is_local_path(name: str) -> bool:
     return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") != 1
 
@@ -149,10 +163,18 @@ def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: 
     chatglm3 = None
     if recorded and os.path.isfile(os.path.join(recorded, "config.json")):
         model_type = read_json(os.path.join(recorded, "config.json")).get("model_type")
-        chatglm3 = {"chatglm": "raw", "glm": "converted"}.get(model_type)
-    elif "chatglm3" in recorded.lower():
+        if model_type == "chatglm":  # a raw ChatGLM3 folder: training converted it to the glm layout on the fly
+            chatglm3 = "raw"
+        elif model_type == "glm" and "chatglm3" in recorded.lower():
+            chatglm3 = "converted"
+    elif RAW_CHATGLM.match(recorded):
         chatglm3 = "raw"
     hub_id = base_model or (recorded if recorded and not _is_local_path(recorded) else None)
+    if hub_id and RAW_CHATGLM.match(hub_id):
+        raise IncompleteFolderError(
+            f"{hub_id} is ChatGLM3 in its remote-code layout, whose module names differ from the transformers `glm` "
+            "layout the adapter was trained on: convert it with scripts/convert_chatglm3.py, push the converted "
+            "folder and pass its id as --base_model")
     if not hub_id:
         where = f"names {recorded!r}, a folder of this machine," if recorded else "names no base model"
         hint = (" It was trained on ChatGLM3: convert THUDM/chatglm3-6b with scripts/convert_chatglm3.py, push the "
@@ -213,27 +235,37 @@ def check_metrics(metrics_file: str, folder: str, eval_split: Optional[str]) -> 
         raise IncompleteFolderError(f"{metrics_file} has no manifest.json beside it, so nothing says which model it "
                                     f"measured: evaluate {folder} with scripts/evaluate.py (it writes both)")
     manifest = read_json(manifest_path)
+    if manifest.get("max_samples") is not None:
+        raise IncompleteFolderError(
+            f"{metrics_file} covers only the first {manifest['max_samples']} samples of the {split} split "
+            "(--max_samples): evaluate the whole split to publish results")
     expected = manifest.get("model_fingerprint")
-    actual = folder_fingerprint(folder, manifest.get("dtype"))
+    actual = folder_fingerprint(folder, manifest.get("dtype"), manifest.get("use_situation"))
     if expected != actual:
         raise IncompleteFolderError(
             f"{metrics_file} measured another model: {manifest_path} records model_fingerprint {expected}, the "
-            f"weights in {folder} have {actual}. Evaluate this folder: python scripts/evaluate.py "
+            f"weights and config in {folder} have {actual}. Evaluate this folder: python scripts/evaluate.py "
             f"--model_name_or_path {folder} --split {split} --output_dir ...")
-    return dict(metrics, split=split, generation=metrics.get("generation") or manifest.get("generation") or {})
+    data = str(manifest.get("data") or "")
+    bundled = os.path.normpath(data).endswith(os.path.join("modeling_iamm", "sample_data"))
+    return dict(metrics, split=split, generation=metrics.get("generation") or manifest.get("generation") or {},
+                data="bundled sample" if bundled else "EmpatheticDialogues")
 
 
-def folder_fingerprint(folder: str, dtype: Optional[str] = None) -> str:
+def folder_fingerprint(folder: str, dtype: Optional[str] = None, use_situation: Optional[bool] = None) -> str:
     """`modeling_iamm.evaluation.model_fingerprint` of the checkpoint in `folder`, loaded in `dtype` (as recorded in
-    an evaluation's manifest, e.g. `"torch.bfloat16"`; default float32)."""
+    an evaluation's manifest, e.g. `"torch.bfloat16"`; default float32) and with `use_situation` set as the
+    evaluation set it (`scripts/evaluate.py --use_situation`)."""
     import torch
 
     from modeling_iamm import IAMMForConditionalGeneration
     from modeling_iamm.evaluation import model_fingerprint
 
     torch_dtype = getattr(torch, str(dtype or "torch.float32").replace("torch.", ""), torch.float32)
-    model = IAMMForConditionalGeneration.from_pretrained(folder, dtype=torch_dtype)
+    overrides = {} if use_situation is None else {"use_situation": bool(use_situation)}  # as evaluate.py loads it
+    model = IAMMForConditionalGeneration.from_pretrained(folder, dtype=torch_dtype, **overrides)
     return model_fingerprint(model)
+
 
 
 def dataset_splits(folder: str) -> Dict[str, str]:

@@ -13,6 +13,7 @@ hold afterwards, read back from the Hub: when a commit was applied but its answe
 succeeds. After the commit the repository is listed and compared with the staged folder.
 """
 
+import hashlib
 import logging
 import os
 import shutil
@@ -59,7 +60,8 @@ class PushArguments:
         folder: the folder to publish (for `space`: a folder written by `iamm.hub.space.write_space`, or none with
             `space_model`).
         repo_id: the Hub repository, `namespace/name`.
-        private: create the repository private (an existing repository keeps its visibility).
+        private: create the repository private (True) or public (False); None leaves it to the namespace's default
+            (an existing repository keeps its visibility).
         revision: the branch to commit to; created from `main` when missing.
         commit_message: the commit's title (default: one naming the kind and folder).
         token: a Hub token with write access (default: the `HF_TOKEN` environment variable or the saved login).
@@ -79,7 +81,8 @@ class PushArguments:
     kind: str = field(metadata={"help": "What to publish: model | adapter | dataset | space."})
     repo_id: str = field(metadata={"help": "The Hub repository, namespace/name."})
     folder: Optional[str] = field(default=None, metadata={"help": "The folder to publish (space: optional)."})
-    private: bool = field(default=False, metadata={"help": "Create the repository private."})
+    private: Optional[bool] = field(default=None, metadata={
+        "help": "Create the repository private (true) or public (false); default: the namespace's default."})
     revision: str = field(default="main", metadata={"help": "Branch to commit to (created from main if missing)."})
     commit_message: Optional[str] = field(default=None, metadata={"help": "Commit title."})
     token: Optional[str] = field(default=None, metadata={"help": "Hub token (default: env HF_TOKEN or saved login)."})
@@ -122,6 +125,8 @@ class PushArguments:
         if self.metrics_file is not None and not os.path.isfile(self.metrics_file):
             raise ValueError(f"--metrics_file {self.metrics_file} does not exist: pass the metrics.json that "
                              "scripts/evaluate.py wrote, or leave it out")
+        if self.eval_split is not None and self.metrics_file is None:
+            raise ValueError("--eval_split needs --metrics_file (it says which split those metrics are on)")
         misplaced = [flag for flag, value, kind in (
             ("--metrics_file", self.metrics_file, "model"), ("--eval_split", self.eval_split, "model"),
             ("--instruction_format", self.instruction_format, "adapter"), ("--base_model", self.base_model, "adapter"),
@@ -145,23 +150,28 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:400]}"
 
 
-def _local_hashes(folder: str) -> Dict[str, str]:
+def _local_hashes(folder: str) -> Dict[str, Dict[str, str]]:
+    """Per file of `folder` (repository paths): its git blob id (`git`) and sha256 (`sha256`), the ids the Hub
+    reports for regular and for LFS/Xet files."""
     hashes = {}
     for root, _, names in os.walk(folder):
         for name in names:
             path = os.path.join(root, name)
             with open(path, "rb") as f:
-                hashes[os.path.relpath(path, folder).replace(os.sep, "/")] = git_hash(f.read())
+                data = f.read()
+            hashes[os.path.relpath(path, folder).replace(os.sep, "/")] = {
+                "git": git_hash(data), "sha256": hashlib.sha256(data).hexdigest()}
     return hashes
 
 
-def remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> Dict[str, Optional[str]]:
-    """The repository's files and their git object ids (None for LFS/Xet files, whose oid is not the content's
-    git hash and whose size and sha256 are compared by the Hub itself)."""
+def remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> Dict[str, Dict[str, str]]:
+    """The repository's files with the id that identifies their content: `{"sha256": ...}` for LFS/Xet files,
+    `{"git": blob id}` for regular ones."""
     remote = {}
     for entry in api.list_repo_tree(repo_id, repo_type=repo_type, revision=revision, recursive=True):
         if getattr(entry, "size", None) is not None:  # files only
-            remote[entry.path] = None if getattr(entry, "lfs", None) else entry.blob_id
+            lfs = getattr(entry, "lfs", None)
+            remote[entry.path] = {"sha256": lfs.sha256} if lfs else {"git": entry.blob_id}
     return remote
 
 
@@ -170,7 +180,12 @@ def compare_with_repo(api: HfApi, repo_id: str, repo_type: str, revision: str, f
     that are not in `folder` (`extra`, `.gitattributes` aside)."""
     local = _local_hashes(folder)
     remote = remote_files(api, repo_id, repo_type, revision)
-    missing = sorted(p for p, oid in local.items() if p not in remote or (remote[p] is not None and remote[p] != oid))
+
+    def same(path: str) -> bool:
+        kind, value = next(iter(remote[path].items()))
+        return local[path][kind] == value
+
+    missing = sorted(p for p in local if p not in remote or not same(p))
     extra = sorted(p for p in remote if p not in local and p != ".gitattributes")
     return {"missing": missing, "extra": extra}
 
@@ -205,6 +220,10 @@ def stale_files(api: HfApi, args: PushArguments, staging: str) -> Dict[str, List
         if getattr(e.response, "status_code", None) == 404:
             return {"delete": [], "keep": []}
         raise
+    other = {"model": ("adapter_config.json", "an adapter"), "adapter": ("config.json", "a model")}.get(args.kind)
+    if other and other[0] in remote and other[0] not in _local_hashes(staging):
+        raise PushError(f"{args.repo_id} holds {other[1]} ({other[0]}), not {'an' if args.kind == 'adapter' else 'a'} "
+                        f"{args.kind}: check --repo_id and --kind; nothing was uploaded")
     local = _local_hashes(staging)
     stale = sorted(p for p in remote if p not in local and p != ".gitattributes")
     delete = [p for p in stale if args.delete_unmanaged or is_managed(args.kind, p)]
@@ -230,19 +249,27 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
         if args.revision != "main":
             api.create_branch(args.repo_id, repo_type=args.repo_type, branch=args.revision, exist_ok=True)
         stale = stale_files(api, args, staging)
+        head_before = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
+    except PushError:
+        raise
     except Exception as e:
         raise PushError(f"pushing {args.folder or args.space_model} to {where} failed before any file was sent: "
-                        f"{describe(e)}. Nothing was committed; run the same command again.") from e
+                        f"{describe(e)}. No file of this push was committed; run the same command again.") from e
     try:
         info = api.upload_folder(
             repo_id=args.repo_id, repo_type=args.repo_type, folder_path=staging, revision=args.revision,
-            commit_message=message, ignore_patterns=NEVER_PUSH,
+            commit_message=message, ignore_patterns=list(NEVER_PUSH),  # (upload_folder extends the list it gets)
             delete_patterns=[_escape(p) for p in stale["delete"]] or None,
         )
         commit = info.oid
     except Exception as e:  # HTTP errors, dropped connections, LFS/Xet transfer failures: read back what is there
-        commit = _after_failure(api, args, staging, stale, e, files, where)
-    diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)
+        commit = _after_failure(api, args, staging, stale, e, files, where, head_before)
+    try:
+        diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)
+    except Exception as e:
+        raise PushError(f"commit {commit} was made to {where}, but listing the repository to check it failed "
+                        f"({describe(e)}); run the same command again to check (it commits nothing if all is there)"
+                        ) from e
     leftover = [p for p in diff["extra"] if p not in stale["keep"]]
     if diff["missing"] or leftover:
         raise PushError(f"{args.repo_id}@{args.revision} does not match the pushed folder after commit {commit}: "
@@ -254,7 +281,7 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
 
 
 def _after_failure(api: HfApi, args: PushArguments, staging: str, stale: Dict[str, List[str]], error: Exception,
-                   files: List[str], where: str) -> str:
+                   files: List[str], where: str, head_before: str) -> str:
     """After a failed `upload_folder`: the commit id when the repository holds the push anyway (the server applied
     the commit and its answer was lost), else a `PushError` naming the files the repository does not hold."""
     try:
@@ -268,8 +295,12 @@ def _after_failure(api: HfApi, args: PushArguments, staging: str, stale: Dict[st
         ) from error
     not_deleted = [p for p in diff["extra"] if p in stale["delete"]]
     if not diff["missing"] and not not_deleted:
-        logger.warning("the Hub's answer to the commit was lost (%s), but %s now holds every file of this push "
-                       "(commit %s)", describe(error), where, head)
+        if head != head_before:
+            logger.warning("the Hub's answer to the commit was lost (%s), but %s now holds every file of this push "
+                           "(commit %s)", describe(error), where, head)
+        else:
+            logger.warning("the upload failed (%s), but %s already held every file of this push (commit %s)",
+                           describe(error), where, head)
         return head
     raise PushError(
         f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}. The repository does not "
@@ -307,8 +338,9 @@ def stage(args: PushArguments, staging: str) -> None:
             write_space(args.space_model, staging)
         else:
             check_space_folder(args.folder)
+            never = [p.split("/")[0] for p in NEVER_PUSH]  # what upload_folder would skip, by name at any depth
             shutil.copytree(args.folder, staging, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git", *never))
         return  # the Space's README.md (its front matter) is its card
     card.save(os.path.join(staging, "README.md"))
 

@@ -93,6 +93,14 @@ def _declared_requirements() -> Dict[str, str]:
     return declared
 
 
+def _declared_floor(name: str, default: str) -> str:
+    """The lower bound this package declares for `name` (`gradio>=6.0` -> `6.0`), else `default`."""
+    import re
+
+    match = re.search(r">=\s*([0-9][0-9.]*)", _declared_requirements().get(name, ""))
+    return match.group(1) if match else default
+
+
 def space_requirements(package_requirement: Optional[str] = None) -> List[str]:
     """`requirements.txt` lines: each of :data:`SPACE_REQUIREMENTS` with the version range this package declares
     (not this machine's exact versions, which a Space's platform may not have), plus `package_requirement` when the
@@ -166,7 +174,7 @@ def write_space(model_id: str, output_dir: str, title: str = "IAMM empathetic di
         "app.py": APP_TEMPLATE.format(model_id=model_id, import_line=import_line),
         "requirements.txt": "\n".join(space_requirements(package_requirement)) + "\n",
         "README.md": README_TEMPLATE.format(title=title, model_id=model_id, license=license,
-                                            gradio_version=_version("gradio") or "5.0.0"),
+                                            gradio_version=_version("gradio") or _declared_floor("gradio", "6.0.0")),
     }
     for name, text in contents.items():
         with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:

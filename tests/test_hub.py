@@ -63,11 +63,11 @@ def trained(tmp_path_factory):
 
 
 def run_evaluate(model_dir, output_dir, *args):
-    """scripts/evaluate.py on 8 valid samples of the bundled sample: the metrics.json and manifest.json a user has."""
+    """scripts/evaluate.py on the bundled sample's valid split: the metrics.json and manifest.json a user has."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--model_name_or_path",
-                           str(model_dir), "--data", SAMPLE, "--split", "valid", "--max_samples", "8",
-                           "--max_new_tokens", "8", "--output_dir", str(output_dir), *args],
+                           str(model_dir), "--data", SAMPLE, "--split", "valid", "--max_new_tokens", "8",
+                           "--output_dir", str(output_dir), *args],
                           env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return output_dir / "metrics.json"
@@ -128,7 +128,9 @@ def test_model_card_metadata_and_setting(trained, evaluated, tmp_path):
     assert {r.metric_value for r in reloaded.data.eval_results if r.metric_type == "perplexity"} == {
         round(written["ppl_paper"], 4), round(written["ppl_corpus"], 4)}
     assert all(r.dataset_split == "valid" for r in reloaded.data.eval_results)  # the split metrics.json records
-    assert f"On the valid split ({written['samples']} samples), greedy decoding, at most 8 new tokens" in card.text
+    assert (f"On the valid split of the EmpatheticDialogues sample bundled with iamm ({written['samples']} samples), "
+            "greedy decoding, at most 8 new tokens") in card.text
+    assert {r.dataset_name for r in reloaded.data.eval_results} == {"EmpatheticDialogues (the sample bundled with iamm)"}
     assert "w/o implicit association" in card.text and "paper's estimator" in card.text
     assert "local checkpoint `checkpoint-20`" in card.text and "runs/iamm" not in card.text
     assert "https://aclanthology.org/2024.acl-long.170/" in card.text
@@ -140,7 +142,13 @@ def test_model_card_metadata_and_setting(trained, evaluated, tmp_path):
 
     # beam search is described as such
     beams = check_metrics(str(run_evaluate(trained, tmp_path / "beams", "--num_beams", "2")), str(trained), None)
-    assert "valid split (8 samples), beam search (2 beams)" in build_model_card("org/iamm", {}, {}, beams).text
+    assert f"({beams['samples']} samples), beam search (2 beams)" in build_model_card("org/iamm", {}, {}, beams).text
+    # the first N samples are not the split: refused
+    subset = run_evaluate(trained, tmp_path / "subset", "--max_samples", "8")
+    with pytest.raises(IncompleteFolderError, match="only the first 8 samples of the valid split"):
+        check_metrics(str(subset), str(trained), None)
+    # the same weights evaluated without the situation head are still these weights
+    check_metrics(str(run_evaluate(trained, tmp_path / "nosit", "--use_situation", "false")), str(trained), None)
 
     # refused: a split that contradicts the file, any JSON that is not evaluate.py's, metrics of another model
     with pytest.raises(IncompleteFolderError, match="contradicts .* 'valid' split"):
@@ -356,13 +364,25 @@ def test_files_others_added_are_kept_unless_asked(hub, trained, tmp_path, push_h
     api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
     api.upload_file(path_or_fileobj=b"onnx bytes", path_in_repo="model.onnx", repo_id="org/iamm-shared")
     api.upload_file(path_or_fileobj=b"# notes", path_in_repo="notes/usage.py", repo_id="org/iamm-shared")
+    api.upload_file(path_or_fileobj=b"# endpoint", path_in_repo="handler.py", repo_id="org/iamm-shared")
     (folder / "generation_config.json").unlink()  # a file our push made and no longer has: deleted
     result = push_here(folder, "org/iamm-shared")
     files = hub.files("org/iamm-shared")
     assert result["deleted"] == ["generation_config.json"] and "generation_config.json" not in files
-    assert result["kept"] == ["model.onnx", "notes/usage.py"] and files["model.onnx"] == b"onnx bytes"
+    assert result["kept"] == ["handler.py", "model.onnx", "notes/usage.py"] and files["model.onnx"] == b"onnx bytes"
+    # an adapter pushed by mistake into the model's repository would replace its tokenizer files: refused
+    from iamm.hub.push import PushError
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base", "peft_type": "LORA"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    (adapter / "tokenizer.json").write_text("{}")
+    with pytest.raises(PushError, match="holds a model .config.json., not an adapter"):
+        push_here(adapter, "org/iamm-shared", kind="adapter", instruction_format="messages")
+    assert "tokenizer.json" in hub.files("org/iamm-shared") and hub.files("org/iamm-shared")["model.onnx"]
     result = push_here(folder, "org/iamm-shared", delete_unmanaged=True)
-    assert result["deleted"] == ["model.onnx", "notes/usage.py"] and result["kept"] == []
+    assert result["deleted"] == ["handler.py", "model.onnx", "notes/usage.py"] and result["kept"] == []
     assert set(hub.files("org/iamm-shared")) == MODEL_FILES - {"generation_config.json"}
 
 
@@ -477,6 +497,9 @@ def test_adapter_round_trip(hub, tmp_path, push_here):
         push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter")
     with pytest.raises(IncompleteFolderError, match="a folder of this machine, as its base model: pass --base_model"):
         push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages")
+    with pytest.raises(IncompleteFolderError, match="THUDM/chatglm3-6b is ChatGLM3 in its remote-code layout"):
+        push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages",
+                  base_model="THUDM/chatglm3-6b")
     push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages",
               base_model="org/tiny-llama", dataset_repo="org/iamm-instructions")
     files = hub.files("org/iamm-lora")

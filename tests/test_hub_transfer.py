@@ -327,3 +327,28 @@ def test_a_commit_whose_answer_was_lost(request, online, staging, transfer):
     assert {p: pointers[p].sha256 for p in BINARY} == {
         p: hashlib.sha256((staging / p).read_bytes()).hexdigest() for p in BINARY}
     assert hub.files("org/lost")["config.json"] == (staging / "config.json").read_bytes()
+
+
+@pytest.mark.parametrize("transfer,endpoint", [
+    ("lfs", "lfs-upload"), pytest.param("xet", "xet-xorb", marks=needs_xet),
+])
+def test_a_failed_upload_over_an_older_version_is_not_taken_for_success(request, online, staging, transfer,
+                                                                         endpoint):
+    """The repository holds last week's weights; today's fail to upload. Reading the repository back must compare
+    LFS/Xet files by content (sha256), so the push fails naming the weights instead of reporting success."""
+    import huggingface_hub.constants
+
+    from iamm.hub.push import PushError
+
+    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", transfer == "lfs")
+    hub = start_hub(request, transfer)
+    first = upload(hub, "org/older", staging)
+    weights = staging / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16] + random.Random(1).randbytes(16))  # new weights, same size
+    hub.fail_next(endpoint, status=403)
+    with pytest.raises(PushError) as err:
+        upload(hub, "org/older", staging)
+    message = str(err.value)
+    assert "does not hold these files of this push (or holds other versions): model.safetensors." in message
+    assert hub.repo("org/older").branches["main"] == first
+    assert hub.lfs_files("org/older")["model.safetensors"].sha256 != hashlib.sha256(weights.read_bytes()).hexdigest()
