@@ -162,10 +162,10 @@ def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: 
     recorded = adapter_config.get("base_model_name_or_path") or ""
     chatglm3 = None
     if recorded and os.path.isfile(os.path.join(recorded, "config.json")):
-        model_type = read_json(os.path.join(recorded, "config.json")).get("model_type")
-        if model_type == "chatglm":  # a raw ChatGLM3 folder: training converted it to the glm layout on the fly
+        base_config = read_json(os.path.join(recorded, "config.json"))
+        if base_config.get("model_type") == "chatglm":  # raw ChatGLM3: training converted it on the fly
             chatglm3 = "raw"
-        elif model_type == "glm" and "chatglm3" in recorded.lower():
+        elif base_config.get("converted_from") == "chatglm3":  # written by scripts/convert_chatglm3.py
             chatglm3 = "converted"
     elif RAW_CHATGLM.match(recorded):
         chatglm3 = "raw"

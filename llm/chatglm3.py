@@ -331,6 +331,7 @@ def convert_chatglm3_checkpoint(checkpoint_dir: str, output_dir: str, dtype: Opt
     stored = dtype or _dtype_from_name(raw.get("torch_dtype"))
     if stored is not None:
         config.dtype = stored
+    config.converted_from = "chatglm3"  # the layout says glm; this says which model (read by the adapter card)
     config.save_pretrained(output_dir)
     chatglm3_generation_config(config).save_pretrained(output_dir)
     return config
