@@ -198,7 +198,7 @@ def model_hyperparameters(config: Dict[str, Any], summary: Dict[str, Any]) -> Li
     return rows
 
 
-def _looks_local(name: str) -> bool:
+def is_local_path(name: str) -> bool:
     """Whether a recorded model name is a path rather than a Hub id `namespace/name` (for records that do not say)."""
     return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") != 1
 
@@ -423,7 +423,7 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
     if build_info:
         model = build_info.get("model")
         source_kind = build_info.get("model_source")  # absent in folders built before it was recorded
-        hub_id = source_kind == "hub" if source_kind else bool(model) and not _looks_local(model)
+        hub_id = source_kind == "hub" if source_kind else bool(model) and not is_local_path(model)
         source = checkpoint_name(model, hub_id=hub_id) if model else "not recorded"
         settings = {k: v for k, v in build_info.items() if k not in ("model", "model_source")}
         associations_source = (

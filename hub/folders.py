@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
+from .cards import MODEL_METRICS, is_local_path
+
 logger = logging.getLogger(__name__)
 
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -151,10 +153,6 @@ RAW_CHATGLM = re.compile(r"^(thudm|zai-org)/chatglm", re.IGNORECASE)
 """Hub ids of ChatGLM checkpoints in their own remote-code layout."""
 
 
-def _is_local_path(name: str) -> bool:
-    return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") != 1
-
-
 def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: Optional[str]) -> Dict[str, Any]:
     """The base model an adapter's card and staged `adapter_config.json` name: `base_model` (a Hub id) when given,
     else the recorded `base_model_name_or_path` when it is a Hub id. A recorded folder of this machine is refused
@@ -169,7 +167,7 @@ def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: 
             chatglm3 = "converted"
     elif RAW_CHATGLM.match(recorded):
         chatglm3 = "raw"
-    hub_id = base_model or (recorded if recorded and not _is_local_path(recorded) else None)
+    hub_id = base_model or (recorded if recorded and not is_local_path(recorded) else None)
     if hub_id and RAW_CHATGLM.match(hub_id):
         raise IncompleteFolderError(
             f"{hub_id} is ChatGLM3 in its remote-code layout, whose module names differ from the transformers `glm` "
@@ -185,19 +183,28 @@ def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: 
     return {"hub_id": hub_id, "recorded": recorded, "chatglm3": chatglm3}
 
 
+def _recorded_or_given(recorded: Optional[str], given: Optional[str], flag: str, source: str, what: str,
+                       missing: str) -> str:
+    """The value a file recorded, else the one given on the command line; a contradiction or neither is refused
+    (`what` says what the file records, with `{}` for the value; `missing` is the message when neither is known)."""
+    if recorded and given and recorded != given:
+        raise IncompleteFolderError(f"{flag} {given} contradicts {source}, which says "
+                                    f"{what.format(repr(recorded))}: leave {flag} out")
+    if not (recorded or given):
+        raise IncompleteFolderError(missing)
+    return recorded or given
+
+
 def adapter_training(folder: str, instruction_column: Optional[str]) -> Dict[str, Any]:
     """What an adapter was trained on, from the `lora_args.json` that `scripts/train_lora.py` saved beside it: the
     instruction column (checked against `instruction_column` when both are known) and the data's instruction format."""
     path = os.path.join(folder, "lora_args.json")
     lora_args = read_json(path) if os.path.exists(path) else {}
-    recorded = lora_args.get("instruction_column")
-    if recorded and instruction_column and recorded != instruction_column:
-        raise IncompleteFolderError(f"--instruction_format {instruction_column} contradicts {path}, which says the "
-                                    f"adapter was trained on the {recorded!r} column: leave --instruction_format out")
-    column = recorded or instruction_column
-    if not column:
-        raise IncompleteFolderError(f"{folder} has no lora_args.json (scripts/train_lora.py writes it): pass "
-                                    "--instruction_format messages|plain_messages to say what the adapter was trained on")
+    column = _recorded_or_given(
+        lora_args.get("instruction_column"), instruction_column, "--instruction_format", path,
+        "the adapter was trained on the {} column",
+        f"{folder} has no lora_args.json (scripts/train_lora.py writes it): pass --instruction_format "
+        "messages|plain_messages to say what the adapter was trained on")
     data_format = None
     data_dir = lora_args.get("data_dir")
     if data_dir and os.path.exists(os.path.join(data_dir, "build_info.json")):
@@ -205,7 +212,7 @@ def adapter_training(folder: str, instruction_column: Optional[str]) -> Dict[str
     return {"instruction_column": column, "data_format": data_format, "lora_args": lora_args}
 
 
-METRIC_KEYS = ("emotion_accuracy_x100", "ppl_paper", "ppl_corpus", "dist1_x100", "dist2_x100")
+METRIC_KEYS = tuple(key for key, _, _ in MODEL_METRICS)
 
 
 def check_metrics(metrics_file: str, folder: str, eval_split: Optional[str]) -> Dict[str, Any]:
@@ -223,13 +230,8 @@ def check_metrics(metrics_file: str, folder: str, eval_split: Optional[str]) -> 
                ([f"any of {', '.join(METRIC_KEYS)}"] if not numbers else []) + [f"a finite number in {k}" for k in bad]
         raise IncompleteFolderError(f"{metrics_file} is not a metrics.json of scripts/evaluate.py: it lacks "
                                     + "; ".join(what))
-    recorded = metrics.get("split")
-    if recorded and eval_split and recorded != eval_split:
-        raise IncompleteFolderError(f"--eval_split {eval_split} contradicts {metrics_file}, which is on the "
-                                    f"{recorded!r} split: leave --eval_split out")
-    split = recorded or eval_split
-    if not split:
-        raise IncompleteFolderError(f"{metrics_file} does not record its split: pass --eval_split")
+    split = _recorded_or_given(metrics.get("split"), eval_split, "--eval_split", metrics_file, "it is on the {} split",
+                               f"{metrics_file} does not record its split: pass --eval_split")
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(metrics_file)), "manifest.json")
     if not os.path.exists(manifest_path):
         raise IncompleteFolderError(f"{metrics_file} has no manifest.json beside it, so nothing says which model it "

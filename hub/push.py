@@ -175,10 +175,10 @@ def remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> Dic
     return remote
 
 
-def compare_with_repo(api: HfApi, repo_id: str, repo_type: str, revision: str, folder: str) -> Dict[str, List[str]]:
-    """Files of `folder` that the repository lacks or holds with other content (`missing`), and repository files
-    that are not in `folder` (`extra`, `.gitattributes` aside)."""
-    local = _local_hashes(folder)
+def compare_with_repo(api: HfApi, repo_id: str, repo_type: str, revision: str,
+                      local: Dict[str, Dict[str, str]]) -> Dict[str, List[str]]:
+    """Files of the staged folder (`local`: its `_local_hashes`) that the repository lacks or holds with other
+    content (`missing`), and repository files that are not in it (`extra`, `.gitattributes` aside)."""
     remote = remote_files(api, repo_id, repo_type, revision)
 
     def same(path: str) -> bool:
@@ -211,7 +211,7 @@ def check_token(api: HfApi, args: PushArguments) -> str:
                         "nothing was uploaded") from None
 
 
-def stale_files(api: HfApi, args: PushArguments, staging: str) -> Dict[str, List[str]]:
+def stale_files(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, str]]) -> Dict[str, List[str]]:
     """Repository files the staged folder does not have: `delete` (managed by this kind, or all with
     `delete_unmanaged`) and `keep` (the others). An absent branch has none."""
     try:
@@ -221,10 +221,9 @@ def stale_files(api: HfApi, args: PushArguments, staging: str) -> Dict[str, List
             return {"delete": [], "keep": []}
         raise
     other = {"model": ("adapter_config.json", "an adapter"), "adapter": ("config.json", "a model")}.get(args.kind)
-    if other and other[0] in remote and other[0] not in _local_hashes(staging):
+    if other and other[0] in remote and other[0] not in local:
         raise PushError(f"{args.repo_id} holds {other[1]} ({other[0]}), not {'an' if args.kind == 'adapter' else 'a'} "
                         f"{args.kind}: check --repo_id and --kind; nothing was uploaded")
-    local = _local_hashes(staging)
     stale = sorted(p for p in remote if p not in local and p != ".gitattributes")
     delete = [p for p in stale if args.delete_unmanaged or is_managed(args.kind, p)]
     return {"delete": delete, "keep": [p for p in stale if p not in delete]}
@@ -239,7 +238,8 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
     """Create the repository (and branch) if needed, upload `staging` as one commit, verify. Returns the commit id,
     the stale files deleted and the unmanaged ones kept."""
     api = HfApi(endpoint=args.endpoint, token=args.token)
-    files = sorted(_local_hashes(staging))
+    local = _local_hashes(staging)  # read once: every comparison with the repository uses it
+    files = sorted(local)
     check_token(api, args)
     message = args.commit_message or f"Upload IAMM {args.kind} from {os.path.basename(os.path.abspath(args.folder or args.space_model))}"
     where = f"{args.repo_id} ({args.repo_type}, revision {args.revision})"
@@ -248,7 +248,7 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
                         space_sdk="gradio" if args.kind == "space" else None)
         if args.revision != "main":
             api.create_branch(args.repo_id, repo_type=args.repo_type, branch=args.revision, exist_ok=True)
-        stale = stale_files(api, args, staging)
+        stale = stale_files(api, args, local)
         head_before = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
     except PushError:
         raise
@@ -263,9 +263,9 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
         )
         commit = info.oid
     except Exception as e:  # HTTP errors, dropped connections, LFS/Xet transfer failures: read back what is there
-        commit = _after_failure(api, args, staging, stale, e, files, where, head_before)
+        commit = _after_failure(api, args, local, stale, e, where, head_before)
     try:
-        diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)
+        diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, local)
     except Exception as e:
         raise PushError(f"commit {commit} was made to {where}, but listing the repository to check it failed "
                         f"({describe(e)}); run the same command again to check (it commits nothing if all is there)"
@@ -277,21 +277,21 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
     if stale["keep"]:
         logger.warning("kept %d file(s) in %s that %s pushes do not manage: %s (--delete_unmanaged true removes "
                        "them)", len(stale["keep"]), args.repo_id, args.kind, ", ".join(stale["keep"]))
-    return {"commit": commit, "deleted": stale["delete"], "kept": stale["keep"]}
+    return {"commit": commit, "files": files, "deleted": stale["delete"], "kept": stale["keep"]}
 
 
-def _after_failure(api: HfApi, args: PushArguments, staging: str, stale: Dict[str, List[str]], error: Exception,
-                   files: List[str], where: str, head_before: str) -> str:
+def _after_failure(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, str]], stale: Dict[str, List[str]],
+                   error: Exception, where: str, head_before: str) -> str:
     """After a failed `upload_folder`: the commit id when the repository holds the push anyway (the server applied
     the commit and its answer was lost), else a `PushError` naming the files the repository does not hold."""
     try:
-        diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, staging)
+        diff = compare_with_repo(api, args.repo_id, args.repo_type, args.revision, local)
         head = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
     except Exception as e:
         raise PushError(
             f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}; reading the repository "
             f"back failed too ({describe(e)}), so whether the commit landed is unknown. The files of this push: "
-            f"{', '.join(files)}. Run the same command again (it commits only what is missing or different)."
+            f"{', '.join(sorted(local))}. Run the same command again (it commits only what is missing or different)."
         ) from error
     not_deleted = [p for p in diff["extra"] if p in stale["delete"]]
     if not diff["missing"] and not not_deleted:
@@ -351,8 +351,7 @@ def push(args: PushArguments) -> Dict[str, Any]:
     a folder that cannot be published) with a one-line message."""
     with tempfile.TemporaryDirectory(prefix="iamm-push-") as staging:
         stage(args, staging)
-        files = sorted(_local_hashes(staging))
         result = upload(args, staging)
     logger.info("%s@%s is at commit %s with %d files of this push", args.repo_id, args.revision, result["commit"],
-                len(files))
-    return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision, "files": files, **result}
+                len(result["files"]))
+    return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision, **result}
