@@ -20,6 +20,9 @@ EMOTION_LABELS: List[str] = [
 # The five ATOMIC relations of the implicit (commonsense) branch, in the order used everywhere.
 RELATIONS: List[str] = ["xIntent", "xNeed", "xWant", "xEffect", "xReact"]
 
+# How the pointer-generator pools the heads of the copy attention (see `copy_head_pooling`).
+COPY_HEAD_POOLINGS = ("probabilities", "scores")
+
 
 AUTO_MAP = {
     "AutoConfig": "configuration_iamm.IAMMConfig",
@@ -106,6 +109,11 @@ class IAMMConfig(PretrainedConfig):
             Smallest share of each decoder in the output (Eq. 30): `g = gate_floor + (1 - 2 gate_floor) *
             sigmoid(w [O_c; O_a] + b)`, so that the association decoder always contributes and is trained. 0.0 is the
             paper's gate, which on ED saturates at g = 1 (the context decoder alone) early in training. In [0, 0.5).
+        copy_head_pooling (`str`, *optional*, defaults to `"probabilities"`):
+            How the copy distribution of the pointer-generator (Eq. 31-35) is made from the heads of `Dec_c`'s last
+            cross-attention. `"probabilities"`: the mean of the heads' attention distributions. `"scores"`: the
+            softmax of the heads' mean attention scores (a normalised geometric mean of their distributions, sharper
+            where the heads disagree), which is what the authors' code computes.
         emotion_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the emotion loss beside the generation loss.
         emotion_label_smoothing (`float`, *optional*, defaults to 0.0):
@@ -150,6 +158,7 @@ class IAMMConfig(PretrainedConfig):
         classifier_dropout: float = 0.0,
         layer_norm_eps: float = 1e-6,
         gate_floor: float = 0.0,
+        copy_head_pooling: str = "probabilities",
         emotion_loss_weight: float = 1.0,
         emotion_label_smoothing: float = 0.0,
         pad_token_id: int = 0,
@@ -175,6 +184,9 @@ class IAMMConfig(PretrainedConfig):
                 raise ValueError(f"IAMMConfig.{name} must be in [0, 1), got {value}")
         if not 0.0 <= gate_floor < 0.5:
             raise ValueError(f"IAMMConfig.gate_floor must be in [0, 0.5), got {gate_floor}")
+        if copy_head_pooling not in COPY_HEAD_POOLINGS:
+            raise ValueError(f"IAMMConfig.copy_head_pooling must be one of {COPY_HEAD_POOLINGS}, "
+                             f"got {copy_head_pooling!r}")
         if emotion_loss_weight < 0:
             raise ValueError(f"IAMMConfig.emotion_loss_weight must be >= 0, got {emotion_loss_weight}")
         # keys of earlier versions that nothing read (configs that have them still load)
@@ -215,6 +227,7 @@ class IAMMConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.layer_norm_eps = layer_norm_eps
         self.gate_floor = gate_floor
+        self.copy_head_pooling = copy_head_pooling
         self.emotion_loss_weight = emotion_loss_weight
         self.emotion_label_smoothing = emotion_label_smoothing
         self.unk_token_id = unk_token_id

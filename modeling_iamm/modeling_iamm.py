@@ -22,7 +22,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -230,9 +230,11 @@ class IAMMAttention(nn.Module):
         causal: bool = False,
         cache: Optional[DynamicCache] = None,
         layer_idx: int = 0,
-        need_weights: bool = False,
+        need_weights: Union[bool, str] = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """`key_value_states` None: self-attention (over `hidden_states`, or over the cached steps and these)."""
+        """`key_value_states` None: self-attention (over `hidden_states`, or over the cached steps and these).
+        `need_weights` True returns the attention probabilities (B, heads, Lq, Lk), `"scores"` the masked scores
+        before the softmax."""
         if key_value_states is None:
             q, k, v = self._project(hidden_states, [self.q_proj, self.k_proj, self.v_proj])
             if cache is not None:  # self-attention: appended to earlier steps
@@ -258,8 +260,9 @@ class IAMMAttention(nn.Module):
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, heads, Lq, Lk)
             if mask is not None:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            weights = torch.softmax(scores, dim=-1)
-            out = torch.matmul(weights, v)
+            probabilities = torch.softmax(scores, dim=-1)
+            out = torch.matmul(probabilities, v)
+            weights = scores if need_weights == "scores" else probabilities
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
@@ -1188,9 +1191,10 @@ class IAMMModel(IAMMPreTrainedModel):
         past = cache.self_attention_cache.get_seq_length() if cache is not None else 0
         x = self.model.embed(decoder_input_ids)  # (B, t, d)
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], offset=past, device=x.device, dtype=x.dtype)
+        pool_scores = getattr(self.config, "copy_head_pooling", "probabilities") == "scores"
         out_c, copy_attention = self.context_decoder(
             x, memory=encoder_outputs.last_hidden_state, memory_mask=encoder_outputs.context_mask, cache=cache,
-            decoder_index=0, need_weights=self.config.use_pointer_generator,
+            decoder_index=0, need_weights=self.config.use_pointer_generator and ("scores" if pool_scores else True),
         )
         out = out_c
         if self.config.use_word_selector:
@@ -1203,7 +1207,12 @@ class IAMMModel(IAMMPreTrainedModel):
             if floor:  # each decoder keeps at least `floor` of the output
                 gate = floor + (1 - 2 * floor) * gate
             out = gate * out_c + (1 - gate) * out_m
-        copy_attention = copy_attention.mean(1) if copy_attention is not None else None  # (B, t, Lc): mean over heads
+        if copy_attention is not None:
+            if pool_scores:  # the softmax of the heads' mean scores (B, heads, t, Lc) -> (B, t, Lc)
+                scores = copy_attention.float().mean(1).clamp(min=torch.finfo(torch.float32).min)
+                copy_attention = torch.softmax(scores, dim=-1).to(copy_attention.dtype)
+            else:  # the mean of the heads' distributions (B, heads, t, Lc) -> (B, t, Lc)
+                copy_attention = copy_attention.mean(1)
         return out, copy_attention
 
     def forward(

