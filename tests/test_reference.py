@@ -134,6 +134,33 @@ def test_the_driver_refuses_bad_settings(tmp_path, flags, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_each_variant_of_ours_is_the_paper_run_with_one_part_swapped(tmp_path):
+    """The driver's train.py command of every variant of this package, parsed as train.py parses it: the shared
+    settings are the same, and each swap changes exactly its own architecture field."""
+    from modeling_iamm.cli import parse_args
+    from modeling_iamm.preparation import DataArguments
+    from modeling_iamm.training import IAMMTrainingArguments, ModelArguments
+
+    driver = _driver()
+    parsed = {}
+    for variant in driver.OUR_VARIANTS:
+        args = driver.SideBySideArguments(authors_src=str(tmp_path), data=str(tmp_path), output_dir=str(tmp_path),
+                                          variant=variant, seed=2)
+        cmd = driver.our_train_command(args)
+        data, model, training = parse_args((DataArguments, ModelArguments, IAMMTrainingArguments), cmd[2:])
+        assert training.seed == 2 and training.max_steps == 3000 and training.output_dir.endswith(f"{variant}-seed2")
+        parsed[variant] = (data.knowledge_file is not None,
+                           {**model.config_kwargs(), "use_implicit_association": model.use_implicit_association})
+    base_knowledge, base = parsed["ours"]
+    swapped = {"ours_woIA": {"use_implicit_association": False}, "ours_copy_scores": {"copy_head_pooling": "scores"},
+               "ours_no_copy": {"use_pointer_generator": False}, "ours_k15": {"num_memory_words": 15}}
+    assert set(swapped) == set(driver.OUR_VARIANTS) - {"ours"}
+    for variant, change in swapped.items():
+        knowledge, kwargs = parsed[variant]
+        assert knowledge == (variant != "ours_woIA") and base_knowledge
+        assert {k: v for k, v in kwargs.items() if base.get(k) != v} == change, variant
+
+
 def test_the_driver_trains_evaluates_and_resumes_our_side(tmp_path):
     """The one command on our side alone (tiny preset, a few samples): it writes the evaluations and the table; a
     rerun finds everything done and recomputes nothing."""

@@ -189,6 +189,20 @@ def worker_train(args) -> None:
         with open(os.path.join(run_dir(args, "authors", args.seed), "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         return
+    out = run_dir(args, args.variant, args.seed)
+    cmd = our_train_command(args)
+    if os.path.isdir(out) and any(n.startswith("checkpoint-") for n in os.listdir(out)):
+        cmd += ["--resume_from_checkpoint", "true"]
+    elif os.path.isdir(out):
+        import shutil
+
+        shutil.rmtree(out)  # a run that never reached its first checkpoint: start it again
+    subprocess.run(cmd, check=True)
+
+
+def our_train_command(args) -> List[str]:
+    """The scripts/train.py command of this package's run `args.variant`/`args.seed` (see `OUR_VARIANTS`)."""
+    budget = args.worker_seconds
     folder, out = inputs_dir(args), run_dir(args, args.variant, args.seed)
     cmd = [sys.executable, os.path.join(os.path.dirname(HERE), "train.py"), "--preset", args.our_preset,
            "--data", args.data,
@@ -203,13 +217,7 @@ def worker_train(args) -> None:
         cmd += ["--max_train_seconds", str(int(budget))]
     if args.max_samples is not None:
         cmd += ["--max_samples", str(args.max_samples)]
-    if os.path.isdir(out) and any(n.startswith("checkpoint-") for n in os.listdir(out)):
-        cmd += ["--resume_from_checkpoint", "true"]
-    elif os.path.isdir(out):
-        import shutil
-
-        shutil.rmtree(out)  # a run that never reached its first checkpoint: start it again
-    subprocess.run(cmd, check=True)
+    return cmd
 
 
 def worker_evaluate(args) -> None:
