@@ -109,6 +109,10 @@ class IAMMConfig(PretrainedConfig):
             Smallest share of each decoder in the output (Eq. 30): `g = gate_floor + (1 - 2 gate_floor) *
             sigmoid(w [O_c; O_a] + b)`, so that the association decoder always contributes and is trained. 0.0 is the
             paper's gate, which on ED saturates at g = 1 (the context decoder alone) early in training. In [0, 0.5).
+        word_selector_input (`str`, *optional*, defaults to `"encoded"`):
+            What the word selector (Eq. 26-27) scores and hands to the association decoder: `"encoded"`, the memory
+            encoder's output `H_m` (the paper), or `"raw"`, the memory slots before that encoder (the authors' code).
+            The memory emotion head reads `H_m` either way.
         copy_head_pooling (`str`, *optional*, defaults to `"probabilities"`):
             How the copy distribution of the pointer-generator (Eq. 31-35) is made from the heads of `Dec_c`'s last
             cross-attention. `"probabilities"`: the mean of the heads' attention distributions. `"scores"`: the
@@ -159,6 +163,7 @@ class IAMMConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-6,
         gate_floor: float = 0.0,
         copy_head_pooling: str = "probabilities",
+        word_selector_input: str = "encoded",
         emotion_loss_weight: float = 1.0,
         emotion_label_smoothing: float = 0.0,
         pad_token_id: int = 0,
@@ -187,6 +192,8 @@ class IAMMConfig(PretrainedConfig):
         if copy_head_pooling not in COPY_HEAD_POOLINGS:
             raise ValueError(f"IAMMConfig.copy_head_pooling must be one of {COPY_HEAD_POOLINGS}, "
                              f"got {copy_head_pooling!r}")
+        if word_selector_input not in ("encoded", "raw"):
+            raise ValueError(f"IAMMConfig.word_selector_input must be 'encoded' or 'raw', got {word_selector_input!r}")
         if emotion_loss_weight < 0:
             raise ValueError(f"IAMMConfig.emotion_loss_weight must be >= 0, got {emotion_loss_weight}")
         # keys of earlier versions that nothing read (configs that have them still load)
@@ -228,6 +235,7 @@ class IAMMConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.gate_floor = gate_floor
         self.copy_head_pooling = copy_head_pooling
+        self.word_selector_input = word_selector_input
         self.emotion_loss_weight = emotion_loss_weight
         self.emotion_label_smoothing = emotion_label_smoothing
         self.unk_token_id = unk_token_id

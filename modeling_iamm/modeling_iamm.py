@@ -1111,8 +1111,9 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
 
         # ---- 4. word selector, Eq. (26-27): H~_m for the association decoder
         selected = None
-        if config.use_word_selector:
-            selected = self.word_selector(hidden_memory, memory_mask)
+        if config.use_word_selector:  # the paper selects from H_m, the authors' code from the raw slots
+            raw = getattr(config, "word_selector_input", "encoded") == "raw"
+            selected = self.word_selector(memory if raw else hidden_memory, memory_mask)
         if selected is not None and output_associations:
             associations["selected_memory_refs"] = memory_refs.gather(1, selected.index).masked_fill(~selected.mask, INVALID_REF)
             associations["selected_memory_weights"] = selected.weights * selected.mask

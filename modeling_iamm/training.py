@@ -520,6 +520,11 @@ class ModelArguments:
     emotion_label_smoothing: Optional[float] = field(
         default=None, metadata={"help": "Label smoothing of the emotion heads' cross-entropy, in [0, 1) (paper: 0.0)."}
     )
+    word_selector_input: Optional[str] = field(
+        default=None,
+        metadata={"help": "What the word selector scores and the association decoder reads: 'encoded' (H_m, the "
+                          "paper) or 'raw' (the memory slots before the memory encoder, the authors' code)."},
+    )
     copy_head_pooling: Optional[str] = field(
         default=None,
         metadata={"help": "Copy distribution from the heads of the context decoder's cross-attention: "
@@ -550,6 +555,7 @@ class ModelArguments:
         "use_explicit_association", "use_word_selector", "use_situation", "use_pointer_generator",
         "learned_rank_weighting", "memory_norm", "emotion_pooling", "association_direction", "dropout",
         "classifier_dropout", "emotion_loss_weight", "emotion_label_smoothing", "gate_floor", "copy_head_pooling",
+        "word_selector_input",
     )
 
     def config_kwargs(self) -> Dict[str, Any]:

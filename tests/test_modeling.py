@@ -220,6 +220,25 @@ def test_copy_head_pooling_scores_is_the_softmax_of_the_heads_mean_scores(batch)
         IAMMConfig(copy_head_pooling="max")
 
 
+def test_word_selector_input_raw_hands_the_slots_before_the_memory_encoder_to_the_association_decoder(batch):
+    """`word_selector_input="raw"` (the authors' code) selects from and decodes with the memory slots before Enc_m;
+    the paper's default reads Enc_m's output. Changing Enc_m's weights moves only the latter's selected memory; the
+    memory emotion head reads Enc_m in both."""
+    encoder_inputs = {k: v for k, v in batch.items() if k.startswith(("context", "role", "situation"))}
+    for source, moves in (("encoded", True), ("raw", False)):
+        model = make(word_selector_input=source).eval()
+        with torch.no_grad():
+            before = model.model(**encoder_inputs)
+            for p in model.model.memory_encoder.parameters():
+                p.add_(0.5)
+            after = model.model(**encoder_inputs)
+        assert torch.equal(before.memory_mask, after.memory_mask)
+        assert (not torch.allclose(before.memory_hidden_state, after.memory_hidden_state)) == moves, source
+        assert not torch.allclose(before.memory_emotion_logits, after.memory_emotion_logits)
+    with pytest.raises(ValueError, match="word_selector_input"):
+        IAMMConfig(word_selector_input="both")
+
+
 def test_causal_convolution_decodes_step_by_step_from_its_last_two_inputs():
     from transformers.cache_utils import DynamicCache
 

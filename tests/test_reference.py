@@ -153,7 +153,8 @@ def test_each_variant_of_ours_is_the_paper_run_with_one_part_swapped(tmp_path):
                            {**model.config_kwargs(), "use_implicit_association": model.use_implicit_association})
     base_knowledge, base = parsed["ours"]
     swapped = {"ours_woIA": {"use_implicit_association": False}, "ours_copy_scores": {"copy_head_pooling": "scores"},
-               "ours_no_copy": {"use_pointer_generator": False}, "ours_k15": {"num_memory_words": 15}}
+               "ours_no_copy": {"use_pointer_generator": False}, "ours_k15": {"num_memory_words": 15},
+               "ours_raw_memory": {"word_selector_input": "raw"}}
     assert set(swapped) == set(driver.OUR_VARIANTS) - {"ours"}
     for variant, change in swapped.items():
         knowledge, kwargs = parsed[variant]

@@ -43,13 +43,15 @@ logger = logging.getLogger("side_by_side")
 # This package's variants: whether the run reads the knowledge stand-in, and its train.py arguments beyond the shared
 # ones. The others are swaps of one part towards the authors' code: `ours_copy_scores` copies with their copy
 # distribution (the softmax of the heads' mean scores), `ours_no_copy` without the pointer-generator, `ours_k15`
-# gives the association decoder their 15 memory slots instead of the paper's 5.
+# gives the association decoder their 15 memory slots instead of the paper's 5, `ours_raw_memory` selects them from
+# the raw memory slots (their code) instead of the memory encoder's output (the paper).
 OUR_VARIANTS = {
     "ours": (True, []),
     "ours_woIA": (False, ["--use_implicit_association", "false"]),
     "ours_copy_scores": (True, ["--copy_head_pooling", "scores"]),
     "ours_no_copy": (True, ["--use_pointer_generator", "false"]),
     "ours_k15": (True, ["--num_memory_words", "15"]),
+    "ours_raw_memory": (True, ["--word_selector_input", "raw"]),
 }
 VARIANTS = ("authors",) + tuple(OUR_VARIANTS)
 DEFAULT_VARIANTS = ("authors", "ours", "ours_woIA")
