@@ -22,6 +22,8 @@ RELATIONS: List[str] = ["xIntent", "xNeed", "xWant", "xEffect", "xReact"]
 
 # How the pointer-generator pools the heads of the copy attention (see `copy_head_pooling`).
 COPY_HEAD_POOLINGS = ("probabilities", "scores")
+# What the word selector reads (see `word_selector_input`).
+WORD_SELECTOR_INPUTS = ("encoded", "raw")
 
 
 AUTO_MAP = {
@@ -192,8 +194,9 @@ class IAMMConfig(PretrainedConfig):
         if copy_head_pooling not in COPY_HEAD_POOLINGS:
             raise ValueError(f"IAMMConfig.copy_head_pooling must be one of {COPY_HEAD_POOLINGS}, "
                              f"got {copy_head_pooling!r}")
-        if word_selector_input not in ("encoded", "raw"):
-            raise ValueError(f"IAMMConfig.word_selector_input must be 'encoded' or 'raw', got {word_selector_input!r}")
+        if word_selector_input not in WORD_SELECTOR_INPUTS:
+            raise ValueError(f"IAMMConfig.word_selector_input must be one of {WORD_SELECTOR_INPUTS}, "
+                             f"got {word_selector_input!r}")
         if emotion_loss_weight < 0:
             raise ValueError(f"IAMMConfig.emotion_loss_weight must be >= 0, got {emotion_loss_weight}")
         # keys of earlier versions that nothing read (configs that have them still load)

@@ -405,7 +405,7 @@ class IAMMDecoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x, memory, memory_mask, cache: Optional[EncoderDecoderCache] = None, decoder_index: int = 0,
-                need_weights: bool = False):
+                need_weights: Union[bool, str] = False):
         """`decoder_index` (0 for Dec_c, 1 for Dec_a) places this decoder's entries in the shared cache."""
         weights = None
         n = len(self.layers)
@@ -1112,7 +1112,7 @@ class IAMMEncoderModel(IAMMPreTrainedModel):
         # ---- 4. word selector, Eq. (26-27): H~_m for the association decoder
         selected = None
         if config.use_word_selector:  # the paper selects from H_m, the authors' code from the raw slots
-            raw = getattr(config, "word_selector_input", "encoded") == "raw"
+            raw = config.word_selector_input == "raw"
             selected = self.word_selector(memory if raw else hidden_memory, memory_mask)
         if selected is not None and output_associations:
             associations["selected_memory_refs"] = memory_refs.gather(1, selected.index).masked_fill(~selected.mask, INVALID_REF)
@@ -1192,10 +1192,11 @@ class IAMMModel(IAMMPreTrainedModel):
         past = cache.self_attention_cache.get_seq_length() if cache is not None else 0
         x = self.model.embed(decoder_input_ids)  # (B, t, d)
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], offset=past, device=x.device, dtype=x.dtype)
-        pool_scores = getattr(self.config, "copy_head_pooling", "probabilities") == "scores"
+        pool_scores = self.config.copy_head_pooling == "scores"
+        need_weights = ("scores" if pool_scores else True) if self.config.use_pointer_generator else False
         out_c, copy_attention = self.context_decoder(
             x, memory=encoder_outputs.last_hidden_state, memory_mask=encoder_outputs.context_mask, cache=cache,
-            decoder_index=0, need_weights=self.config.use_pointer_generator and ("scores" if pool_scores else True),
+            decoder_index=0, need_weights=need_weights,
         )
         out = out_c
         if self.config.use_word_selector:

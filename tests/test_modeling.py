@@ -22,6 +22,11 @@ def gen_inputs(batch):
     return generation_inputs(batch)
 
 
+def encoder_kwargs(batch):
+    """The batch's encoder inputs (what `model.model(...)` takes)."""
+    return {k: v for k, v in batch.items() if k.startswith(("context", "role", "situation"))}
+
+
 def make(vocab=None, **kwargs):
     """The tiny model (for the tokenizer's vocabulary when `vocab` is given)."""
     if vocab is not None:
@@ -198,7 +203,7 @@ def test_copy_head_pooling_scores_is_the_softmax_of_the_heads_mean_scores(batch)
     captured = {}
     model.context_decoder.layers[-1].cross_attn.register_forward_hook(
         lambda module, args, output: captured.update(heads=output[1]))
-    encoder_inputs = {k: v for k, v in batch.items() if k.startswith(("context", "role", "situation"))}
+    encoder_inputs = encoder_kwargs(batch)
     with torch.no_grad():
         encoded = model.model(**encoder_inputs)
         copy_default = model.decode(batch["decoder_input_ids"], encoded)[1]  # (B, Ly, Lc)
@@ -224,7 +229,7 @@ def test_word_selector_input_raw_hands_the_slots_before_the_memory_encoder_to_th
     """`word_selector_input="raw"` (the authors' code) selects from and decodes with the memory slots before Enc_m;
     the paper's default reads Enc_m's output. Changing Enc_m's weights moves only the latter's selected memory; the
     memory emotion head reads Enc_m in both."""
-    encoder_inputs = {k: v for k, v in batch.items() if k.startswith(("context", "role", "situation"))}
+    encoder_inputs = encoder_kwargs(batch)
     for source, moves in (("encoded", True), ("raw", False)):
         model = make(word_selector_input=source).eval()
         with torch.no_grad():
