@@ -19,9 +19,12 @@ extra needs are `pip install -e ".[reference]"`). The command
    emotion accuracy, perplexity (the paper's estimator and the corpus one), Dist-1/2 of greedy responses (50 tokens;
    on the first `--greedy_samples` samples before the last step, all at the last), each emotion head alone, and the
    decoders' gate (Eq. 30: `association_decoder_weight_mean` is the mean of 1 - g over real target tokens);
-4. writes `<output_dir>/side_by_side.json` and prints the table (means and spread over seeds).
+4. writes `<output_dir>/side_by_side.json` (every evaluation, and the table: means and spread over seeds) and prints
+   the table.
 
-Everything is written as it is produced; a rerun skips what exists and continues what was interrupted.
+Everything is written as it is produced; a rerun skips what exists and continues what was interrupted. Runs trained
+by separate invocations into one `--output_dir` (say, each side on its own core with its own budget) are gathered into
+one table by `--collect_only` with all their variants and seeds.
 """
 
 import json
@@ -76,6 +79,9 @@ class SideBySideArguments:
     max_seconds: Optional[float] = field(default=None, metadata={"help": "Wall-clock budget of this invocation."})
     train_seconds: Optional[float] = field(default=None, metadata={"help": "Training budget of each run in this "
                                                                           "invocation (then the evaluations)."})
+    collect_only: bool = field(default=False, metadata={"help": "Train and evaluate nothing: gather the evaluations "
+                               "already written for `--variants` x `--seeds` (by any earlier invocations into this "
+                               "`--output_dir`) into side_by_side.json and print the table."})
     eval_batch_size: int = field(default=64, metadata={"help": "Samples per evaluation batch."})
     our_preset: str = field(default="paper", metadata={"help": "scripts/train.py preset of this package's runs (the "
                                                                "authors' model is always paper-size; `tiny` for tests)."})
@@ -312,11 +318,13 @@ def collect(args) -> Dict[str, Dict]:
     import statistics
 
     table: Dict[str, Dict] = {}
+    evaluations: Dict[str, Dict] = {}
     for variant in args.variants:
         for step in sorted(args.eval_at):
             reports = [json.load(open(p)) for p in (eval_file(args, variant, s, step) for s in args.seeds) if os.path.exists(p)]
             if not reports:
                 continue
+            evaluations.update({f"{variant}-seed{r['seed']}-step{step}": r for r in reports})
             row = {"seeds": [r["seed"] for r in reports]}
             for key in ("emotion_accuracy_x100", "ppl_paper", "ppl_corpus", "dist1_x100", "dist2_x100",
                         "acc_context_head_alone", "acc_situation_head_alone", "acc_memory_head_alone",
@@ -335,8 +343,9 @@ def collect(args) -> Dict[str, Dict]:
                 speed[f"{variant}-seed{seed}"] = {"steps": summary.get("steps", summary.get("global_step")),
                                                   "seconds_per_1000_steps": summary.get("seconds_per_1000_steps")}
     return {"settings": {k: v for k, v in asdict(args).items() if k not in ("worker", "variant", "seed", "step",
-                                                                             "worker_seconds", "max_seconds", "train_seconds")},
-            "table": table, "train": speed}
+                                                                             "worker_seconds", "max_seconds", "train_seconds",
+                                                                             "collect_only")},
+            "table": table, "evaluations": evaluations, "train": speed}
 
 
 def print_table(result: Dict) -> None:
@@ -365,8 +374,16 @@ def main(argv=None):
         {"train": worker_train, "evaluate": worker_evaluate}[args.worker](args)
         return
     deadline = None if args.max_seconds is None else time.time() + args.max_seconds
-    prepare_inputs(args)
     runs = [(v, s) for s in args.seeds for v in args.variants]
+    if args.collect_only:
+        if not os.path.isdir(os.path.join(args.output_dir, "eval")):
+            sys.exit(f"--collect_only: {args.output_dir} holds no evaluations (no eval/ folder)")
+        result = collect(args)
+        with open(os.path.join(args.output_dir, "side_by_side.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        print_table(result)
+        return
+    prepare_inputs(args)
     failed = _run_all(args, [("train", v, s, None) for v, s in runs if not _finished(args, v, s)], deadline)
     evaluations = [("evaluate", v, s, step) for v, s in runs for step in sorted(args.eval_at)
                    if not os.path.exists(eval_file(args, v, s, step)) and os.path.exists(checkpoint_of(args, v, s, step))]
