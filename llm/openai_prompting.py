@@ -64,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_ID_HEADER = "X-Sample-Id"
 RESULTS_FORMAT = 1
-COMPARED_HEADER_KEYS = ("format", "model", "variant", "split", "generation")
 VARIANTS = {"associations": "messages", "plain": "plain_messages"}
 RETRYABLE_STATUS = {408, 409, 429}
 RATE_LIMIT_STATUS = 429
@@ -349,11 +348,19 @@ def _is_rate_limit(error: BaseException) -> bool:
     return isinstance(error, openai.APIStatusError) and error.status_code == RATE_LIMIT_STATUS
 
 
+def answer_fields(text: str) -> Dict[str, Any]:
+    """The fields an IAMM_large answer adds to its record: the parsed `emotion`, `response` and `valid_label`."""
+    parsed = parse_answer(text)
+    return {"emotion": parsed.emotion, "response": parsed.response, "valid_label": parsed.valid_label}
+
+
 def request_sample(client: openai.OpenAI, sample_id: str, messages: Sequence[Mapping[str, str]],
                    config: PromptingConfig, budget: Budget, stop: threading.Event, rng: random.Random,
-                   gate: Optional[RateLimitGate] = None) -> Optional[Dict[str, Any]]:
+                   gate: Optional[RateLimitGate] = None,
+                   parse: Callable[[str], Dict[str, Any]] = answer_fields) -> Optional[Dict[str, Any]]:
     """Send one sample until it is answered, fails for good, or the run stops; its record, or None if it was left
-    for a later run (a budget was reached, the pool gave up on rate limits, or the run was interrupted)."""
+    for a later run (a budget was reached, the pool gave up on rate limits, or the run was interrupted). An
+    answer's record holds the raw text (`output`) and the fields `parse(text)` returns."""
     gate = gate or RateLimitGate(config, rng)
     attempts = rate_limited = 0
     started = time.monotonic()
@@ -411,9 +418,8 @@ def request_sample(client: openai.OpenAI, sample_id: str, messages: Sequence[Map
         gate.answered()
         usage = _usage(completion)
         budget.settle(estimate, usage["prompt_tokens"], usage["completion_tokens"])
-        parsed = parse_answer(text)
-        return {**base, "status": "answered", "output": text, "emotion": parsed.emotion, "response": parsed.response,
-                "valid_label": parsed.valid_label, "finish_reason": getattr(choice, "finish_reason", None),
+        return {**base, "status": "answered", "output": text, **parse(text),
+                "finish_reason": getattr(choice, "finish_reason", None),
                 "usage": usage, "attempts": attempts, "rate_limited": rate_limited,
                 "elapsed_s": round(time.monotonic() - started, 3)}
 
@@ -497,7 +503,8 @@ def run_prompting(
     seed: int = 0,
     retry_command: Optional[str] = None,
 ) -> PromptingSummary:
-    """Send every row that has no record yet (and failed ones with `retry_failed`), appending results as they come.
+    """Send every instruction row that has no record yet (and failed ones with `retry_failed`), appending results
+    as they come (:func:`run_requests` with the rows' `messages` or `plain_messages`).
 
     Args:
         rows: instruction rows (:data:`iamm.llm.instructions.INSTRUCTION_FEATURES`; `id` and `messages` or
@@ -505,41 +512,76 @@ def run_prompting(
         output_file: the results JSONL (continued if it exists with the same header settings).
         variant: `"associations"` (send `messages`) or `"plain"` (send `plain_messages`).
         split: the split the rows come from (part of the header).
-        client: an `openai.OpenAI` (default: `config.make_client()`); its own retries should be off.
-        on_record: called in the calling thread after each record is written.
-        retry_command: the command the summary names to send failed samples again.
-
-    On KeyboardInterrupt, nothing new is sent, the requests in flight are finished and recorded, the summary is
-    written, and the KeyboardInterrupt is raised again.
+        client, on_record, seed, retry_command, retry_failed, overwrite: as :func:`run_requests`.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     column = VARIANTS[variant]
+    requests = [{"id": row["id"], "messages": row[column]} for row in rows]
+    return run_requests(requests, output_file, config, {"variant": variant, "split": split}, retry_failed=retry_failed,
+                        overwrite=overwrite, client=client, on_record=on_record, seed=seed,
+                        retry_command=retry_command, changed="the instruction data changed")
+
+
+def run_requests(
+    requests: Sequence[Mapping[str, Any]],
+    output_file: str,
+    config: PromptingConfig,
+    header_fields: Mapping[str, Any],
+    parse: Callable[[str], Dict[str, Any]] = answer_fields,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    client: Optional[openai.OpenAI] = None,
+    on_record: Optional[Callable[[Dict[str, Any]], None]] = None,
+    seed: int = 0,
+    retry_command: Optional[str] = None,
+    changed: str = "the requests changed",
+    what: str = "prompting results",
+) -> PromptingSummary:
+    """Send every request (`{"id", "messages"}`) that has no record yet in `output_file` (and failed ones with
+    `retry_failed`), appending results as they come: the runner behind :func:`run_prompting` and the A/B judge.
+
+    Args:
+        requests: `id` (unique) and `messages` (the chat messages to send) of each request.
+        output_file: the results JSONL (continued if it exists with the same header settings).
+        header_fields: what else the file's header records and must match on a re-run (with the model and the
+            generation settings), e.g. `{"variant": ..., "split": ...}`.
+        parse: the fields an answer's record adds to its raw text (default: the IAMM_large answer's emotion and
+            response).
+        client: an `openai.OpenAI` (default: `config.make_client()`); its own retries should be off.
+        on_record: called in the calling thread after each record is written.
+        retry_command: the command the summary names to send failed samples again.
+        changed: what to say when a recorded request had other messages (why the prompts differ).
+
+    On KeyboardInterrupt, nothing new is sent, the requests in flight are finished and recorded, the summary is
+    written, and the KeyboardInterrupt is raised again.
+    """
     client = client or config.make_client()  # (no API key: refused before the results file is created)
-    header = {"format": RESULTS_FORMAT, "model": config.model, "variant": variant, "split": split,
-              "generation": config.generation_kwargs()}
-    records, writer = open_records(output_file, header, COMPARED_HEADER_KEYS, overwrite, what="prompting results")
+    header = {"format": RESULTS_FORMAT, "model": config.model, **header_fields, "generation": config.generation_kwargs()}
+    compared = ("format", "model", *header_fields, "generation")
+    records, writer = open_records(output_file, header, compared, overwrite, what=what)
     latest = {r["id"]: r for r in records}
     todo = []
-    for row in rows:
-        previous = latest.get(row["id"])
-        if previous is not None and previous.get("prompt_sha") != prompt_sha(row[column]):
+    for request in requests:
+        previous = latest.get(request["id"])
+        if previous is not None and previous.get("prompt_sha") != prompt_sha(request["messages"]):
             writer.close()
-            raise ValueError(f"{output_file}: the recorded request of {row['id']} had other messages (the instruction "
-                             "data changed); use another --output_file or pass --overwrite_output true")
+            raise ValueError(f"{output_file}: the recorded request of {request['id']} had other messages ({changed}); "
+                             "use another --output_file or pass --overwrite_output true")
         if previous is None or (previous["status"] == "failed" and retry_failed):
-            todo.append(row)
+            todo.append(request)
     spent = sum(_record_tokens(r) for r in latest.values())
-    logger.info("%s: %d of %d samples to send (%d tokens used so far)", output_file, len(todo), len(rows), spent)
+    logger.info("%s: %d of %d samples to send (%d tokens used so far)", output_file, len(todo), len(requests), spent)
     budget = Budget(config.max_requests, config.max_total_tokens, spent_tokens=spent)
     stop, rng_lock = threading.Event(), threading.Lock()
     rng = random.Random(seed)
     gate = RateLimitGate(config, random.Random(rng.random()))
 
-    def task(row) -> Optional[Dict[str, Any]]:
+    def task(request) -> Optional[Dict[str, Any]]:
         with rng_lock:
             own_rng = random.Random(rng.random())
-        record = request_sample(client, row["id"], row[column], config, budget, stop, own_rng, gate)
+        record = request_sample(client, request["id"], request["messages"], config, budget, stop, own_rng, gate,
+                                parse)
         if record is not None:
             writer.write(record)
         return record
@@ -548,7 +590,7 @@ def run_prompting(
     interrupted = False
     executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="prompt")
     try:
-        futures = {executor.submit(task, row) for row in todo}
+        futures = {executor.submit(task, request) for request in todo}
         while futures:
             finished, futures = wait(futures, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -567,7 +609,7 @@ def run_prompting(
         stop.set()  # (after an error too: nothing new is sent, retries waiting are dropped)
         executor.shutdown(wait=True, cancel_futures=True)
         writer.close()
-    summary = summarize(output_file, [row["id"] for row in rows], config)
+    summary = summarize(output_file, [request["id"] for request in requests], config)
     summary.finished_this_run = n_finished
     summary.requests_this_run = budget.requests
     summary.rate_limited_this_run = gate.responses
@@ -576,7 +618,7 @@ def run_prompting(
     summary.tokens_this_run = budget.prompt_tokens + budget.completion_tokens
     summary.stopped = budget.stopped or ("interrupted" if interrupted else None)
     with open(summary_path(output_file), "w") as f:
-        json.dump({**asdict(summary), "model": config.model, "variant": variant, "split": split}, f, indent=2)
+        json.dump({**asdict(summary), "model": config.model, **header_fields}, f, indent=2)
     if interrupted:
         raise KeyboardInterrupt
     return summary

@@ -38,3 +38,11 @@ def word_tokenizer(sample_conversations):
     from modeling_iamm import build_tokenizer
 
     return build_tokenizer(sample_conversations["train"], min_frequency=2)
+
+
+@pytest.fixture(scope="session")
+def ab_outputs(tmp_path_factory, word_tokenizer):
+    """Two tiny models' evaluations and an LLM results file for the A/B study tests (tests/helpers/ab_outputs.py)."""
+    from tests.helpers.ab_outputs import make_outputs
+
+    return make_outputs(str(tmp_path_factory.mktemp("ab_outputs")), word_tokenizer)

@@ -1,7 +1,8 @@
 """An OpenAI-compatible chat server on 127.0.0.1 for offline tests, with scripted faults.
 
 `POST /v1/chat/completions` answers `Emotion: <label>\\nResponse: <text>` for the sample named in the `X-Sample-Id`
-header (or a fixed answer). For each sample, `faults[sample_id]` lists what the server does on its 1st, 2nd, ...
+header (or a fixed answer, or what `respond(sample_id, body)` writes after reading the request: see
+:func:`heuristic_judge`, a stand-in A/B judge). For each sample, `faults[sample_id]` lists what the server does on its 1st, 2nd, ...
 request; once the list is used up, it answers normally ("ok"). Faults:
 
 * `"429"` / `"429-date"`: rate limited, with `retry-after` in seconds / as an HTTP date;
@@ -38,9 +39,11 @@ SAMPLE_ID_HEADER = "X-Sample-Id"
 class OpenAIServer:
     def __init__(self, faults: Optional[Dict[str, List[str]]] = None, answer: Optional[Callable[[str], str]] = None,
                  retry_after: float = 0.05, slow_seconds: float = 1.5, delay: float = 0.0,
-                 storm_seconds: float = 0.0, storm_retry_after_ms: int = 300):
+                 storm_seconds: float = 0.0, storm_retry_after_ms: int = 300,
+                 respond: Optional[Callable[[str, dict], str]] = None, port: int = 0):
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
         self.answer = answer or (lambda sample_id: f"Emotion: sad\nResponse: I am sorry to hear that ({sample_id}).")
+        self.respond = respond  # (sample id, request body) -> answer text: a "model" that reads the prompt
         self.retry_after, self.slow_seconds, self.delay = retry_after, slow_seconds, delay
         self.storm_seconds, self.storm_retry_after_ms = storm_seconds, storm_retry_after_ms
         self.storm_started: Optional[float] = None
@@ -127,13 +130,13 @@ class OpenAIServer:
                 self.wfile.write(data)
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def completion(self, sample_id: str, body: dict) -> dict:
-        text = self.answer(sample_id)
+        text = self.respond(sample_id, body) if self.respond is not None else self.answer(sample_id)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         completion_tokens = len(text.split())
         return {
@@ -163,3 +166,80 @@ class OpenAIServer:
 
 def _error(message: str, code: str) -> dict:
     return {"error": {"message": message, "type": code, "code": code, "param": None}}
+
+
+# ---- a stand-in A/B judge ---------------------------------------------------------------------------------------
+EMPATHY_WORDS = frozenset("sorry glad happy hope great wonderful awful terrible sad understand feel feeling proud "
+                          "congratulations congrats love wow oh no sounds must".split())
+
+
+def _block(text: str, name: str) -> str:
+    start, end = f"[{name}]\n", f"\n[End of {name}]"
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    return text[i + len(start): j] if i >= 0 and j >= 0 else ""
+
+
+def _words(text: str) -> List[str]:
+    return [w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split()]
+
+
+def heuristic_judge(position_bias: float = 0.0, unreadable: float = 0.0, seed: int = 0) -> Callable[[str, dict], str]:
+    """A stand-in for an LLM judge of `iamm.llm.judge` prompts: reads the dialogue and the two responses from the
+    request's last message and prefers, per aspect, the response with the higher score (equal on a tie):
+    empathy: words of a small empathy lexicon; relevance: distinct words shared with the dialogue; fluency: distinct
+    words over words (repetition lowers it), 0 for an empty response. With probability `position_bias` (drawn per
+    request from its sample id and `seed`) it answers "1" for every aspect without reading, and with probability
+    `unreadable` it gives no verdict line. Its verdicts show that the tool works, not which system is better."""
+    import hashlib
+    import random
+
+    def score(aspect: str, response: str, dialogue: str) -> float:
+        words = _words(response)
+        if aspect == "empathy":
+            return sum(w in EMPATHY_WORDS for w in words)
+        if aspect == "relevance":
+            return len(set(words) & set(_words(dialogue)))
+        return len(set(words)) / len(words) if words else 0.0
+
+    def respond(sample_id: str, body: dict) -> str:
+        messages = body.get("messages", [])
+        system, user = messages[0].get("content", ""), messages[-1].get("content", "")
+        aspects = [line[2:].split(":")[0] for line in system.splitlines() if line.startswith("- ")]
+        draw = random.Random(int(hashlib.sha256(f"{seed}:{sample_id}".encode()).hexdigest(), 16))
+        if draw.random() < unreadable:
+            return "Both responses have their merits; I cannot decide."
+        if draw.random() < position_bias:
+            return "Response 1 reads better.\n" + json.dumps({a: "1" for a in aspects})
+        dialogue, first, second = (_block(user, n) for n in ("Dialogue", "Response 1", "Response 2"))
+        verdicts = {}
+        for aspect in aspects:
+            x, y = score(aspect, first, dialogue), score(aspect, second, dialogue)
+            verdicts[aspect] = "1" if x > y else "2" if y > x else "equal"
+        return "Compared by simple text features.\n" + json.dumps(verdicts)
+
+    return respond
+
+
+def main() -> None:
+    """Serve the stand-in judge until interrupted: `python -m tests.helpers.openai_server --port 8765 --judge`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--judge", action="store_true", help="answer A/B judge prompts (heuristic_judge)")
+    parser.add_argument("--position_bias", type=float, default=0.0)
+    parser.add_argument("--unreadable", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    respond = heuristic_judge(args.position_bias, args.unreadable, args.seed) if args.judge else None
+    with OpenAIServer(respond=respond, port=args.port) as server:
+        print(f"serving {server.base_url}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
