@@ -185,7 +185,7 @@ def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional
 
     def refused(error: Exception) -> List[Any]:
         gr.Warning(str(error))
-        return [gr.update() for _ in range(6 + len(aspects))] + [f"**{html.escape(str(error))}**"]
+        return [gr.update() for _ in range(6 + len(aspects))] + [f"**{html.escape(str(error), quote=False)}**"]
 
     def layout(annotator: str):
         """Once an annotator is known: their name fixed in its box, the pair shown (not part of the API)."""

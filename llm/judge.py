@@ -45,7 +45,7 @@ few sentences. Then, on the last line, give your verdicts as one JSON object wit
 
 USER_PROMPT = """[Dialogue]
 {dialogue}
-[End of dialogue]
+[End of Dialogue]
 
 [Response 1]
 {first}
