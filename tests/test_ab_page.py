@@ -14,7 +14,7 @@ import pytest
 
 from modeling_iamm.ab_study import Study, load_dialogues, prepare_study, read_outputs
 from tests.helpers.ab_outputs import INJECTED
-from tests.helpers.browser import browser_missing, chromium_driver, free_port
+from tests.helpers.browser import AnnotationPage, browser_missing, chromium_driver, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1",
@@ -106,44 +106,6 @@ def start_server(study_folder, port):
             time.sleep(0.2)
     process.kill()
     raise AssertionError("the annotation page did not start")
-
-
-class AnnotationPage:
-    """The page as an annotator uses it: key presses and clicks, reading what it shows."""
-
-    def __init__(self, driver, url):
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.driver, self.By = driver, By
-        self.wait = lambda condition, timeout=60: WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
-        driver.get(url)
-        self.wait(lambda d: "pair " in self.text("#progress"))
-
-    def text(self, css):
-        found = self.driver.find_elements(self.By.CSS_SELECTOR, css)
-        return found[0].text if found else ""
-
-    def response(self, n):
-        return self.driver.find_element(self.By.CSS_SELECTOR, f"#response-{n} textarea").get_attribute("value")
-
-    def checked(self, aspect):
-        found = self.driver.find_elements(self.By.CSS_SELECTOR, f"#aspect-{aspect} input:checked")
-        return found[0].get_attribute("value") if found else None
-
-    def keys(self, *keys):
-        from selenium.webdriver.common.action_chains import ActionChains
-
-        for key in keys:
-            ActionChains(self.driver).send_keys(key).perform()
-
-    def click(self, css):
-        self.driver.find_element(self.By.CSS_SELECTOR, css).click()
-
-    def saved(self, position, total):
-        """Wait until the page says pair `position` is saved (it then shows the next pair)."""
-        self.wait(lambda d: f"Saved pair {position}." in self.text("#status"))
-        self.wait(lambda d: f"pair {position + 1} of {total}" in self.text("#progress"))
 
 
 @pytest.mark.slow

@@ -184,23 +184,31 @@ def _words(text: str) -> List[str]:
     return [w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split()]
 
 
+def heuristic_score(aspect: str, response: str, dialogue: str) -> float:
+    """A stand-in's score of a response on an aspect: empathy, words of a small empathy lexicon; relevance, distinct
+    words shared with the dialogue; fluency (and any other aspect), distinct words over words (repetition lowers
+    it), 0 for an empty response."""
+    words = _words(response)
+    if aspect == "empathy":
+        return sum(w in EMPATHY_WORDS for w in words)
+    if aspect == "relevance":
+        return len(set(words) & set(_words(dialogue)))
+    return len(set(words)) / len(words) if words else 0.0
+
+
+def heuristic_verdict(aspect: str, first: str, second: str, dialogue: str) -> str:
+    """"1", "2" or "equal": the response with the higher :func:`heuristic_score`."""
+    x, y = heuristic_score(aspect, first, dialogue), heuristic_score(aspect, second, dialogue)
+    return "1" if x > y else "2" if y > x else "equal"
+
+
 def heuristic_judge(position_bias: float = 0.0, unreadable: float = 0.0, seed: int = 0) -> Callable[[str, dict], str]:
     """A stand-in for an LLM judge of `iamm.llm.judge` prompts: reads the dialogue and the two responses from the
-    request's last message and prefers, per aspect, the response with the higher score (equal on a tie):
-    empathy: words of a small empathy lexicon; relevance: distinct words shared with the dialogue; fluency: distinct
-    words over words (repetition lowers it), 0 for an empty response. With probability `position_bias` (drawn per
-    request from its sample id and `seed`) it answers "1" for every aspect without reading, and with probability
+    request's last message and gives, per aspect, :func:`heuristic_verdict`. With probability `position_bias` (drawn
+    per request from its sample id and `seed`) it answers "1" for every aspect without reading, and with probability
     `unreadable` it gives no verdict line. Its verdicts show that the tool works, not which system is better."""
     import hashlib
     import random
-
-    def score(aspect: str, response: str, dialogue: str) -> float:
-        words = _words(response)
-        if aspect == "empathy":
-            return sum(w in EMPATHY_WORDS for w in words)
-        if aspect == "relevance":
-            return len(set(words) & set(_words(dialogue)))
-        return len(set(words)) / len(words) if words else 0.0
 
     def respond(sample_id: str, body: dict) -> str:
         messages = body.get("messages", [])
@@ -212,10 +220,7 @@ def heuristic_judge(position_bias: float = 0.0, unreadable: float = 0.0, seed: i
         if draw.random() < position_bias:
             return "Response 1 reads better.\n" + json.dumps({a: "1" for a in aspects})
         dialogue, first, second = (_block(user, n) for n in ("Dialogue", "Response 1", "Response 2"))
-        verdicts = {}
-        for aspect in aspects:
-            x, y = score(aspect, first, dialogue), score(aspect, second, dialogue)
-            verdicts[aspect] = "1" if x > y else "2" if y > x else "equal"
+        verdicts = {aspect: heuristic_verdict(aspect, first, second, dialogue) for aspect in aspects}
         return "Compared by simple text features.\n" + json.dumps(verdicts)
 
     return respond
