@@ -83,14 +83,15 @@ def dialogue_html(pair: Pair) -> str:
 
 
 class AnnotationSession:
-    """What the page does for one annotator, in plain Python (the page's event handlers and API call these)."""
+    """What the page does for one annotator, in plain Python (the page's event handlers and API call these). Each
+    call reads the annotator's order and answers once from the store, so several pages (and processes) can serve the
+    same study."""
 
     def __init__(self, study: Study):
         self.study = study
 
-    def _view(self, annotator: str, pair_id: Optional[str], status: str) -> Dict[str, Any]:
-        order = self.study.order_for(annotator)
-        answers = self.study.answers_of(annotator)
+    def _view(self, annotator: str, order: List[str], answers: Dict[str, Dict[str, str]], pair_id: Optional[str],
+              status: str) -> Dict[str, Any]:
         done = len(self.study.complete(answers) & set(order))
         view: Dict[str, Any] = {"annotator": annotator, "pair_id": pair_id or "", "status": status,
                                 "dialogue": "", "response_1": "", "response_2": "",
@@ -101,51 +102,50 @@ class AnnotationSession:
             view["dialogue"] = "<p>Nothing left to answer.</p>"
             return view
         pair = self.study.pair(pair_id)
-        view["progress"] = f"**{annotator}**: pair {order.index(pair_id) + 1} of {len(order)} · {done} of {len(order)} answered"
+        view["progress"] = (f"**{annotator}**: pair {order.index(pair_id) + 1} of {len(order)} · {done} of "
+                            f"{len(order)} answered")
         view["dialogue"] = dialogue_html(pair)
         view["response_1"], view["response_2"] = pair.shown()
         saved = answers.get(pair_id, {})
         view["answers"] = {a: (pair.to_screen(saved[a]) if a in saved else None) for a in self.study.aspect_names}
         return view
 
-    def _next_open(self, annotator: str, after: Optional[str] = None) -> Optional[str]:
-        """The first pair after `after` (in the annotator's order) that is not complete, else the first open one."""
-        order = self.study.order_for(annotator)
-        complete = self.study.complete(self.study.answers_of(annotator))
+    def _next_open(self, order: List[str], answers: Dict[str, Dict[str, str]],
+                   after: Optional[str] = None) -> Optional[str]:
+        """The first pair after `after` in `order` that is not complete, else the first open one from the start."""
+        complete = self.study.complete(answers)
         start = order.index(after) + 1 if after in order else 0
-        for pair_id in order[start:] + order[:start]:
-            if pair_id not in complete:
-                return pair_id
-        return None
+        return next((p for p in order[start:] + order[:start] if p not in complete), None)
 
     def start(self, annotator: str) -> Dict[str, Any]:
         """Where an annotator (re)starts: the first pair they have not answered."""
         annotator = check_annotator_name(annotator)
-        if not self.study.asked_pairs():
+        order, answers = self.study.order_for(annotator), self.study.answers_of(annotator)
+        if not order:
             raise StudyError("this study has no pair to answer (every pair has identical responses)")
-        return self._view(annotator, self._next_open(annotator), "")
+        return self._view(annotator, order, answers, self._next_open(order, answers), "")
 
     def save(self, annotator: str, pair_id: str, answers: Dict[str, Optional[str]]) -> Dict[str, Any]:
-        """Save the answers of one pair (committed before returning), then the next open pair."""
+        """Save the answers of one pair (committed before returning), then show the next open pair."""
         annotator = check_annotator_name(annotator)
+        order = self.study.order_for(annotator)
         if not pair_id:
-            return self._view(annotator, self._next_open(annotator), "Nothing to save: every pair is answered.")
-        position = self.study.order_for(annotator).index(pair_id) + 1 if pair_id in self.study.order_for(annotator) else None
+            saved = self.study.answers_of(annotator)
+            return self._view(annotator, order, saved, self._next_open(order, saved), "Nothing to save.")
         self.study.save_screen_answers(annotator, pair_id, {k: v for k, v in answers.items() if v})
-        return self._view(annotator, self._next_open(annotator, after=pair_id),
-                          f"Saved pair {position}." if position else "Saved.")
+        saved = self.study.answers_of(annotator)
+        status = f"Saved pair {order.index(pair_id) + 1}." if pair_id in order else "Saved."
+        return self._view(annotator, order, saved, self._next_open(order, saved, after=pair_id), status)
 
     def previous(self, annotator: str, pair_id: Optional[str]) -> Dict[str, Any]:
         """The pair before `pair_id` in the annotator's order (the last pair when they are done), with its saved
         answers."""
         annotator = check_annotator_name(annotator)
-        order = self.study.order_for(annotator)
-        if pair_id in order:
-            index = order.index(pair_id)
-            if index == 0:
-                return self._view(annotator, pair_id, "This is the first pair.")
-            return self._view(annotator, order[index - 1], "")
-        return self._view(annotator, order[-1] if order else None, "")
+        order, answers = self.study.order_for(annotator), self.study.answers_of(annotator)
+        if pair_id in order and order.index(pair_id) == 0:
+            return self._view(annotator, order, answers, pair_id, "This is the first pair.")
+        target = order[order.index(pair_id) - 1] if pair_id in order else (order[-1] if order else None)
+        return self._view(annotator, order, answers, target, "")
 
 
 def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional[str] = None,
