@@ -18,7 +18,9 @@ The page's API (`gradio_client.Client(url).predict(..., api_name=...)`) has thre
 buttons call: `/start` (annotator) -> the first open pair, `/save` (annotator, pair_id, one answer per aspect: "1",
 "2" or "equal") -> the next open pair, `/previous` (annotator, pair_id) -> the pair before. Each returns the
 annotator, the pair id, the progress line, the dialogue (HTML), Response 1, Response 2, the saved answer of each
-aspect and a status line. With a login, the annotator is the logged-in user whatever the call says.
+aspect and a status line. With a login, the annotator is the logged-in user whatever the call says. With logins and
+an administrator, `/export_answers` (the administrator only) returns the study's progress and a CSV of every
+person's answers in the format `scripts/ab_test.py import` reads.
 
 This module imports only `modeling_iamm` (absolute imports), so a Space can ship it as a single file.
 """
@@ -27,10 +29,19 @@ import html
 import inspect
 import logging
 import os
+import tempfile
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from modeling_iamm.ab_study import Pair, Study, StudyError, check_annotator_name
+from modeling_iamm.ab_study import (
+    Pair,
+    Study,
+    StudyError,
+    check_annotator_name,
+    export_answers_csv,
+    status_text,
+    study_status,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -149,15 +160,18 @@ class AnnotationSession:
 
 
 def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional[str] = None,
-                          login: bool = False):
+                          login: bool = False, admin: Optional[str] = None, notice: Optional[str] = None):
     """The annotation page of a study (a `gr.Blocks`; call `.launch()` on it, with `auth=` for logins).
 
     Args:
         study: the study folder (or an opened :class:`Study`).
-        title: the page's heading (default: the study's title is NOT shown, since it names the systems; the
-            heading is neutral).
+        title: the page's heading (default: a neutral question; the study's title names the systems, so it is not
+            shown).
         login: True when the page is launched with `auth=`: the annotator is the logged-in user, and the name box is
             not offered.
+        admin: with `login`, the user who also sees the study's progress and can download every person's answers
+            as CSV (the format `scripts/ab_test.py import` reads): how answers collected on a Space come home.
+        notice: a line shown at the top of the page (e.g. that answers are not stored permanently).
 
     Components the tests read: `#name` and `#start` (name box and button), `#progress`, `#dialogue`, `#response-1`,
     `#response-2`, `#aspect-<name>` (radio groups, class `ab-aspect`), `#previous`, `#save`, `#status`.
@@ -203,6 +217,8 @@ def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional
                     + "\n".join(f"- **{html.escape(a.label)}**: {html.escape(a.definition)}" for a in aspects)
                     + "\n\nKeyboard: **1** / **2** / **3** (or **e**) answer the first open aspect, **Enter** saves "
                       "and moves on, **Backspace** goes back one pair.")
+        if notice:
+            gr.Markdown(f"**{html.escape(notice, quote=False)}**", elem_id="notice")
         with gr.Row():
             name_box = gr.Textbox(label="Your name", elem_id="name", scale=4, interactive=not login,
                                   placeholder="the name your answers are saved under")
@@ -223,6 +239,11 @@ def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional
                 back = gr.Button("← Previous", elem_id="previous")
                 save = gr.Button("Save and next →", elem_id="save", variant="primary")
         status = gr.Markdown("", elem_id="status", label="Status")
+        with gr.Column(visible=False) as admin_panel:
+            gr.Markdown("### Study administration")
+            refresh = gr.Button("Show progress and export every person's answers (CSV)", elem_id="export")
+            progress_text = gr.Textbox(label="Progress", lines=6, interactive=False, elem_id="study-status")
+            export_file = gr.File(label="Answers (pair_id, annotator, aspect, choice)", elem_id="answers-file")
         outputs = [annotator_box, pair_box, progress, dialogue, first, second, *radios, status]
 
         def start(annotator: str, request: gr.Request = None):
@@ -261,8 +282,22 @@ def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional
             except StudyError as error:
                 return refused(error)
 
+        def administer(request: gr.Request = None):
+            if not (login and admin and getattr(request, "username", None) == admin):
+                raise gr.Error("only the study's administrator can export its answers")
+            folder = tempfile.mkdtemp(prefix="ab-answers-")
+            path = os.path.join(folder, "answers.csv")
+            export_answers_csv(study, path)
+            return status_text(study_status(study)), path
+
+        def show_admin(request: gr.Request = None):
+            return gr.update(visible=bool(login and admin and getattr(request, "username", None) == admin))
+
         show = dict(fn=layout, inputs=[annotator_box], outputs=[name_box, start_button, work],
                     api_visibility="private", queue=False)
+        if login and admin:
+            page.load(show_admin, None, admin_panel, api_visibility="private", queue=False)
+            refresh.click(administer, None, [progress_text, export_file], api_name="export_answers")
         page.load(on_load, None, outputs, api_visibility="private", concurrency_limit=None).then(**show)
         start_button.click(start, [name_box], outputs, api_name="start", concurrency_limit=None).then(**show)
         name_box.submit(start, [name_box], outputs, api_visibility="private", concurrency_limit=None).then(**show)
@@ -271,28 +306,35 @@ def build_annotation_page(study: Union[str, os.PathLike, Study], title: Optional
     return page
 
 
-def read_users(path: str) -> List[Tuple[str, str]]:
-    """Logins for the page from a file of `name:password` lines (blank lines and `#` comments ignored)."""
+def parse_users(text: str, where: str) -> List[Tuple[str, str]]:
+    """Logins from `name:password` lines (blank lines and `#` comments ignored); `where` names the source in errors."""
     users: List[Tuple[str, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, sep, password = line.partition(":")
-            if not sep or not name.strip() or not password:
-                raise StudyError(f"{path}, line {number}: not a `name:password` line")
-            users.append((check_annotator_name(name), password))
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, password = line.partition(":")
+        if not sep or not name.strip() or not password:
+            raise StudyError(f"{where}, line {number}: not a `name:password` line")
+        users.append((check_annotator_name(name), password))
     if not users:
-        raise StudyError(f"{path}: no `name:password` line")
+        raise StudyError(f"{where}: no `name:password` line")
     return users
+
+
+def read_users(path: str) -> List[Tuple[str, str]]:
+    """Logins for the page from a file of `name:password` lines."""
+    with open(path, encoding="utf-8") as f:
+        return parse_users(f.read(), path)
 
 
 def launch_annotation_page(study: Union[str, os.PathLike, Study], host: str = "127.0.0.1", port: int = 7860,
                            users: Optional[Sequence[Tuple[str, str]]] = None, share: bool = False,
-                           title: Optional[str] = None, block: bool = True):
+                           title: Optional[str] = None, block: bool = True, admin: Optional[str] = None):
     """Build and serve the page (logins when `users` is given); returns the page (`block=False`: at once)."""
-    page = build_annotation_page(study, title=title, login=bool(users))
+    if admin and not any(name == admin for name, _ in users or ()):
+        raise StudyError(f"the administrator {admin!r} must be one of the users who log in")
+    page = build_annotation_page(study, title=title, login=bool(users), admin=admin)
     page.queue(default_concurrency_limit=None)
     page.launch(server_name=host, server_port=port, share=share, auth=list(users) if users else None,
                 prevent_thread_lock=not block, quiet=True, ssr_mode=False, show_error=False,

@@ -181,3 +181,102 @@ def write_space(model_id: str, output_dir: str, title: str = "IAMM empathetic di
             f.write(text)
         files.append(name)
     return {"files": sorted(files)}
+
+
+# ---- the annotation page of an A/B study -------------------------------------------------------------------------
+ANNOTATION_APP_TEMPLATE = '''"""A/B annotation Space: annotators compare two responses to the same dialogue (the study in study/)."""
+
+import os
+import shutil
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+{import_line}
+
+STUDY = "study"
+PERSISTENT = "/data"  # the Space's persistent storage, when one is attached (Settings > Persistent storage)
+if os.path.isdir(PERSISTENT) and os.access(PERSISTENT, os.W_OK):
+    stored = os.path.join(PERSISTENT, "ab-study")
+    if not os.path.exists(os.path.join(stored, "study.sqlite")):  # first start: the store as pushed
+        shutil.copytree(STUDY, stored, dirs_exist_ok=True)
+    STUDY, NOTICE = stored, None
+else:
+    NOTICE = ("This Space has no persistent storage: answers are lost when it restarts. Attach persistent storage "
+              "before annotating.")
+# Secrets: AB_USERS holds `name:password` lines (annotators log in), AB_ADMIN the user who may export the answers.
+USERS = parse_users(os.environ["AB_USERS"], "the AB_USERS secret") if os.environ.get("AB_USERS") else None
+ADMIN = os.environ.get("AB_ADMIN") if USERS else None
+
+demo = build_annotation_page(STUDY, login=bool(USERS), admin=ADMIN, notice=NOTICE)
+
+if __name__ == "__main__":
+    demo.launch(auth=USERS)
+'''
+
+ANNOTATION_README_TEMPLATE = """---
+title: {title}
+emoji: ⚖️
+colorFrom: indigo
+colorTo: pink
+sdk: gradio
+sdk_version: {gradio_version}
+app_file: app.py
+pinned: false
+license: {license}
+---
+
+# {title}
+
+An A/B annotation page: for each dialogue, compare two responses a listener could give and say, per aspect, which
+is better or that neither is. Annotators see "Response 1" and "Response 2", never which system wrote which.
+
+For the owner of the Space:
+
+- attach persistent storage (its `/data` keeps the answers across restarts; without it the page says that answers
+  are lost when the Space restarts);
+- set the secret `AB_USERS` to `name:password` lines, one per annotator (without it, annotators open the page with
+  `?annotator=<name>` and anyone with the link can answer), and `AB_ADMIN` to one of those names: that user sees the
+  progress and downloads every answer as CSV, which `python scripts/ab_test.py import --study <study> --file
+  answers.csv` adds to the local study for its report.
+
+The dialogues come from EmpatheticDialogues (CC BY-NC 4.0).
+"""
+
+
+def write_annotation_space(study_folder: str, output_dir: str, title: str = "Which response is better?",
+                           package_requirement: Optional[str] = None,
+                           license: str = "cc-by-nc-4.0") -> Dict[str, List[str]]:
+    """Write a Gradio Space serving the annotation page of the A/B study in `study_folder` (a consistent copy of its
+    store goes to `study/study.sqlite`; publish it with `scripts/push_to_hub.py --kind space --folder
+    <output_dir>`). Like :func:`write_space`, the code is shipped (`modeling_iamm/`, `iamm_annotation.py`) unless
+    `package_requirement` names an installable `iamm`. Returns `{"files": [...]}`."""
+    from modeling_iamm.ab_study import STORE_NAME, Study, copy_store
+
+    study = Study.open(study_folder)
+    os.makedirs(output_dir, exist_ok=True)
+    files = []
+    if package_requirement:
+        import_line = "from iamm.hub.annotation import build_annotation_page, parse_users"
+    else:
+        import_line = "from iamm_annotation import build_annotation_page, parse_users"
+        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "annotation.py"),
+                        os.path.join(output_dir, "iamm_annotation.py"))
+        files.append("iamm_annotation.py")
+        files += _copy_package(output_dir)
+    stored = os.path.join(output_dir, "study", STORE_NAME)
+    for leftover in (stored, stored + "-wal", stored + "-shm"):  # a folder written before: the study as it is now
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    copy_store(study, os.path.join(output_dir, "study"))
+    files.append(f"study/{STORE_NAME}")
+    contents = {
+        "app.py": ANNOTATION_APP_TEMPLATE.format(import_line=import_line),
+        "requirements.txt": "\n".join(space_requirements(package_requirement)) + "\n",
+        "README.md": ANNOTATION_README_TEMPLATE.format(title=title, license=license, gradio_version=_version("gradio")
+                                                       or _declared_floor("gradio", "6.0.0")),
+    }
+    for name, text in contents.items():
+        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
+            f.write(text)
+        files.append(name)
+    return {"files": sorted(files)}

@@ -1062,6 +1062,37 @@ def export_study(study: Study, output_dir: str, anonymize: bool = True) -> Dict[
     return info
 
 
+IMPORT_COLUMNS = ("pair_id", "annotator", "aspect", "choice")
+
+
+def export_answers_csv(study: Study, path: str, kind: str = PERSON) -> int:
+    """Write the answers of one kind of annotator as CSV in the format :meth:`Study.import_judgements` reads
+    (`pair_id, annotator, aspect, choice`): a study annotated elsewhere (a Space) comes home this way. Returns the
+    number of rows."""
+    rows = [(j.pair_id, j.annotator, j.aspect, j.choice) for j in study.judgements() if j.kind == kind]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(IMPORT_COLUMNS)
+        writer.writerows(rows)
+    return len(rows)
+
+
+def copy_store(study: Study, folder: str) -> str:
+    """A consistent copy of the study's store (answers committed so far, WAL included) in `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, STORE_NAME)
+    if os.path.exists(target):
+        raise StudyError(f"{target} exists: copy the study into an empty folder")
+    with study.connect() as conn:
+        conn.execute("VACUUM INTO ?", (target,))
+    conn = sqlite3.connect(target)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # VACUUM INTO writes a rollback-journal database
+    finally:
+        conn.close()
+    return target
+
+
 def load_dialogues(source: str, split: str) -> Dict[str, Dialogue]:
     """The dialogue of every listener-turn sample of an EmpatheticDialogues split (any form
     `load_empathetic_dialogues` reads), by sample id (`<conv_id>#<turn>`, the id of every output file this package
@@ -1079,7 +1110,7 @@ def load_dialogues(source: str, split: str) -> Dict[str, Dialogue]:
 
 __all__ = [
     "Aspect", "CHOICES", "Dialogue", "JUDGE", "Judgement", "PAPER_ASPECTS", "PERSON", "Pair", "SCREEN_CHOICES",
-    "Study", "StudyError", "SystemOutputs", "build_report", "check_annotator_name", "cohen_kappa", "dialogue_of",
-    "draw_pairs", "export_study", "fleiss_kappa", "load_dialogues", "parse_aspects", "prepare_study", "read_outputs",
+    "Study", "StudyError", "SystemOutputs", "build_report", "check_annotator_name", "cohen_kappa", "copy_store",
+    "dialogue_of", "draw_pairs", "export_answers_csv", "export_study", "fleiss_kappa", "load_dialogues", "parse_aspects", "prepare_study", "read_outputs",
     "read_table", "report_json", "report_markdown", "sign_test", "status_text", "study_status", "verdict",
 ]

@@ -80,6 +80,8 @@ class AnnotateArguments(StudyArguments):
     port: int = field(default=7860, metadata={"help": "Port to serve on."})
     users: Optional[str] = field(default=None, metadata={
         "help": "A file of name:password lines: annotators log in (else they give their name, e.g. ?annotator=)."})
+    admin: Optional[str] = field(default=None, metadata={
+        "help": "With --users: the user who sees the progress and can download everyone's answers on the page."})
     share: bool = field(default=False, metadata={"help": "Also open a public Gradio share link."})
     title: Optional[str] = field(default=None, metadata={"help": "The page's heading."})
 
@@ -163,7 +165,7 @@ def annotate(args: AnnotateArguments) -> None:
     users = read_users(args.users) if args.users else None
     print(f"serving {study.folder} on http://{args.host}:{args.port}/"
           + ("" if users else " (annotators open it with ?annotator=<their name>)"), flush=True)
-    launch_annotation_page(study, args.host, args.port, users, args.share, args.title)
+    launch_annotation_page(study, args.host, args.port, users, args.share, args.title, admin=args.admin)
 
 
 def judge(args: JudgeArguments, config, argv: List[str]) -> None:

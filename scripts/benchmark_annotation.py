@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from modeling_iamm.ab_study import STORE_NAME, Study
+from modeling_iamm.ab_study import Study, copy_store
 from modeling_iamm.cli import parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,11 +160,7 @@ def main(argv=None) -> None:
     if not args.in_place:
         workdir = tempfile.mkdtemp(prefix="ab-benchmark-")
         folder = os.path.join(workdir, "study")
-        os.makedirs(folder)
-        with source.connect() as conn:  # a consistent copy, WAL included
-            conn.execute("VACUUM INTO ?", (os.path.join(folder, STORE_NAME),))
-        with Study(folder).connect() as conn:  # (VACUUM INTO writes a rollback-journal database)
-            conn.execute("PRAGMA journal_mode=WAL")
+        copy_store(source, folder)
     study = Study.open(folder)
     url = f"http://127.0.0.1:{args.port}/"
     server = serve(folder, args.port)

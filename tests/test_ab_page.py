@@ -190,3 +190,45 @@ def test_two_annotators_in_chromium_and_a_killed_server(tmp_path, study):
             driver.quit()
         server.kill()
         server.wait(timeout=30)
+
+
+def test_answers_collected_on_a_space_come_home(tmp_path, study):
+    """The Space folder runs the page from its own code and its own copy of the store; its administrator exports
+    the answers as CSV, which `import` adds to the local study."""
+    from gradio_client import Client
+
+    from iamm.hub.annotation import launch_annotation_page
+    from iamm.hub.space import write_annotation_space
+
+    space = tmp_path / "space"
+    files = write_annotation_space(study.folder, str(space))["files"]
+    for name in ("app.py", "requirements.txt", "README.md", "iamm_annotation.py", "study/study.sqlite",
+                 "modeling_iamm/ab_study.py"):
+        assert name in files and (space / name).is_file(), name
+    check = ("import sys; sys.path.insert(0, '.'); import app, modeling_iamm, gradio; "
+             "assert modeling_iamm.__file__.startswith(sys.argv[1]), modeling_iamm.__file__; "
+             "assert isinstance(app.demo, gradio.Blocks); print(app.STUDY, app.USERS, app.ADMIN, app.NOTICE)")
+    env = dict(ENV, AB_USERS="alice:pw-a\nowner:pw-o\n", AB_ADMIN="owner")
+    proc = subprocess.run([sys.executable, "-c", check, str(space)], cwd=space, env=env, capture_output=True,
+                          text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "study [('alice', 'pw-a'), ('owner', 'pw-o')] owner This Space has no persistent storage" in proc.stdout
+    # the Space's copy of the store, served with logins: alice answers, the owner exports, the study imports
+    remote = Study.open(str(space / "study"))
+    port = free_port()
+    page = launch_annotation_page(remote, port=port, users=[("alice", "pw-a"), ("owner", "pw-o")], block=False,
+                                  admin="owner")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        alice = Client(url, auth=("alice", "pw-a"), verbose=False)
+        first = alice.predict("", api_name="/start")
+        alice.predict("", first[1], "1", "2", "equal", api_name="/save")
+        with pytest.raises(Exception, match="only the study's administrator"):
+            alice.predict(api_name="/export_answers")
+        progress, csv_path = Client(url, auth=("owner", "pw-o"), verbose=False).predict(api_name="/export_answers")
+    finally:
+        page.close()
+    assert "alice" in progress and "1 of" in progress
+    assert open(csv_path).read().splitlines()[0] == "pair_id,annotator,aspect,choice"
+    assert study.import_judgements(csv_path) == {"records": 3, "annotators": 1, "replaced": 0}
+    assert study.answers_of("alice") == remote.answers_of("alice")
