@@ -618,7 +618,8 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
 
     The page has one API endpoint, `/predict` (`gradio_client.Client(url).predict(situation, dialogue, ...,
     api_name="/predict")`); its outputs are named by :data:`OUTPUT_LABELS` and the heads' labels, and a head the
-    model does not have is not among them. Sampling draws a new seed per call (returned as "Seed (sampling)")
+    model does not have is not among them. A head the model left out for this dialogue (the situation head, when
+    the situation is blank) gives an empty output, and the messages say the emotion was predicted without it. Sampling draws a new seed per call (returned as "Seed (sampling)")
     unless `randomize_seed=False`, when it uses `seed`.
 
     Components the page's tests read: `#emotion` and `#response` (textboxes), `#status` (messages),
