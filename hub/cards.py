@@ -30,16 +30,17 @@ MODEL_CARD_TEMPLATE = """---
 
 # {{ model_name }}
 
-IAMM, the Iterative Associative Memory Model of {{ paper }}, trained on EmpatheticDialogues. Given a dialogue
-(the speaker's utterances and the listener's earlier turns) and the speaker's situation, it predicts the speaker's
-emotion (32 labels), generates an empathetic listener response, and returns the words it associated across the
-utterances, the situation and its memory.
+IAMM, the Iterative Associative Memory Model of {{ paper }}, for EmpatheticDialogues-style dialogues (see
+"Training data" for what it was trained on). Given a dialogue (the speaker's utterances and the listener's earlier
+turns) and, optionally, the speaker's situation, it predicts the speaker's emotion (32 labels), generates an
+empathetic listener response, and returns the words it associated across the utterances, the situation and its
+memory.
 
 ## Intended use and limits
 
 Research on empathetic response generation and on interpretable associations; not a counselling or mental-health
 tool. The model is small (one-layer encoders and decoders, a word-level vocabulary built from the training split),
-answers in lowercase English, and knows only the words of EmpatheticDialogues (others are copied from the context
+answers in lowercase English, and knows only the words of its training data (others are copied from the context
 or become `[UNK]`). The training data is licensed CC BY-NC 4.0, so these weights are for non-commercial use
 (`license: cc-by-nc-4.0`); the code (`*.py` in this repository) is Apache-2.0.
 
@@ -128,7 +129,7 @@ associated, turned into instructions with and without those words.
 ## Source and licence
 
 Derived from EmpatheticDialogues (Rashkin et al., 2019), licensed CC BY-NC 4.0; this derivative keeps that licence
-(non-commercial use only).
+(non-commercial use only). {{ source_data }}
 
 ## Splits
 
@@ -246,9 +247,14 @@ def model_eval_results(metrics: Dict[str, Any], dataset_split: str, dataset_name
     return results
 
 
+def revision_argument(revision: Optional[str]) -> str:
+    """`, revision="..."` for a usage snippet (a Python string literal), or nothing for `main`."""
+    return f", revision={json.dumps(revision)}" if revision and revision != "main" else ""
+
+
 def model_usage(repo_id: str, revision: Optional[str] = None) -> str:
     """The usage snippet of the model card (loads the model and runs the pipeline from the Hub)."""
-    rev = f', revision="{revision}"' if revision and revision != "main" else ""
+    rev = revision_argument(revision)
     return (
         "from transformers import AutoModel, AutoTokenizer, pipeline\n\n"
         f'model = AutoModel.from_pretrained("{repo_id}"{rev}, trust_remote_code=True)\n'
@@ -257,8 +263,54 @@ def model_usage(repo_id: str, revision: Optional[str] = None) -> str:
         'result = chat({"turns": ["I finally passed my driving test after three tries!"],\n'
         '               "situation": "I passed my driving test."})\n'
         'print(result["emotion"], "->", result["response"])\n'
-        'print(result["associated_words"]["memory_words"])'
+        'print(result["associated_words"]["memory_words"])\n'
+        'result = chat(["I passed my exam!"])  # no situation: the situation head is left out\n'
+        'print(result["situation"], sorted(result["head_probabilities"]))'
     )
+
+
+BUNDLED_SAMPLE = "the EmpatheticDialogues sample bundled with iamm (`modeling_iamm/sample_data`)"
+
+
+def data_source(name: Any, kind: Optional[str] = None) -> Optional[str]:
+    """A recorded data source in words: the bundled sample, a Hub dataset link, or "a local copy" with the folder's
+    last part (a path of the machine that built something means nothing to a reader). `kind` is the recorded
+    `data_source` (`bundled_sample`, `hub`, `local`) when there is one. None when nothing was recorded."""
+    if isinstance(name, dict):  # one file per split
+        names = [os.path.basename(str(path)) for path in name.values()]
+        return f"local files {', '.join(f'`{n}`' for n in names)}" if names else None
+    if not name:
+        return None
+    name = str(name)
+    if kind == "bundled_sample" or os.path.normpath(name).endswith(os.path.join("modeling_iamm", "sample_data")):
+        return BUNDLED_SAMPLE
+    if kind == "hub" or (kind is None and not is_local_path(name)):
+        return f"[{name}](https://huggingface.co/datasets/{name})"
+    return f"a local copy (`{os.path.basename(os.path.normpath(name))}`)"
+
+
+def max_samples_text(max_samples: Any) -> str:
+    """`, the first N samples of each split (--max_samples N)` when a run was limited, else nothing."""
+    return (f", only the first {max_samples} samples of each split (`--max_samples {max_samples}`)"
+            if max_samples else "")
+
+
+def model_training_data(summary: Dict[str, Any]) -> str:
+    """The model card's training data: the source and sample limit `train_summary.json` records (`data`,
+    `data_source`, `max_samples`), else a statement that they were not recorded, with the sample counts it has."""
+    samples = summary.get("samples") or {}
+    counts = (f"{', '.join(f'{k} {v}' for k, v in samples.items())} samples (one per listener turn)"
+              if samples else "")
+    vocabulary = (f"a vocabulary of {summary['vocabulary']} words built from the training split only"
+                  if summary.get("vocabulary") else "")
+    details = " and ".join(part for part in (counts, vocabulary) if part)
+    source = data_source(summary.get("data"), summary.get("data_source"))
+    if source:
+        return (f"{source[0].upper()}{source[1:]}{max_samples_text(summary.get('max_samples'))}"
+                + (f": {details}" if details else "") + ". EmpatheticDialogues is licensed CC BY-NC 4.0.")
+    return ("Which data this checkpoint was trained on was not recorded (its train_summary.json names no data "
+            "source)" + (f"; it records {details}" if details else "") + ". The model reads EmpatheticDialogues-"
+            "format dialogues; EmpatheticDialogues is licensed CC BY-NC 4.0.")
 
 
 def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, Any],
@@ -288,13 +340,7 @@ def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, An
         )
     else:
         evaluation = "No evaluation results were given when this checkpoint was published."
-    samples = summary.get("samples") or {}
-    training_data = (
-        f"EmpatheticDialogues ({ED_HUB_ID}, CC BY-NC 4.0), one sample per listener turn"
-        + (f": {', '.join(f'{k} {v}' for k, v in samples.items())} samples" if samples else "")
-        + (f", vocabulary of {summary['vocabulary']} words built from the training split only"
-           if summary.get("vocabulary") else "") + "."
-    )
+    training_data = model_training_data(summary)
     if not config.get("use_implicit_association", True) or summary.get("implicit_association") is False:
         training_data += " No commonsense knowledge (COMET) was used."
     return ModelCard.from_template(
@@ -318,6 +364,25 @@ DATA_FORMATS = {
     "iamm": "The instructions follow this package's own format (a system and a user turn in the base model's chat "
             "template, answers `Emotion: <label>\\nResponse: <reply>`).",
 }
+
+
+CHATGLM3_6B_SIZE = {"layers": 28, "hidden_size": 4096}
+"""ChatGLM3-6B's depth and width (its config: `num_layers` 28, `hidden_size` 4096)."""
+
+
+def chatglm3_base(base: Dict[str, Any]) -> str:
+    """How an adapter card names a ChatGLM3 base: ChatGLM3-6B only when the recorded base has its size (or, when
+    the base's config is not on this machine, when its recorded Hub id says so); otherwise the recorded size."""
+    size = base.get("size")
+    if size:
+        if size == CHATGLM3_6B_SIZE:
+            return "ChatGLM3-6B"
+        return (f"a ChatGLM3-architecture model with {size['layers']} layers of width {size['hidden_size']} (not "
+                f"ChatGLM3-6B, which has {CHATGLM3_6B_SIZE['layers']} of {CHATGLM3_6B_SIZE['hidden_size']})")
+    recorded = base.get("recorded") or ""
+    if recorded and not is_local_path(recorded):
+        return f"ChatGLM3 (`{recorded}`)"
+    return "a ChatGLM3 model (its size was not recorded)"
 
 
 def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], training: Dict[str, Any],
@@ -352,7 +417,7 @@ def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], training: D
     description = INSTRUCTION_FORMATS[column]
     if training.get("data_format") in DATA_FORMATS:
         description += " " + DATA_FORMATS[training["data_format"]]
-    rev = f', revision="{revision}"' if revision and revision != "main" else ""
+    rev = revision_argument(revision)
     usage = (
         "from peft import PeftModel\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
@@ -361,9 +426,9 @@ def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], training: D
     )
     if base.get("chatglm3"):
         description += (
-            f" The base is ChatGLM3-6B in transformers' own `glm` layout (`{base_model}`): THUDM/chatglm3-6b's "
-            "remote-code model has other module names, so convert it first with this package's "
-            "`python scripts/convert_chatglm3.py --checkpoint_dir <chatglm3-6b folder> --output_dir <glm folder>` "
+            f" The base is {chatglm3_base(base)} in transformers' own `glm` layout (`{base_model}`): ChatGLM3's "
+            "remote-code model (THUDM/chatglm3-6b) has other module names, so convert it first with this package's "
+            "`python scripts/convert_chatglm3.py --checkpoint_dir <chatglm3 folder> --output_dir <glm folder>` "
             "(or load the converted folder published as the base model).")
     return ModelCard.from_template(
         card_data, template_str=ADAPTER_CARD_TEMPLATE, model_name=model_name, base_model=base_model, paper=PAPER,
@@ -425,7 +490,8 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
         source_kind = build_info.get("model_source")  # absent in folders built before it was recorded
         hub_id = source_kind == "hub" if source_kind else bool(model) and not is_local_path(model)
         source = checkpoint_name(model, hub_id=hub_id) if model else "not recorded"
-        settings = {k: v for k, v in build_info.items() if k not in ("model", "model_source")}
+        settings = {k: v for k, v in build_info.items()
+                    if k not in ("model", "model_source", "data", "data_source", "max_samples")}
         associations_source = (
             f"The associated words come from the IAMM checkpoint {source}. Build settings:\n\n"
             f"```json\n{json.dumps(settings, indent=2, sort_keys=True)}\n```"
@@ -433,6 +499,13 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
     else:
         associations_source = ("The folder held no `build_info.json`: which IAMM checkpoint produced the "
                                "associations was not recorded.")
+    recorded_data = data_source((build_info or {}).get("data"), (build_info or {}).get("data_source"))
+    if recorded_data:
+        source_data = (f"Built from {recorded_data}"
+                       + max_samples_text((build_info or {}).get("max_samples")) + ".")
+    else:
+        source_data = ("Which copy of EmpatheticDialogues it was built from, and whether it was limited to the first "
+                       "samples of each split, were not recorded (`build_info.json` predates them).")
     data_format = (build_info or {}).get("format")
     processing = PROCESSING.get(data_format, "How the text was processed was not recorded (no build_info.json).")
     rows = [(name, dtype, COLUMN_CONTENTS.get(name, "")) for name, dtype in columns]
@@ -443,5 +516,5 @@ def build_dataset_card(repo_id: str, counts: Dict[str, int], data_files: Dict[st
         card_data, template_str=DATASET_CARD_TEMPLATE, pretty_name=card_data.pretty_name, paper=PAPER,
         source_url=f"https://huggingface.co/datasets/{ED_HUB_ID}", counts=sorted(counts.items()),
         associations_source=associations_source, repo_id=repo_id, columns=rows, processing=processing,
-        example_split=example_split, example_column=example_column,
+        example_split=example_split, example_column=example_column, source_data=source_data,
     )

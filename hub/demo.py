@@ -47,6 +47,9 @@ MISSING_HEAD_REASONS = {
 
 NO_SITUATION_REASON = "no situation was given, so the model left its situation head out"
 
+SEED_RANGE = (0, 2**64 - 1)
+"""The seeds torch's generator takes (`torch.manual_seed`: an unsigned 64-bit number)."""
+
 DECODING_CHOICES = ("greedy", "beam search", "sampling")
 
 HEATMAP_NUMBER_POINTS = 10
@@ -88,6 +91,9 @@ class DemoResult:
             (columns) and the summed weights (`rows x columns`, 0 where a word is not associated with that keyword).
         notes: what the page should tell the reader (truncation, missing knowledge, ...).
         seed: the seed sampling used (None for greedy and beam search).
+
+    A head the model has but left out for this dialogue (the situation head, when no situation was given) is in
+    `missing_heads`, not in `head_probabilities`: the emotion was predicted from the other heads.
     """
 
     emotion: str
@@ -230,6 +236,20 @@ def generation_kwargs(decoding: str = "greedy", max_new_tokens: int = 50, num_be
     raise DemoError(f"unknown decoding {decoding!r}: choose one of {', '.join(DECODING_CHOICES)}")
 
 
+def check_seed(seed: Any) -> int:
+    """`seed` as an int in :data:`SEED_RANGE`, or a :class:`DemoError` saying which seeds the generator takes."""
+    low, high = SEED_RANGE
+    try:
+        value = int(seed)
+        whole = value == seed
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or not low <= value <= high:
+        raise DemoError(f"The seed must be a whole number from {low} to {high} (the random generator's range); "
+                        f"got {seed!r}.")
+    return value
+
+
 def _probabilities(logits: torch.Tensor, labels: Sequence[str]) -> Dict[str, float]:
     probs = torch.softmax(logits.float(), dim=-1).tolist()
     return {label: round(p, 6) for label, p in zip(labels, probs)}
@@ -366,14 +386,12 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
     kwargs = generation_kwargs(decoding, max_new_tokens, num_beams, top_p, temperature)
     used_seed = None
     if kwargs["do_sample"]:
-        used_seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**31)
+        used_seed = check_seed(seed) if seed is not None else random.SystemRandom().randrange(2**31)
         torch.manual_seed(used_seed)
         notes.append(f"Sampled with seed {used_seed}: set it as the seed to draw this response again.")
     model.eval()
     # no situation: the model's use_situation=False mode for this dialogue (an empty text would bias the situation head)
     without_situation = config.use_situation and not situation_words
-    if without_situation:
-        notes.append("No situation given: the model reads the dialogue without one (no situation head).")
     prediction = predict_batch(model, tokenizer, collator, [sample], with_associations=True,
                                use_situation=False if without_situation else None, **kwargs)
     outputs = prediction.encoder_outputs
@@ -386,6 +404,10 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
                              else MISSING_HEAD_REASONS.get(name, "the model does not have it"))
         else:
             head_probabilities[name] = _probabilities(logits[0], labels)
+    if without_situation:
+        used = [page_label[0].lower() + page_label[1:] for name, _, page_label in HEADS if name in head_probabilities]
+        notes.append("No situation given: the emotion was predicted without the situation head, from the "
+                     f"{', '.join(used[:-1])} and {used[-1]} (the model's no-situation mode).")
     special = set(tokenizer.all_special_tokens) | {"<none>"}
     raw = outputs.associations or {}
     keywords, columns, matrix = _heatmap(prediction.associations[0], special)
@@ -488,7 +510,8 @@ def heatmap_figure(result: DemoResult):
     ax.set_xticks(range(cols), [relabel(w) for w in result.heatmap_words], rotation=40, ha="right", fontsize=10,
                   fontfamily=families)
     ax.set_yticks(range(rows), [relabel(k) for k in result.heatmap_keywords], fontsize=10, fontfamily=families)
-    ax.set_title("rows: keywords, columns: associated words\n(summed association weight)", fontsize=10, loc="left")
+    title = ax.set_title("rows: keywords, columns: associated words\n(summed association weight)", fontsize=10,
+                         loc="left")
     for i, row in enumerate(result.heatmap_weights):
         for j, weight in enumerate(row):
             if weight > 0:
@@ -496,8 +519,25 @@ def heatmap_figure(result: DemoResult):
                 ax.text(j, i, f"{weight:.1f}", ha="center", va="center", fontsize=HEATMAP_NUMBER_POINTS,
                         color="white" if dark else "black")
     fig.tight_layout()
+    _fit_width(fig, title)
     plt.close(fig)
     return fig
+
+
+def _fit_width(fig, text, pad_pixels: float = 6.0, tries: int = 3) -> None:
+    """Widen `fig` until `text` (the heat map's title, which starts at the axes' left edge and is wider than a map of
+    one or two columns) ends inside it, keeping the layout tight."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for _ in range(tries):
+        renderer = FigureCanvasAgg(fig).get_renderer() if not hasattr(fig.canvas, "get_renderer") \
+            else fig.canvas.get_renderer()
+        overflow = text.get_window_extent(renderer).x1 + pad_pixels - fig.bbox.width
+        if overflow <= 0:
+            return
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + overflow / fig.dpi, height)
+        fig.tight_layout()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -578,7 +618,8 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
 
     The page has one API endpoint, `/predict` (`gradio_client.Client(url).predict(situation, dialogue, ...,
     api_name="/predict")`); its outputs are named by :data:`OUTPUT_LABELS` and the heads' labels, and a head the
-    model does not have is not among them. Sampling draws a new seed per call (returned as "Seed (sampling)")
+    model does not have is not among them. A head the model left out for this dialogue (the situation head, when
+    the situation is blank) gives an empty output, and the messages say the emotion was predicted without it. Sampling draws a new seed per call (returned as "Seed (sampling)")
     unless `randomize_seed=False`, when it uses `seed`.
 
     Components the page's tests read: `#emotion` and `#response` (textboxes), `#status` (messages),
@@ -659,14 +700,20 @@ def build_demo(model: ModelSource, examples: Optional[Sequence[Dict[str, Any]]] 
                     num_beams: int = 4, top_p: float = 0.9, temperature: float = 1.0, seed: int = 0,
                     randomize_seed: bool = True):
             try:
+                shown_seed = check_seed(seed)
+            except DemoError:  # not a seed (only sampling needs one): not sent back, the page's JSON holds 64 bits
+                shown_seed = None
+            try:
                 result = predict_for_demo(model, tokenizer, situation, dialogue, decoding, max_new_tokens, num_beams,
                                           top_p, temperature, None if randomize_seed else seed, limits, collator)
             except DemoError as error:
                 gr.Warning(str(error))
-                return ["", "", f"**{error}**", None, None, seed, None, *[None] * len(head_labels)]
+                return ["", "", f"**{error}**", None, None, shown_seed, None, *[None] * len(head_labels)]
+            # a head the model has but left out for this dialogue (the situation head, without a situation) gives
+            # None: the messages say the emotion was predicted without it
             return [result.emotion, result.response, _status_markdown(result), _relative(result.highlights),
-                    heatmap_figure(result), seed if result.seed is None else result.seed,
-                    result.emotion_probabilities, *[result.head_probabilities[name] for name, _ in heads]]
+                    heatmap_figure(result), shown_seed if result.seed is None else result.seed,
+                    result.emotion_probabilities, *[result.head_probabilities.get(name) for name, _ in heads]]
 
         def cached_predict(situation: str, dialogue: str, _reference: str):
             """An example's outputs as the page's defaults give them (greedy), for `gr.Examples`' cache."""

@@ -1,8 +1,9 @@
 """What each kind of folder must hold to be published, and the staging copy that is uploaded.
 
 Staging copies only the files a repository should hold (never optimizer states, `checkpoint-*` folders, training
-arguments or predictions), adds what the Hub needs (the card, the pipeline's remote code for models that lack it)
-and is uploaded as a whole, so the repository mirrors it exactly.
+arguments or predictions, never a file that may hold a secret: :data:`SECRET_FILES`), adds what the Hub needs (the
+card, the pipeline's remote code for models that lack it) and is uploaded as a whole. Every file is read through :func:`source_file`, which refuses a path that is a folder where a file is
+expected, or that leads out of the published folder through a symbolic link.
 """
 
 import fnmatch
@@ -30,37 +31,36 @@ NEVER_PUSH = ["checkpoint-*", "checkpoint-*/**", "optimizer.pt", "scheduler.pt",
 """Patterns that are never uploaded (also given to `upload_folder` as `ignore_patterns`)."""
 
 
-def _package_modules() -> Tuple[str, ...]:
-    """The file names of `modeling_iamm`'s modules: the remote code a model push can write."""
-    import modeling_iamm
+SECRET_FILES = (
+    ".env", ".env.*", "*.env", ".envrc", ".netrc", "_netrc", ".git-credentials", ".pypirc", ".npmrc", ".pgpass",
+    ".htpasswd", ".dockercfg", "credentials.json", "client_secret*.json", "id_rsa*", "id_dsa*", "id_ecdsa*",
+    "id_ed25519*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk", "*.kdbx",
+)
+"""File names (at any depth, case-insensitive) that are never uploaded, by any kind of push: environment files with
+tokens (`.env`), login files (`.netrc`, `.git-credentials`, `.pypirc`, `.npmrc`, `.pgpass`, `.htpasswd`, Docker's
+`.dockercfg`), OAuth client and service-account files, SSH and TLS private keys and key stores. Such a file in a
+Space folder is left out and named in the push's output."""
 
-    folder = os.path.dirname(os.path.abspath(modeling_iamm.__file__))
-    return tuple(sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py"))
-
-
-MANAGED_FILES: Dict[str, Tuple[str, ...]] = {
-    "model": ("README.md", "config.json", "generation_config.json", "train_summary.json", "model.safetensors",
-              "model-*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES, *_package_modules()),
-    "adapter": ("README.md", *ADAPTER_FILES, *TOKENIZER_FILES, "lora_args.json", "train_summary.json",
-                "chat_template.json", "*.model", "*.jinja"),
-    "dataset": ("README.md", "build_info.json", "data/*.parquet"),
-    "space": ("README.md", "app.py", "requirements.txt", "iamm_demo.py", "modeling_iamm/**"),
-}
-"""Repository files a push of each kind manages: the ones it writes, and deletes when a later push no longer has
-them. Patterns without `/` match files at the top of the repository only, `**` any depth; a model's remote code is
-the module files of `modeling_iamm`. Other files (an ONNX export, a custom `handler.py`) are kept unless the push is
-told to delete them."""
+SECRET_FOLDERS = (".git", ".ssh", ".aws", ".gnupg", ".docker", ".huggingface", ".cache")
+"""Folders (at any depth) whose files are never uploaded: git's own folder (credentials in its config), SSH, AWS,
+GnuPG and Docker credentials, and the Hugging Face token folders (`.huggingface/`, `.cache/huggingface/token`)."""
 
 
-def is_managed(kind: str, path: str) -> bool:
-    """Whether `path` (a repository path) belongs to the files that pushes of `kind` manage."""
-    for pattern in MANAGED_FILES[kind]:
-        if pattern.endswith("/**"):
-            if path.startswith(pattern[:-2]):
-                return True
-        elif pattern.count("/") == path.count("/") and fnmatch.fnmatchcase(path, pattern):
-            return True
-    return False
+def is_secret(path: str) -> bool:
+    """Whether a folder-relative path (with `/`) is, or lies in, one of :data:`SECRET_FILES` or
+    :data:`SECRET_FOLDERS`."""
+    parts = path.lower().split("/")
+    if any(part in SECRET_FOLDERS for part in parts[:-1]):
+        return True
+    return any(fnmatch.fnmatchcase(parts[-1], pattern) for pattern in SECRET_FILES)
+
+
+def is_never_pushed(path: str) -> bool:
+    """Whether a folder-relative path (with `/`) is one that no push uploads (:data:`NEVER_PUSH`, matched against
+    the whole path and, by name, against every folder and file on it)."""
+    names = [pattern.split("/")[0] for pattern in NEVER_PUSH]
+    return (any(fnmatch.fnmatchcase(path, pattern) for pattern in NEVER_PUSH)
+            or any(fnmatch.fnmatchcase(part, name) for part in path.split("/") for name in names))
 
 
 class IncompleteFolderError(ValueError):
@@ -73,6 +73,101 @@ def read_json(path: str) -> Dict[str, Any]:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise IncompleteFolderError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise IncompleteFolderError(f"{path}: not a UTF-8 JSON file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise IncompleteFolderError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def source_file(folder: str, name: str) -> Optional[str]:
+    """The file `name` (a path relative to `folder`, with `/`) that a push copies from `folder`, as a real path;
+    None when there is none. An `IncompleteFolderError` (one line, nothing uploaded) when the name is a folder or
+    another non-file, or when it leads outside `folder` (itself, or a folder on its way, a symbolic link to a place
+    outside it, or to nothing): a push never follows a link out of the folder it publishes."""
+    path = os.path.join(folder, *name.split("/"))
+    if not os.path.lexists(path):
+        return None
+    root, real = os.path.realpath(folder), os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        raise IncompleteFolderError(
+            f"{path} is a symbolic link (or lies in a linked folder) leading outside {folder}, to {real}: a push does "
+            "not follow links out of the folder it publishes; copy the file into the folder or remove the link")
+    if not os.path.exists(real):
+        raise IncompleteFolderError(f"{path} is a symbolic link to {real}, which does not exist: remove the link or "
+                                    "put the file there")
+    if os.path.isdir(real):
+        raise IncompleteFolderError(f"{path} is a folder, not a file: a push expects the file {name} there (remove "
+                                    "or rename the folder)")
+    if not os.path.isfile(real):
+        raise IncompleteFolderError(f"{path} is not a regular file: a push only uploads files")
+    return real
+
+
+def copy_files(folder: str, staging: str, names: List[str]) -> List[str]:
+    """Copy the files `names` (relative paths, with `/`) of `folder` into `staging`, those that exist; a name that
+    :func:`is_secret` is not copied. Returns the names left out as secrets. Every name is checked (and a problem
+    raised) before the first copy."""
+    left_out = [name for name in names if is_secret(name) and os.path.lexists(os.path.join(folder, name))]
+    sources = {name: source_file(folder, name) for name in names if not is_secret(name)}
+    for name, source in sources.items():
+        if source is None:
+            continue
+        target = os.path.join(staging, *name.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            shutil.copyfile(source, target)
+        except OSError as e:
+            raise IncompleteFolderError(f"{os.path.join(folder, name)}: cannot be read ({e.strerror or e})") from None
+    return left_out
+
+
+SPACE_SKIPPED = ("__pycache__", "*.pyc")
+"""Names (at any depth) a Space folder's push skips besides :data:`NEVER_PUSH`: Python's caches."""
+
+
+def folder_files(folder: str) -> Tuple[List[str], List[str]]:
+    """Every file of `folder` that a push of the whole folder (a Space) uploads, as relative paths with `/`, and the
+    files and folders left out as secrets (:func:`is_secret`). Symbolic links are followed inside the folder only: a
+    link leading outside it is refused (`IncompleteFolderError`, naming it), a linked folder already walked is not
+    walked twice. Skipped silently: :data:`NEVER_PUSH` and :data:`SPACE_SKIPPED`."""
+    root = os.path.realpath(folder)
+    files: List[str] = []
+    left_out: List[str] = []
+    walked = {root}
+
+    def skipped(rel: str) -> bool:
+        return is_never_pushed(rel) or any(fnmatch.fnmatchcase(part, pattern) for part in rel.split("/")
+                                           for pattern in SPACE_SKIPPED)
+
+    for directory, folders, names in os.walk(folder, followlinks=True):
+        base = os.path.relpath(directory, folder).replace(os.sep, "/")
+        base = "" if base == "." else base + "/"
+        kept = []
+        for name in sorted(folders):
+            rel = base + name
+            if skipped(rel):
+                continue
+            if is_secret(rel + "/"):
+                left_out.append(rel + "/")
+                continue
+            real = os.path.realpath(os.path.join(directory, name))
+            if os.path.commonpath([root, real]) != root:
+                raise IncompleteFolderError(
+                    f"{os.path.join(folder, rel)} is a symbolic link leading outside {folder}, to {real}: a push does "
+                    "not follow links out of the folder it publishes; copy what it should publish into the folder "
+                    "or remove the link")
+            if real not in walked:
+                walked.add(real)
+                kept.append(name)
+        folders[:] = kept
+        for name in sorted(names):
+            rel = base + name
+            if skipped(rel):
+                continue
+            (left_out if is_secret(rel) else files).append(rel)
+    for rel in files:
+        source_file(folder, rel)  # a link out of the folder (or to nothing) is refused before anything is copied
+    return files, left_out
 
 
 def _refuse(folder: str, kind: str, missing: List[str], hint: str) -> None:
@@ -101,6 +196,8 @@ def check_model_folder(folder: str) -> Dict[str, Any]:
     return its config."""
     if not os.path.isdir(folder):
         raise IncompleteFolderError(f"{folder} is not a folder: pass the output_dir of scripts/train.py")
+    for name in ("config.json", *MODEL_WEIGHTS, *TOKENIZER_FILES):
+        source_file(folder, name)  # a folder or a link out of the folder where a file belongs: one line
     other = other_kind(folder)
     if other:
         raise IncompleteFolderError(f"{folder} is not an IAMM checkpoint but {other[0]}: push it with --kind {other[1]}")
@@ -144,7 +241,7 @@ def check_adapter_folder(folder: str) -> Dict[str, Any]:
     """Refuse a folder without a PEFT adapter; return its adapter_config.json."""
     if not os.path.isdir(folder):
         raise IncompleteFolderError(f"{folder} is not a folder: pass the adapter's output_dir")
-    missing = [f for f in ADAPTER_FILES if not os.path.exists(os.path.join(folder, f))]
+    missing = [f for f in ADAPTER_FILES if source_file(folder, f) is None]
     _refuse(folder, "LoRA adapter", missing, "Save it with PeftModel.save_pretrained(folder)")
     return read_json(os.path.join(folder, "adapter_config.json"))
 
@@ -156,15 +253,19 @@ RAW_CHATGLM = re.compile(r"^(thudm|zai-org)/chatglm", re.IGNORECASE)
 def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: Optional[str]) -> Dict[str, Any]:
     """The base model an adapter's card and staged `adapter_config.json` name: `base_model` (a Hub id) when given,
     else the recorded `base_model_name_or_path` when it is a Hub id. A recorded folder of this machine is refused
-    (nobody else can load it). Returns `{"hub_id", "recorded", "chatglm3": "raw" | "converted" | None}`."""
+    (nobody else can load it). Returns `{"hub_id", "recorded", "chatglm3": "raw" | "converted" | None, "size"}`,
+    `size` the recorded base's `{"layers", "hidden_size"}` when its config.json is on this machine, else None."""
     recorded = adapter_config.get("base_model_name_or_path") or ""
-    chatglm3 = None
+    chatglm3 = size = None
     if recorded and os.path.isfile(os.path.join(recorded, "config.json")):
         base_config = read_json(os.path.join(recorded, "config.json"))
         if base_config.get("model_type") == "chatglm":  # raw ChatGLM3: training converted it on the fly
             chatglm3 = "raw"
         elif base_config.get("converted_from") == "chatglm3":  # written by scripts/convert_chatglm3.py
             chatglm3 = "converted"
+        layers = base_config.get("num_hidden_layers", base_config.get("num_layers"))  # glm / ChatGLM3's own key
+        if isinstance(layers, int) and isinstance(base_config.get("hidden_size"), int):
+            size = {"layers": layers, "hidden_size": base_config["hidden_size"]}
     elif RAW_CHATGLM.match(recorded):
         chatglm3 = "raw"
     hub_id = base_model or (recorded if recorded and not is_local_path(recorded) else None)
@@ -180,7 +281,7 @@ def adapter_base_model(folder: str, adapter_config: Dict[str, Any], base_model: 
         raise IncompleteFolderError(
             f"{folder}/adapter_config.json {where} as its base model: pass --base_model with the Hub id of the base "
             f"weights it was trained on.{hint}")
-    return {"hub_id": hub_id, "recorded": recorded, "chatglm3": chatglm3}
+    return {"hub_id": hub_id, "recorded": recorded, "chatglm3": chatglm3, "size": size}
 
 
 def _recorded_or_given(recorded: Optional[str], given: Optional[str], flag: str, source: str, what: str,
@@ -207,9 +308,48 @@ def adapter_training(folder: str, instruction_column: Optional[str]) -> Dict[str
         "messages|plain_messages to say what the adapter was trained on")
     data_format = None
     data_dir = lora_args.get("data_dir")
-    if data_dir and os.path.exists(os.path.join(data_dir, "build_info.json")):
-        data_format = read_json(os.path.join(data_dir, "build_info.json")).get("format")
+    # scripts/train_lora.py records the data folder relative to the adapter folder; older records hold it as given
+    candidates = [os.path.join(folder, data_dir), data_dir] if isinstance(data_dir, str) and data_dir else []
+    info = next((os.path.join(c, "build_info.json") for c in candidates
+                 if os.path.isfile(os.path.join(c, "build_info.json"))), None)
+    if info:
+        data_format = read_json(info).get("format")
     return {"instruction_column": column, "data_format": data_format, "lora_args": lora_args}
+
+
+LORA_PATH_KEYS = ("model_name_or_path", "tokenizer_name_or_path", "data_dir")
+"""The `lora_args.json` fields that name a model or a data folder."""
+
+
+def _is_path(value: str, folder: str) -> bool:
+    """Whether a recorded name is a path of the machine that wrote it (absolute, `~`, found here relative to the
+    adapter folder or the working folder, or not shaped like a Hub id) rather than a Hub id."""
+    return (os.path.isabs(value) or value.startswith("~") or os.path.exists(os.path.join(folder, value))
+            or is_local_path(value))
+
+
+def published_lora_args(lora_args: Dict[str, Any], folder: str, base_model: str,
+                        dataset_repo: Optional[str] = None) -> Dict[str, Any]:
+    """`lora_args.json` as a push publishes it, naming no path of the training machine: a local base model (and a
+    tokenizer that was the base's) becomes `base_model`, the Hub id the published adapter names; a local data
+    folder becomes `dataset_repo` when given, else the folder's name; any other absolute path its last part. Hub ids
+    stay as recorded."""
+    published = dict(lora_args)
+    model = lora_args.get("model_name_or_path")
+    for key, value in lora_args.items():
+        if not isinstance(value, str) or not value:
+            continue
+        if key in LORA_PATH_KEYS and not _is_path(value, folder):
+            continue  # a Hub id
+        if key not in LORA_PATH_KEYS and not (os.path.isabs(value) or value.startswith("~")):
+            continue
+        if key == "model_name_or_path" or (key == "tokenizer_name_or_path" and value == model):
+            published[key] = base_model
+        elif key == "data_dir" and dataset_repo:
+            published[key] = dataset_repo
+        else:
+            published[key] = os.path.basename(os.path.normpath(os.path.expanduser(value)))
+    return published
 
 
 METRIC_KEYS = tuple(key for key, _, _ in MODEL_METRICS)
@@ -312,25 +452,17 @@ def dataset_columns(folder: str) -> List[Tuple[str, str]]:
     return columns
 
 
-def _copy(folder: str, staging: str, names: List[str]) -> None:
-    for name in names:
-        source = os.path.join(folder, name)
-        if os.path.exists(source):
-            target = os.path.join(staging, name)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copy(source, target)
-
-
 def stage_model(folder: str, staging: str, config: Dict[str, Any]) -> Dict[str, Any]:
-    """Copy a checkpoint's publishable files into `staging`, adding the pipeline's remote code (and its
-    `custom_pipelines` entry) when the folder predates it. Returns the config as staged."""
+    """Copy a checkpoint's publishable files into `staging` (:func:`copy_files`), adding the pipeline's remote code
+    (and its `custom_pipelines` entry) when the folder predates it. Returns the config as staged."""
     from modeling_iamm.pipeline_iamm import CUSTOM_PIPELINES, pipeline_files
 
     weights = [w for w in MODEL_WEIGHTS if os.path.exists(os.path.join(folder, w))]
     if "model.safetensors.index.json" in weights:
         index = read_json(os.path.join(folder, "model.safetensors.index.json"))
         weights += sorted(set(index.get("weight_map", {}).values()))
-    _copy(folder, staging, weights + list(TOKENIZER_FILES) + list(MODEL_EXTRA_FILES) + remote_code_files(folder, config))
+    copy_files(folder, staging, weights + list(TOKENIZER_FILES) + list(MODEL_EXTRA_FILES)
+               + remote_code_files(folder, config))
     shipped = config.get("custom_pipelines") and all(
         os.path.exists(os.path.join(staging, f)) for f in remote_code_files(folder, {"custom_pipelines": config["custom_pipelines"]})
     )
@@ -341,32 +473,60 @@ def stage_model(folder: str, staging: str, config: Dict[str, Any]) -> Dict[str, 
             if not os.path.exists(target):
                 shutil.copy(path, target)
         config = dict(config, custom_pipelines=CUSTOM_PIPELINES)
-        with open(os.path.join(staging, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_json(os.path.join(staging, "config.json"), config)
     return config
 
 
-def stage_adapter(folder: str, staging: str, base_model: Optional[str] = None) -> None:
+def stage_adapter(folder: str, staging: str, base_model: Optional[str] = None,
+                  dataset_repo: Optional[str] = None) -> None:
     """Copy an adapter's publishable files (adapter, tokenizer, chat template, `lora_args.json`) into `staging`;
-    with `base_model`, the staged `adapter_config.json` names that Hub id (so `AutoPeftModel` finds the base)."""
+    with `base_model`, the staged `adapter_config.json` names that Hub id (so `AutoPeftModel` finds the base), and
+    the staged `lora_args.json` names no path of this machine (:func:`published_lora_args`)."""
     extra = [os.path.basename(p) for p in glob.glob(os.path.join(folder, "*"))
              if os.path.basename(p) in TOKENIZER_FILES or os.path.basename(p).endswith((".model", ".jinja"))
              or os.path.basename(p) in ("train_summary.json", "chat_template.json", "lora_args.json")]
-    _copy(folder, staging, list(ADAPTER_FILES) + extra)
-    if base_model:
-        path = os.path.join(staging, "adapter_config.json")
-        config = read_json(path)
-        if config.get("base_model_name_or_path") != base_model:
-            config["base_model_name_or_path"] = base_model
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2, sort_keys=True)
-                f.write("\n")
+    copy_files(folder, staging, list(ADAPTER_FILES) + sorted(extra))
+    if not base_model:
+        return
+    path = os.path.join(staging, "adapter_config.json")
+    config = read_json(path)
+    if config.get("base_model_name_or_path") != base_model:
+        config["base_model_name_or_path"] = base_model
+        write_json(path, config)
+    path = os.path.join(staging, "lora_args.json")
+    if os.path.exists(path):
+        lora_args = read_json(path)
+        published = published_lora_args(lora_args, folder, base_model, dataset_repo)
+        if published != lora_args:
+            write_json(path, published)
+
+
+def write_json(path: str, value: Dict[str, Any]) -> None:
+    """Write a JSON file as the staged files are written (sorted keys, indented, a final newline)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def stage_dataset(folder: str, staging: str) -> Optional[Dict[str, Any]]:
-    """Copy the parquet splits (and build_info.json) into `staging`; return build_info if present."""
-    names = [os.path.relpath(p, folder) for p in glob.glob(os.path.join(folder, "data", "*.parquet"))]
-    _copy(folder, staging, sorted(names) + ["build_info.json"])
-    info = os.path.join(folder, "build_info.json")
-    return read_json(info) if os.path.exists(info) else None
+    """Copy the parquet splits (and build_info.json) into `staging`; return build_info if present. The staged
+    build_info.json names local folders (the IAMM checkpoint, the ED copy) by their last part only."""
+    names = [f"data/{os.path.basename(p)}" for p in glob.glob(os.path.join(folder, "data", "*.parquet"))]
+    copy_files(folder, staging, sorted(names) + ["build_info.json"])
+    path = os.path.join(staging, "build_info.json")
+    if not os.path.exists(path):
+        return None
+    info = read_json(path)
+    published = dict(info)
+    model = info.get("model")
+    if isinstance(model, str) and model and (info.get("model_source") == "local" if info.get("model_source")
+                                              else is_local_path(model)):
+        published["model"] = os.path.basename(os.path.normpath(model))
+    data = info.get("data")
+    if isinstance(data, dict):
+        published["data"] = {split: os.path.basename(str(p)) for split, p in data.items()}
+    elif isinstance(data, str) and info.get("data_source") == "local":
+        published["data"] = os.path.basename(os.path.normpath(data))
+    if published != info:
+        write_json(path, published)
+    return info

@@ -1,28 +1,35 @@
 """Publishing an IAMM checkpoint, a LoRA adapter, an instruction dataset or the demo Space to the Hub, in one commit.
 
 Each push stages the publishable files with their card in a temporary folder and uploads it with
-`HfApi.upload_folder`: one commit that adds or updates every staged file and deletes the repository files that an
-earlier push of the same kind made and this one no longer has (`iamm.hub.folders.MANAGED_FILES`). Files outside
-that set (an ONNX export someone uploaded) are kept unless `delete_unmanaged` is set. Unchanged files are skipped
-(the Hub compares object ids), so pushing twice changes nothing.
+`HfApi.upload_folder`: one commit that adds or updates every staged file. The commit also writes
+:data:`MANIFEST`, the record of the files this push wrote (with their content ids), and deletes only the
+repository files that the previous push recorded there, unchanged since, and that this push no longer has. Every
+other file (an ONNX export someone uploaded, a file another client changed, anything in a repository whose earlier
+pushes predate the record) is kept and named, unless `delete_unmanaged` is set. Unchanged files are skipped (the Hub
+compares object ids), so pushing twice changes nothing. The commit names the branch head it was planned on
+(`parent_commit`), so it never lands on top of a commit it did not see (a retried commit whose first answer was
+lost included).
 
-Everything that can be checked locally (the folder, the metrics file, the repository id, the token) is checked
-before anything is uploaded, and each problem is one `PushError` line. A failed upload (an HTTP error, a dropped
+Everything that can be checked locally (the folder, its files and links, the metrics file, the repository id, the
+revision, the token) is checked before anything is uploaded, and each problem is one `PushError` line; files that
+may hold secrets (`iamm.hub.folders.SECRET_FILES`) are never uploaded. A failed upload (an HTTP error, a dropped
 connection, an unreachable server, a failed LFS or Xet transfer) is reported with the files the repository does not
 hold afterwards, read back from the Hub: when a commit was applied but its answer was lost, the push says so and
-succeeds. After the commit the repository is listed and compared with the staged folder.
+succeeds. After the commit the repository is listed and compared with the staged folder. `dry_run` stages and
+lists what a push would upload, delete and keep, and uploads nothing.
 """
 
 import hashlib
+import json
 import logging
 import os
-import shutil
+import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
@@ -35,19 +42,50 @@ from .folders import (
     check_adapter_folder,
     check_metrics,
     check_model_folder,
+    copy_files,
     dataset_columns,
     dataset_splits,
-    is_managed,
+    folder_files,
     read_json,
     split_counts,
     stage_adapter,
     stage_dataset,
     stage_model,
+    write_json,
 )
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("model", "adapter", "dataset", "space")
+
+MANIFEST = ".iamm_push.json"
+"""The record a push writes into the repository: its kind and, per file it wrote, the file's git blob id and sha256
+(`{"iamm_push": 1, "kind": ..., "files": {path: {"git": ..., "sha256": ...}}}`). The next push deletes only files
+listed there whose content is still the recorded one."""
+
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def revision_problem(revision: str) -> Optional[str]:
+    """Why `revision` cannot name a branch (git's `check-ref-format --branch` rules, which the Hub's branches
+    follow), or None: no control characters, spaces or any of `~ ^ : ? * [ \\`; no `..`, `@{` or `//`; no part that
+    starts with `.` or ends with `.lock`; not starting with `/` or `-`, not ending with `/` or `.`; not `@` or
+    `HEAD`."""
+    if not revision:
+        return "it is empty"
+    bad = sorted(set(_REF_FORBIDDEN.findall(revision)))
+    if bad:
+        return "it contains " + ", ".join(repr(c) for c in bad)
+    for pattern in ("..", "@{", "//"):
+        if pattern in revision:
+            return f"it contains {pattern!r}"
+    if revision.startswith(("/", "-")) or revision.endswith(("/", ".")):
+        return "it starts with '/' or '-', or ends with '/' or '.'"
+    if revision in ("@", "HEAD"):
+        return f"{revision!r} is not a branch name"
+    if any(part.startswith(".") or part.endswith(".lock") for part in revision.split("/")):
+        return "a part of it starts with '.' or ends with '.lock'"
+    return None
 
 
 @dataclass
@@ -75,7 +113,10 @@ class PushArguments:
         base_model: for `adapter`: the Hub id of its base weights, when `adapter_config.json` names a local folder.
         dataset_repo: for `adapter`: the Hub id of the instruction dataset it was trained on.
         space_model: for `space`: the Hub id of the model the page loads (the Space folder is written for it).
-        delete_unmanaged: also delete repository files that pushes of this kind do not manage.
+        delete_unmanaged: also delete the repository files that this push does not have and that no earlier push
+            of this package recorded as its own (the repository then mirrors the staged folder).
+        dry_run: stage the folder, run every local check and list what the push would upload, delete and keep
+            (reading the repository when it can); upload nothing.
     """
 
     kind: str = field(metadata={"help": "What to publish: model | adapter | dataset | space."})
@@ -97,7 +138,10 @@ class PushArguments:
     dataset_repo: Optional[str] = field(default=None, metadata={"help": "adapter: Hub id of its training data."})
     space_model: Optional[str] = field(default=None, metadata={"help": "space: Hub id of the model the page loads."})
     delete_unmanaged: bool = field(default=False, metadata={
-        "help": "Also delete repository files this kind of push does not manage (default: keep them)."})
+        "help": "Also delete repository files that earlier pushes of this package did not write (default: keep "
+                "them)."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "List what the push would upload, delete and keep; upload nothing."})
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -114,6 +158,9 @@ class PushArguments:
             if not ok:
                 raise ValueError(f"{flag} must be a Hub id namespace/name (letters, digits, '-', '_', '.'), "
                                  f"got {value!r}")
+        problem = revision_problem(self.revision)
+        if problem:
+            raise ValueError(f"--revision {self.revision!r} is not a valid branch name: {problem}")
         if self.kind == "space":
             if bool(self.folder) == bool(self.space_model):
                 raise ValueError("--kind space needs either --space_model (the Hub id of the model the page loads) "
@@ -150,17 +197,17 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:400]}"
 
 
-def _local_hashes(folder: str) -> Dict[str, Dict[str, str]]:
-    """Per file of `folder` (repository paths): its git blob id (`git`) and sha256 (`sha256`), the ids the Hub
-    reports for regular and for LFS/Xet files."""
+def _local_hashes(folder: str, paths: Optional[List[str]] = None) -> Dict[str, Dict[str, str]]:
+    """Per file of `folder` (repository paths; `paths`: only these): its git blob id (`git`) and sha256 (`sha256`),
+    the ids the Hub reports for regular and for LFS/Xet files."""
+    if paths is None:
+        paths = [os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+                 for root, _, names in os.walk(folder) for name in names]
     hashes = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                data = f.read()
-            hashes[os.path.relpath(path, folder).replace(os.sep, "/")] = {
-                "git": git_hash(data), "sha256": hashlib.sha256(data).hexdigest()}
+    for path in paths:
+        with open(os.path.join(folder, *path.split("/")), "rb") as f:
+            data = f.read()
+        hashes[path] = {"git": git_hash(data), "sha256": hashlib.sha256(data).hexdigest()}
     return hashes
 
 
@@ -211,22 +258,86 @@ def check_token(api: HfApi, args: PushArguments) -> str:
                         "nothing was uploaded") from None
 
 
-def stale_files(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, str]]) -> Dict[str, List[str]]:
-    """Repository files the staged folder does not have: `delete` (managed by this kind, or all with
-    `delete_unmanaged`) and `keep` (the others). An absent branch has none."""
+def _same(remote: Dict[str, str], ids: Dict[str, str]) -> bool:
+    """Whether a repository file (`remote_files` entry) has the content of a local or recorded file (its ids)."""
+    kind, value = next(iter(remote.items()))
+    return ids.get(kind) == value
+
+
+def with_manifest(staging: str, kind: str, local: Dict[str, Dict[str, str]]) -> Dict[str, Dict[str, str]]:
+    """Write :data:`MANIFEST` into `staging`, recording the staged files (`local`: their ids); returns `local` with
+    the manifest's own ids. The record holds no time, so pushing the same folder again writes the same bytes."""
+    path = os.path.join(staging, MANIFEST)
+    write_json(path, {"iamm_push": 1, "kind": kind, "files": {p: local[p] for p in sorted(local) if p != MANIFEST}})
+    return dict(local, **_local_hashes(staging, [MANIFEST]))
+
+
+def read_manifest(api: HfApi, args: PushArguments, revision: str) -> Dict[str, Any]:
+    """The repository's :data:`MANIFEST` at `revision`: `{"kind", "files"}`, or `{"problem": why}` when it cannot be
+    used (unreadable, not a record of this package)."""
+    with tempfile.TemporaryDirectory(prefix="iamm-manifest-") as cache:
+        try:
+            path = api.hf_hub_download(args.repo_id, MANIFEST, repo_type=args.repo_type, revision=revision,
+                                       cache_dir=cache)
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+        except Exception as e:  # an HTTP error, a dropped connection, not JSON
+            return {"problem": f"{MANIFEST} could not be read ({describe(e)})"}
+    files = record.get("files") if isinstance(record, dict) else None
+    if not (isinstance(files, dict) and record.get("kind") in KINDS
+            and all(isinstance(ids, dict) for ids in files.values())):
+        return {"problem": f"{MANIFEST} is not a record of this package's pushes"}
+    return {"kind": record["kind"], "files": files}
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind == 'adapter' else 'a'} {kind}"
+
+
+KEPT_WITHOUT_RECORD = ("the repository holds no record of earlier pushes of this package ({}): files they may have "
+                       "written are kept too")
+KEPT_NOT_OURS = "not written by an earlier push of this package"
+KEPT_CHANGED = "changed since this package pushed them"
+
+
+def plan_deletions(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, str]],
+                   revision: str) -> Dict[str, Any]:
+    """Repository files at `revision` that the staged folder (`local`) does not have: `delete` (recorded in the
+    previous push's :data:`MANIFEST` and unchanged since, or all with `delete_unmanaged`) and `keep` (the others),
+    with `why` each kept group is kept. Never by name: a file another client added under a name this package also
+    writes is kept. An absent repository or branch has none. A repository of another kind is refused."""
+    empty: Dict[str, Any] = {"delete": [], "keep": [], "why": {}}
     try:
-        remote = remote_files(api, args.repo_id, args.repo_type, args.revision)
+        remote = remote_files(api, args.repo_id, args.repo_type, revision)
     except HfHubHTTPError as e:
         if getattr(e.response, "status_code", None) == 404:
-            return {"delete": [], "keep": []}
+            return empty
         raise
-    other = {"model": ("adapter_config.json", "an adapter"), "adapter": ("config.json", "a model")}.get(args.kind)
-    if other and other[0] in remote and other[0] not in local:
-        raise PushError(f"{args.repo_id} holds {other[1]} ({other[0]}), not {'an' if args.kind == 'adapter' else 'a'} "
-                        f"{args.kind}: check --repo_id and --kind; nothing was uploaded")
+    manifest = read_manifest(api, args, revision) if MANIFEST in remote else {"problem": f"no {MANIFEST}"}
+    recorded_kind = manifest.get("kind")
+    if recorded_kind and recorded_kind != args.kind:
+        raise PushError(f"{args.repo_id} holds {_a(recorded_kind)} ({MANIFEST} records {_a(recorded_kind)} push), "
+                        f"not {_a(args.kind)}: check --repo_id and --kind; nothing was uploaded")
+    other = {"model": ("adapter_config.json", "adapter"), "adapter": ("config.json", "model")}.get(args.kind)
+    if other and other[0] in remote and other[0] not in local:  # a repository pushed before the record existed
+        raise PushError(f"{args.repo_id} holds {_a(other[1])} ({other[0]}), not {_a(args.kind)}: check --repo_id and "
+                        "--kind; nothing was uploaded")
     stale = sorted(p for p in remote if p not in local and p != ".gitattributes")
-    delete = [p for p in stale if args.delete_unmanaged or is_managed(args.kind, p)]
-    return {"delete": delete, "keep": [p for p in stale if p not in delete]}
+    if args.delete_unmanaged:
+        return {"delete": stale, "keep": [], "why": {}}
+    recorded = manifest.get("files") or {}
+    why: Dict[str, List[str]] = {}
+    delete = []
+    for path in stale:
+        if path in recorded and _same(remote[path], recorded[path]):
+            delete.append(path)
+            continue
+        if "files" in manifest:
+            reason = KEPT_CHANGED if path in recorded else KEPT_NOT_OURS
+        else:
+            reason = KEPT_WITHOUT_RECORD.format(manifest["problem"])
+        why.setdefault(reason, []).append(path)
+    return {"delete": delete, "keep": [p for p in stale if p not in delete], "why": why}
 
 
 def _escape(path: str) -> str:
@@ -234,11 +345,18 @@ def _escape(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
+def _kept_notes(plan: Dict[str, Any]) -> List[str]:
+    """One sentence per reason files were kept."""
+    return [f"kept {', '.join(paths)}: {reason} (--delete_unmanaged true deletes them)"
+            for reason, paths in plan["why"].items()]
+
+
 def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
-    """Create the repository (and branch) if needed, upload `staging` as one commit, verify. Returns the commit id,
-    the stale files deleted and the unmanaged ones kept."""
+    """Create the repository (and branch) if needed, upload `staging` (with :data:`MANIFEST`) as one commit on top of
+    the branch head the deletions were planned on, verify. Returns the commit id, the files of the push, the
+    stale files deleted, the others kept and why."""
     api = HfApi(endpoint=args.endpoint, token=args.token)
-    local = _local_hashes(staging)  # read once: every comparison with the repository uses it
+    local = with_manifest(staging, args.kind, _local_hashes(staging))  # read once: every comparison uses it
     files = sorted(local)
     check_token(api, args)
     message = args.commit_message or f"Upload IAMM {args.kind} from {os.path.basename(os.path.abspath(args.folder or args.space_model))}"
@@ -248,8 +366,8 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
                         space_sdk="gradio" if args.kind == "space" else None)
         if args.revision != "main":
             api.create_branch(args.repo_id, repo_type=args.repo_type, branch=args.revision, exist_ok=True)
-        stale = stale_files(api, args, local)
         head_before = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
+        stale = plan_deletions(api, args, local, head_before)
     except PushError:
         raise
     except Exception as e:
@@ -260,6 +378,7 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
             repo_id=args.repo_id, repo_type=args.repo_type, folder_path=staging, revision=args.revision,
             commit_message=message, ignore_patterns=list(NEVER_PUSH),  # (upload_folder extends the list it gets)
             delete_patterns=[_escape(p) for p in stale["delete"]] or None,
+            parent_commit=head_before,  # refused (412) if the branch moved: a retried commit is never applied twice
         )
         commit = info.oid
     except Exception as e:  # HTTP errors, dropped connections, LFS/Xet transfer failures: read back what is there
@@ -274,10 +393,41 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
     if diff["missing"] or leftover:
         raise PushError(f"{args.repo_id}@{args.revision} does not match the pushed folder after commit {commit}: "
                         f"missing or different {diff['missing']}, not deleted {leftover}; push again")
-    if stale["keep"]:
-        logger.warning("kept %d file(s) in %s that %s pushes do not manage: %s (--delete_unmanaged true removes "
-                       "them)", len(stale["keep"]), args.repo_id, args.kind, ", ".join(stale["keep"]))
-    return {"commit": commit, "files": files, "deleted": stale["delete"], "kept": stale["keep"]}
+    notes = _kept_notes(stale)
+    for note in notes:
+        logger.warning("%s: %s", args.repo_id, note)
+    return {"commit": commit, "files": files, "deleted": stale["delete"], "kept": stale["keep"], "notes": notes}
+
+
+def dry_run(args: PushArguments, staging: str) -> Dict[str, Any]:
+    """What `upload` would do with `staging`, without writing anything: the files it would upload (with their
+    sizes), and, when the repository can be read (no token needed for a public one), what it would delete and
+    keep."""
+    local = with_manifest(staging, args.kind, _local_hashes(staging))
+    upload_list = [{"path": p, "bytes": os.path.getsize(os.path.join(staging, *p.split("/")))} for p in sorted(local)]
+    plan: Dict[str, Any] = {"delete": [], "keep": [], "why": {}}
+    api = HfApi(endpoint=args.endpoint, token=args.token)
+    try:
+        try:
+            head = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
+            repository = f"read at commit {head} of {args.revision}"
+        except RevisionNotFoundError:
+            head = api.repo_info(args.repo_id, repo_type=args.repo_type, revision="main").sha
+            repository = f"branch {args.revision} does not exist yet: the push would create it from main ({head})"
+        plan = plan_deletions(api, args, local, head)
+    except RepositoryNotFoundError:
+        repository = "does not exist (or is not visible with this token): the push would create it"
+    except PushError:
+        raise
+    except Exception as e:  # no network, offline mode, a refused token
+        repository = (f"not read ({describe(e)}): what the push would delete is decided when it runs, from the "
+                      f"repository's {MANIFEST}")
+    for entry in upload_list:
+        logger.info("would upload %s (%d bytes)", entry["path"], entry["bytes"])
+    for path in plan["delete"]:
+        logger.info("would delete %s", path)
+    return {"dry_run": True, "upload": upload_list, "delete": plan["delete"], "keep": plan["keep"],
+            "notes": _kept_notes(plan), "repository": repository}
 
 
 def _after_failure(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, str]], stale: Dict[str, List[str]],
@@ -294,6 +444,7 @@ def _after_failure(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, s
             f"{', '.join(sorted(local))}. Run the same command again (it commits only what is missing or different)."
         ) from error
     not_deleted = [p for p in diff["extra"] if p in stale["delete"]]
+    missing = [p for p in diff["missing"] if p != MANIFEST] or diff["missing"]  # the record only if nothing else
     if not diff["missing"] and not not_deleted:
         if head != head_before:
             logger.warning("the Hub's answer to the commit was lost (%s), but %s now holds every file of this push "
@@ -304,15 +455,17 @@ def _after_failure(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, s
         return head
     raise PushError(
         f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}. The repository does not "
-        f"hold these files of this push (or holds other versions): {', '.join(diff['missing']) or 'none'}"
+        f"hold these files of this push (or holds other versions): {', '.join(missing) or 'none'}"
         + (f"; stale files not deleted: {', '.join(not_deleted)}" if not_deleted else "")
         + ". Run the same command again to complete it."
     ) from error
 
 
-def stage(args: PushArguments, staging: str) -> None:
+def stage(args: PushArguments, staging: str) -> List[str]:
     """Check the folder for its kind and write the publishable files and the card into `staging` (every local
-    problem is raised here, as `IncompleteFolderError`, before anything goes over the network)."""
+    problem is raised here, as `IncompleteFolderError`, before anything goes over the network). Returns the files
+    left out because they may hold secrets (`iamm.hub.folders.SECRET_FILES`)."""
+    left_out: List[str] = []
     if args.kind == "model":
         config = check_model_folder(args.folder)
         metrics = check_metrics(args.metrics_file, args.folder, args.eval_split) if args.metrics_file else None
@@ -324,7 +477,7 @@ def stage(args: PushArguments, staging: str) -> None:
         adapter_config = check_adapter_folder(args.folder)
         training = adapter_training(args.folder, args.instruction_format)
         base = adapter_base_model(args.folder, adapter_config, args.base_model)
-        stage_adapter(args.folder, staging, base["hub_id"])
+        stage_adapter(args.folder, staging, base["hub_id"], args.dataset_repo)
         card = build_adapter_card(args.repo_id, adapter_config, training, base, args.dataset_repo, args.revision)
     elif args.kind == "dataset":
         splits = dataset_splits(args.folder)
@@ -338,20 +491,29 @@ def stage(args: PushArguments, staging: str) -> None:
             write_space(args.space_model, staging)
         else:
             check_space_folder(args.folder)
-            never = [p.split("/")[0] for p in NEVER_PUSH]  # what upload_folder would skip, by name at any depth
-            shutil.copytree(args.folder, staging, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git", *never))
-        return  # the Space's README.md (its front matter) is its card
-    card.save(os.path.join(staging, "README.md"))
+            files, left_out = folder_files(args.folder)
+            copy_files(args.folder, staging, files)
+        card = None  # the Space's README.md (its front matter) is its card
+    if card is not None:
+        card.save(os.path.join(staging, "README.md"))
+    if left_out:
+        logger.warning("left out %d file(s) that may hold secrets (never uploaded): %s", len(left_out),
+                       ", ".join(left_out))
+    return left_out
 
 
 def push(args: PushArguments) -> Dict[str, Any]:
     """Publish `args.folder` to `args.repo_id`; returns the commit id, the files the repository now holds from this
-    push, the stale files deleted and the unmanaged ones kept. Raises `PushError` (or `IncompleteFolderError` for
-    a folder that cannot be published) with a one-line message."""
+    push, the stale files deleted, the others kept (with `notes` saying why) and the files `left_out` as possible
+    secrets. With `args.dry_run`, what it would upload, delete and keep instead (nothing is uploaded). Raises
+    `PushError` (or `IncompleteFolderError` for a folder that cannot be published) with a one-line message."""
     with tempfile.TemporaryDirectory(prefix="iamm-push-") as staging:
-        stage(args, staging)
+        left_out = stage(args, staging)
+        if args.dry_run:
+            return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision,
+                    **dry_run(args, staging), "left_out": left_out}
         result = upload(args, staging)
     logger.info("%s@%s is at commit %s with %d files of this push", args.repo_id, args.revision, result["commit"],
                 len(result["files"]))
-    return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision, **result}
+    return {"repo_id": args.repo_id, "repo_type": args.repo_type, "revision": args.revision, **result,
+            "left_out": left_out}

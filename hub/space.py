@@ -60,8 +60,8 @@ models:
 An interactive demo of IAMM ("An Iterative Associative Memory Model for Empathetic Response Generation",
 Yang et al., ACL 2024) with the model [{model_id}](https://huggingface.co/{model_id}).
 
-Type the speaker's situation and a dialogue (one utterance per line, the last one the speaker's), or pick an
-EmpatheticDialogues example. The page shows the predicted emotion (one of 32), the probabilities of each emotion
+Type a dialogue (one utterance per line, the last one the speaker's) and, optionally, the speaker's situation, or
+pick an EmpatheticDialogues example (without a situation the emotion is predicted without the situation head). The page shows the predicted emotion (one of 32), the probabilities of each emotion
 head (context, situation, memory and, for models trained with commonsense knowledge, knowledge), the listener's
 response (greedy, beam search or sampling) and the words the model associated: the dialogue coloured by association
 weight and a heat map of keywords against their associated words.

@@ -23,7 +23,7 @@ import torch
 from transformers import TrainingArguments
 
 from .chatglm3 import chatglm3_stop_token_ids, is_chatglm3_checkpoint, load_chatglm3, load_chatglm3_tokenizer
-from .instructions import glmtuner_source, load_instruction_dataset
+from .instructions import glmtuner_source, load_instruction_dataset, recorded_location
 from .records import RecordWriter, open_records
 
 logger = logging.getLogger(__name__)
@@ -374,7 +374,8 @@ def merge_adapter(base_args: ModelLoadingArguments, adapter_dir: str, output_dir
 
 def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -> Dict[str, Any]:
     """Fine-tune a LoRA adapter on the instruction data; saves adapter, tokenizer and `lora_args.json` in
-    `training_args.output_dir` (and the merged model under `merged/` with `--merge`). Resumable with
+    `training_args.output_dir` (and the merged model under `merged/` with `--merge`). `lora_args.json` names local
+    models and data folders relative to the output folder, Hub ids as given. Resumable with
     `--resume_from_checkpoint`. Returns the training metrics."""
     from transformers import Trainer
 
@@ -402,8 +403,12 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
     result = trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model(training_args.output_dir)  # the adapter (and tokenizer), not the base
     if trainer.is_world_process_zero():
+        record = asdict(lora_args)
+        for key in ("model_name_or_path", "tokenizer_name_or_path", "data_dir"):  # no absolute path of this machine
+            if record[key]:
+                record[key] = recorded_location(record[key], training_args.output_dir)
         with open(os.path.join(training_args.output_dir, "lora_args.json"), "w", encoding="utf-8") as f:
-            json.dump(asdict(lora_args), f, indent=2)
+            json.dump(record, f, indent=2)
         if lora_args.merge:
             merge_adapter(lora_args, training_args.output_dir, os.path.join(training_args.output_dir, "merged"),
                           tokenizer)

@@ -13,18 +13,22 @@ weight words by threshold with punctuation): the one that reproduces the paper's
 
 Writes `associations/<split>.jsonl` (the cached associated words), `data/<split>-00000-of-00001.parquet` (load with
 `iamm.llm.instructions.load_instruction_dataset` or `datasets.load_dataset("parquet", ...)`) and
-`build_info.json`. An interrupted run continues where it stopped (finished samples are not recomputed);
+`build_info.json` (the settings, the IAMM checkpoint, the data source and `--max_samples`). An interrupted run
+continues where it stopped (finished samples are not recomputed);
 `--overwrite_output true` starts over.
 """
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from iamm.llm.associations import build_instruction_data
-from iamm.llm.instructions import InstructionConfig
+from iamm.llm.associations import BUILD_INFO, build_instruction_data
+from iamm.llm.instructions import InstructionConfig, recorded_location
+from modeling_iamm import SAMPLE_DATA_DIR
 from modeling_iamm.cli import parse_args
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.preparation import DataArguments, prepare_data
@@ -49,6 +53,26 @@ class BuildInstructionsArguments:
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
 
+def record_data_source(output_dir: str, data_args: DataArguments) -> None:
+    """Add to `build_info.json` where the dialogues came from (`data`: a Hub id, or a path relative to the output
+    folder, per split for split files; `data_source`: `bundled_sample`, `local` or `hub`) and `max_samples`, which
+    the dataset card states."""
+    source = data_args.source
+    if isinstance(source, dict):
+        data, kind = {split: recorded_location(path, output_dir) for split, path in source.items()}, "local"
+    elif os.path.isdir(source) and os.path.samefile(source, SAMPLE_DATA_DIR):
+        data, kind = "modeling_iamm/sample_data", "bundled_sample"
+    else:
+        data, kind = recorded_location(source, output_dir), "local" if os.path.exists(source) else "hub"
+    path = os.path.join(output_dir, BUILD_INFO)
+    with open(path) as f:
+        info = json.load(f)
+    info.update(data=data, data_source=kind, max_samples=data_args.max_samples)
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None):
     args, config, data_args = parse_args((BuildInstructionsArguments, InstructionConfig, DataArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -66,6 +90,7 @@ def main(argv=None):
     paths = build_instruction_data(model, tokenizer, dict(samples), args.output_dir, config, args.batch_size,
                                    args.overwrite_output, args.model_name_or_path, progress=not args.disable_tqdm,
                                    collator=collator)
+    record_data_source(args.output_dir, data_args)
     for split, path in paths.items():
         print(f"{split}: {path}")
 

@@ -6,11 +6,14 @@
     python scripts/push_to_hub.py --kind dataset --folder data/instructions --repo_id org/iamm-instructions
     python scripts/push_to_hub.py --kind space --space_model org/iamm --repo_id org/iamm-demo
 
-Options: --private true, --revision BRANCH (created if missing), --commit_message, --token (default: env HF_TOKEN);
-HF_ENDPOINT selects another Hub. The repository ends up holding the published files; files that earlier pushes of
-the same kind wrote and this one no longer has are deleted, any other file is kept (--delete_unmanaged true deletes
-them too). Bad input (a missing folder, a metrics file of another model, no token) is one line before any upload;
-a push that failed names the files the repository does not hold and completes when run again.
+Options: --private true, --revision BRANCH (created if missing), --commit_message, --token (default: env HF_TOKEN),
+--dry_run true (list what would be uploaded, deleted and kept; upload nothing); HF_ENDPOINT selects another Hub.
+The repository ends up holding the published files and the push's record, .iamm_push.json; files the previous push
+recorded and this one no longer has are deleted, any other file is kept and named (--delete_unmanaged true deletes
+them too). Files that may hold secrets (.env, .netrc, key files, ...) are never uploaded; a symbolic link leading
+out of the folder is refused. Bad input (a missing folder, a metrics file of another model, an invalid --revision,
+no token) is one line before any upload; a push that failed names the files the repository does not hold and
+completes when run again.
 """
 
 import json

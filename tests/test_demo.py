@@ -99,6 +99,37 @@ def test_predict_for_demo_gives_what_the_page_shows(loaded):
     assert not result.notes
 
 
+def test_a_blank_situation_leaves_the_situation_head_out(loaded):
+    """The situation is optional: without one the model runs in its no-situation mode, the page shows the heads it
+    used and says that the emotion was predicted without the situation head."""
+    from iamm.hub.demo import NO_SITUATION_REASON, predict_for_demo
+
+    model, tokenizer = loaded
+    for blank in ("", "   "):
+        result = predict_for_demo(model, tokenizer, blank, "I passed my exam!")
+        reference = greedy(model, tokenizer, ["I passed my exam!"])
+        assert reference["situation"] == "without_situation"
+        assert (result.emotion, result.response) == (reference["emotion"], reference["response"])
+        assert set(result.head_probabilities) == {"context", "memory"}
+        assert result.missing_heads["situation"] == NO_SITUATION_REASON
+        assert result.notes == ["No situation given: the emotion was predicted without the situation head, from the "
+                                "context head (H_c) and memory head (H_m) (the model's no-situation mode)."]
+        assert not any(span.startswith("Situation") for span, _ in result.highlights)
+
+
+def test_seeds_outside_the_generators_range_are_refused(loaded):
+    from iamm.hub.demo import DemoError, predict_for_demo
+
+    model, tokenizer = loaded
+    for seed in (2**64, 2**70, -1, 2.5):
+        with pytest.raises(DemoError, match=r"^The seed must be a whole number from 0 to 18446744073709551615"):
+            predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, decoding="sampling", seed=seed, max_new_tokens=4)
+    top = predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, decoding="sampling", seed=2**64 - 1, max_new_tokens=4)
+    assert top.seed == 2**64 - 1
+    # greedy and beam search use no seed: whatever the seed box holds does not matter
+    assert predict_for_demo(model, tokenizer, SITUATION, DIALOGUE, seed=2**70, max_new_tokens=4).seed is None
+
+
 def test_decoding_choices(loaded):
     from iamm.hub.demo import DemoError, generation_kwargs, predict_for_demo
 
@@ -183,6 +214,24 @@ def test_heatmap_draws_cjk_and_emoji_with_an_installed_font():
     labels, missing = draw_heatmap(*CJK_AND_EMOJI)
     assert not missing, missing  # every glyph drawn: no empty boxes
     assert labels == CJK_AND_EMOJI[0] + CJK_AND_EMOJI[1]
+
+
+@pytest.mark.parametrize("columns", [1, 2, 8])
+def test_heatmap_title_fits_narrow_maps(columns):
+    from iamm.hub.demo import DemoResult, heatmap_figure
+
+    result = DemoResult(emotion="sad", response="", emotion_probabilities={}, head_probabilities={}, missing_heads={},
+                        highlights=[], heatmap_keywords=["job"], heatmap_words=[f"w{i}" for i in range(columns)],
+                        heatmap_weights=[[1.0] * columns])
+    figure = heatmap_figure(result)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)
+    title = figure.axes[0].get_title(loc="left")
+    assert title.startswith("rows: keywords")
+    box = figure.axes[0]._left_title.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width, (box, figure.bbox.width)
 
 
 def test_heatmap_names_characters_no_installed_font_has(monkeypatch):
@@ -300,6 +349,19 @@ def test_api_as_the_readme_calls_it(checkpoint, loaded, word_tokenizer):
         fixed = [client.predict(situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="sampling", seed=7,
                                 randomize_seed=False, api_name="/predict")[1:6] for _ in range(2)]
         assert fixed[0] == fixed[1] and "seed 7" in fixed[0][1] and fixed[0][4] == 7
+
+        # the README's call without a situation: the heads the model used, the situation head's output empty
+        blank = greedy(model, tokenizer, ["I passed my exam!"])
+        emotion, response, messages, _, _, _, combined, context, situation, memory = client.predict(
+            situation="", dialogue="I passed my exam!", decoding="greedy", api_name="/predict")
+        assert (emotion, response) == (blank["emotion"], blank["response"])
+        assert "predicted without the situation head" in messages and combined["label"] == emotion
+        assert not situation and context["confidences"] and memory["confidences"]
+        # a seed the generator cannot take: a message, not a bare "Error"
+        outputs = client.predict(situation=SITUATION, dialogue="\n".join(DIALOGUE), decoding="sampling",
+                                 seed=2**70, randomize_seed=False, api_name="/predict")
+        assert outputs[2].startswith("**The seed must be a whole number from 0 to 18446744073709551615")
+        assert outputs[0] == "" and outputs[5] is None
     finally:
         demo.close()
     # a model with a knowledge head has the fourth head's output
@@ -328,11 +390,15 @@ def test_write_space_runs_the_demo_from_its_own_folder(tmp_path, checkpoint):
     # app.py builds the page from the Space's own copy of the code (not this checkout's)
     check = ("import sys; sys.path.insert(0, '.'); import app, modeling_iamm, gradio; "
              "assert modeling_iamm.__file__.startswith(sys.argv[1]), modeling_iamm.__file__; "
-             "assert isinstance(app.demo, gradio.Blocks); print('built', app.MODEL_ID)")
+             "assert isinstance(app.demo, gradio.Blocks); print('built', app.MODEL_ID); "
+             # the page's /predict function, as the Space serves it, with a blank situation
+             "fn = next(f.fn for f in app.demo.fns.values() if f.api_name == 'predict'); "
+             "out = fn('', 'I passed my exam!'); print('blank:', out[2])")
     proc = subprocess.run([sys.executable, "-c", check, str(space)], cwd=space, env=ENV, capture_output=True, text=True,
                           timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"built {checkpoint}" in proc.stdout
+    assert "blank: - No situation given: the emotion was predicted without the situation head" in proc.stdout
     installed = write_space("user/iamm", str(tmp_path / "pip"), package_requirement="iamm==0.1.0")["files"]
     assert installed == ["README.md", "app.py", "requirements.txt"]
     assert "from iamm.hub.demo import build_demo" in (tmp_path / "pip" / "app.py").read_text()
@@ -503,6 +569,22 @@ def test_demo_page_in_headless_chromium(tmp_path, monkeypatch, checkpoint, loade
         assert coloured, "no highlighted words"
         page.wait(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
                                              page.find("#heatmap img")) > 100)
+
+        # no situation (the box says it is optional): the heads the model used, and the page says so
+        blank = greedy(model, tokenizer, ["I passed my exam!"])
+        page.type("#situation textarea", "")
+        page.type("#dialogue textarea", "I passed my exam!")
+        page.predict(until=lambda p: "without the situation head" in p.status() and p.value("response") == blank["response"])
+        assert page.value("emotion") == blank["emotion"]
+        assert page.find("#probs-combined").text.splitlines()[1] == blank["emotion"]
+        for head in ("context", "memory"):
+            assert len(page.find(f"#probs-{head}").text.splitlines()) >= 6, head
+        assert len(page.find("#probs-situation").text.splitlines()) <= 2  # its label, no probabilities
+        assert [line.split(":")[0] for line in driver.execute_script(
+            "return document.querySelector('#highlights .textfield').innerText").splitlines() if line.strip()] == [
+            "Speaker"]
+        page.type("#situation textarea", SITUATION)
+        page.type("#dialogue textarea", "\n".join(turns))
 
         # beam search, 8 new tokens (typed into the slider's box)
         beam = next(predict(model, tokenizer, [{"turns": turns, "situation": SITUATION}], num_beams=4, max_new_tokens=8))

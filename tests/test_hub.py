@@ -25,7 +25,7 @@ DIALOGUES = [["I lost my job today."],
              {"turns": ["My dog died last week.", "I am so sorry.", "I miss him every day."], "situation": "my dog died"}]
 MODEL_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "train_summary.json", "configuration_iamm.py", "modeling_iamm.py",
-               "pipeline_iamm.py", "inference.py", "collator.py", "text.py", "tokenization.py"}
+               "pipeline_iamm.py", "inference.py", "collator.py", "text.py", "tokenization.py", ".iamm_push.json"}
 
 
 def client_env(hub: FakeHub, home) -> dict:
@@ -174,6 +174,60 @@ def test_model_card_metadata_and_setting(trained, evaluated, tmp_path):
         check_metrics(str(lone / "metrics.json"), str(trained), None)
 
 
+def test_cards_state_what_was_recorded(tmp_path):
+    """Training data, a ChatGLM3 base and a dataset's source as their records have them, and no more; the published
+    build_info.json names no folder of this machine."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from iamm.hub.cards import build_adapter_card, build_model_card
+    from iamm.hub.folders import adapter_base_model
+    from iamm.hub.push import PushArguments, stage
+
+    summary = {"samples": {"train": 64, "valid": 64}, "vocabulary": 900}
+    text = build_model_card("org/iamm", {}, summary).text
+    assert "Which data this checkpoint was trained on was not recorded" in text and "train 64, valid 64 samples (one per listener turn) and a vocabulary of 900" in text
+    assert "trained on EmpatheticDialogues" not in text
+    recorded = dict(summary, data="modeling_iamm/sample_data", data_source="bundled_sample", max_samples=64)
+    assert ("The EmpatheticDialogues sample bundled with iamm (`modeling_iamm/sample_data`), only the first 64 "
+            "samples of each split (`--max_samples 64`)") in build_model_card("org/iamm", {}, recorded).text
+
+    # a ChatGLM3 base is ChatGLM3-6B only when the converted folder has its size
+    adapter = {"base_model_name_or_path": str(tmp_path / "glm"), "peft_type": "LORA", "r": 4}
+    training = {"instruction_column": "messages"}
+    for (layers, hidden), says in (((2, 64), "a ChatGLM3-architecture model with 2 layers of width 64 (not "
+                                              "ChatGLM3-6B, which has 28 of 4096)"), ((28, 4096), "ChatGLM3-6B")):
+        (tmp_path / "glm").mkdir(exist_ok=True)
+        (tmp_path / "glm" / "config.json").write_text(json.dumps(
+            {"model_type": "glm", "converted_from": "chatglm3", "num_hidden_layers": layers, "hidden_size": hidden}))
+        base = adapter_base_model(str(tmp_path), adapter, "org/glm")
+        card = build_adapter_card("org/lora", adapter, training, base).text
+        assert f"The base is {says} in transformers' own `glm` layout (`org/glm`)" in card, card
+
+    # a dataset built from the first 8 samples of the bundled sample, by a checkpoint of this machine
+    folder = tmp_path / "instructions"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["c1#1"], "messages": ["hi"]}), folder / "data" / "train.parquet")
+    info = {"format": "iamm", "model": str(tmp_path / "runs" / "iamm"), "model_source": "local",
+            "data": "../../ed-copy", "data_source": "local", "max_samples": 8, "counts": {"train": 1}}
+    (folder / "build_info.json").write_text(json.dumps(info))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    stage(PushArguments(kind="dataset", folder=str(folder), repo_id="org/instructions"), str(staging))
+    card = (staging / "README.md").read_text()
+    assert "Built from a local copy (`ed-copy`), only the first 8 samples of each split (`--max_samples 8`)." in card
+    assert "local checkpoint `iamm`" in card and str(tmp_path) not in card
+    published = json.loads((staging / "build_info.json").read_text())
+    assert published == dict(info, model="iamm", data="ed-copy")
+    del info["data"], info["data_source"], info["max_samples"]  # a folder built before they were recorded
+    (folder / "build_info.json").write_text(json.dumps(info))
+    shutil.rmtree(staging)
+    staging.mkdir()
+    stage(PushArguments(kind="dataset", folder=str(folder), repo_id="org/instructions"), str(staging))
+    assert "whether it was limited to the first samples of each split, were not recorded" in (
+        staging / "README.md").read_text()
+
+
 # ---- the pipeline with the in-package classes ------------------------------------------------------------------
 @pytest.mark.slow
 def test_pipeline_in_package_matches_predict(local):
@@ -291,6 +345,7 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, evaluated, local,
     assert remote["single"]["response"] == reference[1]["response"]
     assert len(remote["beams"]["response"]) == 2
     assert "->" in proc.stdout  # the card's snippet printed its result
+    assert "without_situation ['context', 'memory']" in proc.stdout  # and ran a dialogue without a situation
 
 
 @pytest.fixture
@@ -378,7 +433,7 @@ def test_files_others_added_are_kept_unless_asked(hub, trained, tmp_path, push_h
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base", "peft_type": "LORA"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"x")
     (adapter / "tokenizer.json").write_text("{}")
-    with pytest.raises(PushError, match="holds a model .config.json., not an adapter"):
+    with pytest.raises(PushError, match=r"holds a model \(.iamm_push.json records a model push\), not an adapter"):
         push_here(adapter, "org/iamm-shared", kind="adapter", instruction_format="messages")
     assert "tokenizer.json" in hub.files("org/iamm-shared") and hub.files("org/iamm-shared")["model.onnx"]
     result = push_here(folder, "org/iamm-shared", delete_unmanaged=True)
@@ -421,6 +476,19 @@ def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path):
     closed = dict(client_env(hub, home), HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens on port 9
     line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", env=closed)
     assert "could not reach the Hub at http://127.0.0.1:9" in line and "nothing was uploaded" in line
+    # a branch name git (and the Hub) would refuse is refused here, before any request
+    for revision in ("../evil", "dev branch", "refs/heads/x.lock", "-f"):
+        line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm-revision", f"--revision={revision}")
+        assert line.startswith(f"push_to_hub: --revision {revision!r} is not a valid branch name: "), line
+    assert ("model", "org/iamm-revision") not in hub.repos
+    # a folder where the tokenizer file belongs: one line naming it
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (broken / "tokenizer.json").unlink()
+    (broken / "tokenizer.json").mkdir()
+    line = run_push_failing(hub, home, "--kind", "model", "--folder", str(broken), "--repo_id", "org/iamm")
+    assert line == f"push_to_hub: {broken / 'tokenizer.json'} is a folder, not a file: a push expects the file " \
+                   "tokenizer.json there (remove or rename the folder)"
 
 
 @pytest.mark.slow
@@ -500,11 +568,20 @@ def test_adapter_round_trip(hub, tmp_path, push_here):
     with pytest.raises(IncompleteFolderError, match="THUDM/chatglm3-6b is ChatGLM3 in its remote-code layout"):
         push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages",
                   base_model="THUDM/chatglm3-6b")
-    push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", instruction_format="plain_messages",
-              base_model="org/tiny-llama", dataset_repo="org/iamm-instructions")
+    # a lora_args.json of an older train_lora.py: the training machine's absolute paths
+    recorded = {"model_name_or_path": str(tmp_path / "base"), "tokenizer_name_or_path": str(tmp_path / "base"),
+                "data_dir": str(tmp_path / "instructions"), "instruction_column": "plain_messages", "max_length": 64}
+    (tmp_path / "lora" / "lora_args.json").write_text(json.dumps(recorded))
+    push_here(tmp_path / "lora", "org/iamm-lora", kind="adapter", base_model="org/tiny-llama",
+              dataset_repo="org/iamm-instructions")
     files = hub.files("org/iamm-lora")
-    assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors", "lora_args.json",
+                          ".iamm_push.json"}
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "org/tiny-llama"
+    assert str(tmp_path) not in files["lora_args.json"].decode()  # no path of this machine is published
+    assert json.loads(files["lora_args.json"]) == dict(recorded, model_name_or_path="org/tiny-llama",
+                                                       tokenizer_name_or_path="org/tiny-llama",
+                                                       data_dir="org/iamm-instructions")
     card = ModelCard(files["README.md"].decode())
     assert card.data.base_model == "org/tiny-llama" and card.data.library_name == "peft"
     assert "`plain_messages` column" in card.text and str(tmp_path) not in card.text

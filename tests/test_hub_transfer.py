@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import urllib.error
 import urllib.request
 
 import pytest
 
+from iamm.hub.push import MANIFEST
 from tests.helpers.hub_server import APPLY_THEN_DROP, DROP, FakeHub, LfsPointer, git_blob_sha1
 
 try:
@@ -108,7 +110,7 @@ def test_lfs_push_round_trips_byte_exact(request, lfs_client, staging, tmp_path)
         assert pointers[path].sha256 == hashlib.sha256(local[path]).hexdigest() and pointers[path].xet_hash is None
         assert hub.lfs_objects[pointers[path].sha256] == local[path]
     files = hub.files("org/lfs")
-    assert {p: files[p] for p in local} == local and set(files) == set(local) | {".gitattributes"}
+    assert {p: files[p] for p in local} == local and set(files) == set(local) | {".gitattributes", MANIFEST}
 
     # the tree lists LFS files with their sha256; downloads (302 to storage, X-Linked-*) give the same bytes
     api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
@@ -311,22 +313,27 @@ def test_one_dropped_connection_is_retried(request, online, staging, transfer, e
     assert set(hub.lfs_files("org/dropped")) == set(BINARY)
 
 
-@pytest.mark.parametrize("transfer", ["lfs", pytest.param("xet", marks=needs_xet)])
+@pytest.mark.parametrize("transfer", ["regular", "lfs", pytest.param("xet", marks=needs_xet)])
 def test_a_commit_whose_answer_was_lost(request, online, staging, transfer):
     """The commit is applied and the connection dropped: the push reads the repository back, finds the folder
-    there and succeeds with the branch's head (no error claiming that nothing was committed)."""
+    there and succeeds with the branch's head (no error claiming that nothing was committed). The push is still one
+    commit: a client that retries the commit (huggingface_hub's Xet path does) names the head it was planned on, so
+    the retry is refused instead of applied a second time."""
     import huggingface_hub.constants
 
-    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", transfer == "lfs")
+    online.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", transfer != "xet")
     hub = start_hub(request, transfer)
     hub.fail_next("commit", status=APPLY_THEN_DROP)
     commit = upload(hub, "org/lost", staging)
     assert not hub.failures["commit"]
     assert hub.repo("org/lost").branches["main"] == commit
-    pointers = hub.lfs_files("org/lost")
-    assert {p: pointers[p].sha256 for p in BINARY} == {
-        p: hashlib.sha256((staging / p).read_bytes()).hexdigest() for p in BINARY}
-    assert hub.files("org/lost")["config.json"] == (staging / "config.json").read_bytes()
+    assert hub.commit_count("org/lost") == 2  # the repository's first commit and the push
+    files = hub.files("org/lost")
+    for path in BINARY:  # the content (regular, LFS) or the pointer (Xet) of today's bytes
+        stored = files[path]
+        sha256 = stored.sha256 if isinstance(stored, LfsPointer) else hashlib.sha256(stored).hexdigest()
+        assert sha256 == hashlib.sha256((staging / path).read_bytes()).hexdigest()
+    assert files["config.json"] == (staging / "config.json").read_bytes()
 
 
 @pytest.mark.parametrize("transfer,endpoint", [
@@ -352,3 +359,149 @@ def test_a_failed_upload_over_an_older_version_is_not_taken_for_success(request,
     assert "does not hold these files of this push (or holds other versions): model.safetensors." in message
     assert hub.repo("org/older").branches["main"] == first
     assert hub.lfs_files("org/older")["model.safetensors"].sha256 != hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+# ---- what a push deletes and what it never uploads, in each upload mode ----------------------------------------
+TRANSFERS = ["regular", "lfs", pytest.param("xet", marks=needs_xet)]
+
+
+def client_for(monkeypatch, transfer):
+    """huggingface_hub as it talks to a server of this mode: Xet only for the Xet server (hf_xet may be installed)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", transfer != "xet")
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, word_tokenizer):
+    """A tiny IAMM checkpoint as save_pretrained writes it, with a train_summary.json and a generation_config.json."""
+    from tests.helpers.tiny_model import IAMMModelTester
+
+    folder = tmp_path_factory.mktemp("model") / "iamm"
+    model = IAMMModelTester(vocab_size=len(word_tokenizer), use_implicit_association=False).create_model().eval()
+    model.save_pretrained(folder, tokenizer=word_tokenizer)
+    (folder / "train_summary.json").write_text(json.dumps({"global_step": 1}))
+    assert (folder / "generation_config.json").exists() and (folder / "model.safetensors").exists()
+    return folder
+
+
+def push_folder(hub, folder, repo_id, **kwargs):
+    from iamm.hub.push import PushArguments, push
+
+    kwargs.setdefault("kind", "model")
+    return push(PushArguments(folder=str(folder), repo_id=repo_id, endpoint=hub.endpoint, token="hf_test_token",
+                              **kwargs))
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+def test_a_push_deletes_only_what_it_pushed_and_nobody_changed(request, monkeypatch, model_folder, tmp_path,
+                                                                  transfer):
+    """Files another client committed under names this package also uses (a package module, a weights shard) are
+    kept; a file this package pushed and another client changed since is kept; a file it pushed, unchanged, that the
+    folder no longer has is deleted. A repository whose earlier push left no record keeps what it cannot attribute."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from iamm.hub.push import MANIFEST
+
+    client_for(monkeypatch, transfer)
+    hub = start_hub(request, transfer)
+    api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
+    folder = tmp_path / "iamm"
+    shutil.copytree(model_folder, folder)
+
+    first = push_folder(hub, folder, "org/shared")
+    assert MANIFEST in first["files"] and first["deleted"] == [] == first["kept"]
+    record = json.loads(hub.files("org/shared")[MANIFEST])
+    assert record["kind"] == "model" and set(record["files"]) == set(first["files"]) - {MANIFEST}
+    theirs = {"data.py": b"# another client's data module\n", "evaluation.py": b"# theirs\n",
+              "model-fp16.safetensors": b"\0fp16 weights\xff" * 64,
+              "generation_config.json": b'{"max_new_tokens": 7}\n'}  # ours, changed by them
+    api.create_commit("org/shared", [CommitOperationAdd(p, data) for p, data in theirs.items()],
+                      commit_message="another client")
+    (folder / "generation_config.json").unlink()
+    (folder / "train_summary.json").unlink()
+    second = push_folder(hub, folder, "org/shared")
+    files = hub.files("org/shared")
+    assert second["deleted"] == ["train_summary.json"] and "train_summary.json" not in files
+    assert second["kept"] == ["data.py", "evaluation.py", "generation_config.json", "model-fp16.safetensors"]
+    for path, data in theirs.items():
+        stored = files[path]
+        assert (stored == data) if isinstance(stored, bytes) else stored.sha256 == hashlib.sha256(data).hexdigest()
+    notes = " ".join(second["notes"])
+    assert "generation_config.json: changed since this package pushed them" in notes
+    assert "data.py, evaluation.py, model-fp16.safetensors: not written by an earlier push of this package" in notes
+
+    # a repository whose earlier push predates the record: nothing is deleted, and the push says why
+    shutil.copy(model_folder / "train_summary.json", folder / "train_summary.json")
+    push_folder(hub, folder, "org/older")
+    api.delete_file(MANIFEST, "org/older")
+    (folder / "train_summary.json").unlink()
+    third = push_folder(hub, folder, "org/older")
+    assert third["deleted"] == [] and third["kept"] == ["train_summary.json"]
+    assert "holds no record of earlier pushes of this package (no .iamm_push.json)" in third["notes"][0]
+    assert "train_summary.json" in hub.files("org/older") and MANIFEST in hub.files("org/older")
+    assert not hub.unhandled, hub.unhandled
+
+
+SPACE_FILES = {
+    "app.py": b"import gradio\n", "requirements.txt": b"gradio\n", "README.md": b"---\nsdk: gradio\napp_file: app.py\n---\n",
+    "assets/logo.png": b"\x89PNG\r\n\x1a\n\0" + bytes(range(256)),  # binary: LFS/Xet storage on those servers
+}
+SECRETS = {".env": b"HF_TOKEN=hf_secret\n", "config/.netrc": b"machine huggingface.co password hf_secret\n",
+           ".git-credentials": b"https://user:hf_secret@huggingface.co\n", "keys/id_rsa": b"-----BEGIN KEY-----\n",
+           "deploy/server.pem": b"-----BEGIN CERTIFICATE-----\n", ".ssh/config": b"Host hub\n"}
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+def test_a_push_never_uploads_secrets_or_follows_links_out_of_the_folder(request, monkeypatch, tmp_path, transfer):
+    from iamm.hub.folders import IncompleteFolderError
+    from iamm.hub.push import MANIFEST
+
+    client_for(monkeypatch, transfer)
+    hub = start_hub(request, transfer)
+    space = tmp_path / "space"
+    for path, data in {**SPACE_FILES, **SECRETS}.items():
+        (space / path).parent.mkdir(parents=True, exist_ok=True)
+        (space / path).write_bytes(data)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "token.txt").write_text("hf_secret\n")
+    (space / "notes.txt").symlink_to(outside / "token.txt")
+    (space / "more").symlink_to(outside, target_is_directory=True)
+
+    def sent():
+        return [r for r in hub.requests if not r.startswith(("GET ", "HEAD "))]
+
+    # a link leading out of the folder is refused, named, before any request (a linked file, then a linked folder)
+    with pytest.raises(IncompleteFolderError, match=r"more is a symbolic link leading outside .*space"):
+        push_folder(hub, space, "org/demo", kind="space")
+    (space / "more").unlink()
+    with pytest.raises(IncompleteFolderError, match=r"notes.txt is a symbolic link .*leading outside .*space"):
+        push_folder(hub, space, "org/demo", kind="space", dry_run=True)
+    assert not hub.requests
+    (space / "notes.txt").unlink()
+    (space / "notes.txt").symlink_to("app.py")  # a link inside the folder: its content is published
+
+    planned = push_folder(hub, space, "org/demo", kind="space", dry_run=True)
+    assert [f["path"] for f in planned["upload"]] == sorted([MANIFEST, "notes.txt", *SPACE_FILES])
+    assert sorted(planned["left_out"]) == sorted([p for p in SECRETS if p != ".ssh/config"] + [".ssh/"])
+    assert "would create it" in planned["repository"] and not sent()
+
+    result = push_folder(hub, space, "org/demo", kind="space")
+    files = hub.files("org/demo", "space")
+    assert sorted(result["files"]) == sorted(f["path"] for f in planned["upload"]) == sorted(set(files) - {".gitattributes"})
+    assert result["left_out"] == planned["left_out"]
+    assert files["notes.txt"] == SPACE_FILES["app.py"]
+    assert not any(isinstance(data, bytes) and b"hf_secret" in data for data in files.values())
+    if transfer != "regular":
+        assert set(hub.lfs_files("org/demo", "space")) == {"assets/logo.png"}
+    # the same rules for a model: a weights file linked from outside the folder is refused before any upload
+    before = sent()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "iamm", "auto_map": {}}))
+    (model / "model.safetensors").symlink_to(outside / "token.txt")
+    with pytest.raises(IncompleteFolderError, match=r"model.safetensors is a symbolic link .*leading outside"):
+        push_folder(hub, model, "org/model")
+    assert sent() == before

@@ -35,6 +35,7 @@ def test_instructions_lora_generation_and_llm_metrics_fit_together(tmp_path):
         "--max_samples", 6, "--output_dir", instructions, "--disable_tqdm", "true")
     info = json.load(open(instructions / "build_info.json"))
     assert info["counts"] == {"train": 6, "valid": 6} and info["model"]
+    assert (info["data"], info["data_source"], info["max_samples"]) == ("modeling_iamm/sample_data", "bundled_sample", 6)
 
     glm = tiny_glm_folder(str(tmp_path / "base"))
     adapter = tmp_path / "lora"
@@ -98,6 +99,7 @@ def publish_and_check(tmp_path, instructions, adapter, glm):
         assert listed == columns  # the card lists exactly the columns the data has, in order
         assert "| train | 6 |" in card.text and "| valid | 6 |" in card.text
         assert "local checkpoint `iamm`" in card.text and str(tmp_path) not in card.text
+        assert "only the first 6 samples of each split (`--max_samples 6`)" in card.text
         proc = subprocess.run([sys.executable, "-c", DATASET_CLIENT], env=env, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -121,5 +123,7 @@ def publish_and_check(tmp_path, instructions, adapter, glm):
         assert card.data.base_model == "org/chatglm3-6b-glm" and card.data.datasets == ["org/iamm-instructions"]
         assert "`messages` column" in card.text and "| instruction format | iamm |" in card.text
         assert "convert_chatglm3.py" in card.text and str(tmp_path) not in card.text
+        assert "The base is a ChatGLM3-architecture model with 2 layers" in card.text  # the tiny test GLM
+        assert str(tmp_path) not in files["lora_args.json"].decode()
     finally:
         hub.stop()

@@ -245,7 +245,10 @@ def test_train_script_trains_resumes_merges_and_refuses_a_used_folder(glm_dir, t
     run = _run("train_lora.py", *train, "--merge", "true")
     assert run.returncode == 0, run.stderr[-3000:]
     assert os.path.isfile(out / "adapter_model.safetensors") and os.path.isfile(out / "merged" / "config.json")
-    assert json.load(open(out / "lora_args.json"))["instruction_column"] == "plain_messages"
+    recorded = json.load(open(out / "lora_args.json"))
+    assert recorded["instruction_column"] == "plain_messages"
+    # local folders relative to the adapter folder: no absolute path of this machine
+    assert (recorded["model_name_or_path"], recorded["data_dir"]) == (os.path.relpath(glm_dir, out), "../instructions")
     with pytest.raises(SystemExit, match="not empty"):
         _main("train_lora.py")(list(map(str, train)))
     resumed = _run("train_lora.py", *train[:-8], "--max_steps", 3, "--save_steps", 1, "--report_to", "none",
