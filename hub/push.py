@@ -56,7 +56,7 @@ from .folders import (
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("model", "adapter", "dataset", "space")
+KINDS = ("model", "adapter", "dataset", "study", "space")
 
 MANIFEST = ".iamm_push.json"
 """The record a push writes into the repository: its kind and, per file it wrote, the file's git blob id and sha256
@@ -93,10 +93,11 @@ class PushArguments:
     """Where and how to publish a folder (the CLI's options, see `scripts/push_to_hub.py`).
 
     Args:
-        kind: `model` (an IAMM checkpoint), `adapter` (a PEFT LoRA adapter), `dataset` (parquet splits) or `space`
-            (the Gradio demo page for a published model).
+        kind: `model` (an IAMM checkpoint), `adapter` (a PEFT LoRA adapter), `dataset` (parquet splits), `study`
+            (an A/B study of `scripts/ab_test.py`, published as a dataset) or `space` (the Gradio demo page for a
+            published model, or the annotation page of a study).
         folder: the folder to publish (for `space`: a folder written by `iamm.hub.space.write_space`, or none with
-            `space_model`).
+            `space_model` / `space_study`).
         repo_id: the Hub repository, `namespace/name`.
         private: create the repository private (True) or public (False); None leaves it to the namespace's default
             (an existing repository keeps its visibility).
@@ -113,13 +114,16 @@ class PushArguments:
         base_model: for `adapter`: the Hub id of its base weights, when `adapter_config.json` names a local folder.
         dataset_repo: for `adapter`: the Hub id of the instruction dataset it was trained on.
         space_model: for `space`: the Hub id of the model the page loads (the Space folder is written for it).
+        space_study: for `space`: an A/B study folder; the Space serves its annotation page (with a copy of its store).
+        anonymize_annotators: for `study`: publish people as `annotator-1`, `annotator-2`, ... (judges keep their
+            model names).
         delete_unmanaged: also delete the repository files that this push does not have and that no earlier push
             of this package recorded as its own (the repository then mirrors the staged folder).
         dry_run: stage the folder, run every local check and list what the push would upload, delete and keep
             (reading the repository when it can); upload nothing.
     """
 
-    kind: str = field(metadata={"help": "What to publish: model | adapter | dataset | space."})
+    kind: str = field(metadata={"help": "What to publish: model | adapter | dataset | study | space."})
     repo_id: str = field(metadata={"help": "The Hub repository, namespace/name."})
     folder: Optional[str] = field(default=None, metadata={"help": "The folder to publish (space: optional)."})
     private: Optional[bool] = field(default=None, metadata={
@@ -137,6 +141,10 @@ class PushArguments:
         "help": "adapter: Hub id of the base weights (needed when adapter_config.json names a local folder)."})
     dataset_repo: Optional[str] = field(default=None, metadata={"help": "adapter: Hub id of its training data."})
     space_model: Optional[str] = field(default=None, metadata={"help": "space: Hub id of the model the page loads."})
+    space_study: Optional[str] = field(default=None, metadata={
+        "help": "space: an A/B study folder (scripts/ab_test.py) whose annotation page the Space serves."})
+    anonymize_annotators: bool = field(default=True, metadata={
+        "help": "study: publish people as annotator-1, annotator-2, ... (false: under their names)."})
     delete_unmanaged: bool = field(default=False, metadata={
         "help": "Also delete repository files that earlier pushes of this package did not write (default: keep "
                 "them)."})
@@ -162,9 +170,12 @@ class PushArguments:
         if problem:
             raise ValueError(f"--revision {self.revision!r} is not a valid branch name: {problem}")
         if self.kind == "space":
-            if bool(self.folder) == bool(self.space_model):
-                raise ValueError("--kind space needs either --space_model (the Hub id of the model the page loads) "
-                                 "or --folder (a Space folder written by iamm.hub.space.write_space), not both")
+            if sum(map(bool, (self.folder, self.space_model, self.space_study))) != 1:
+                raise ValueError("--kind space needs one of --space_model (the Hub id of the model the demo loads), "
+                                 "--space_study (an A/B study whose annotation page it serves) or --folder (a Space "
+                                 "folder written by iamm.hub.space)")
+            if self.space_study and not os.path.isdir(self.space_study):
+                raise ValueError(f"--space_study {self.space_study} does not exist or is not a folder")
         elif not self.folder:
             raise ValueError(f"--kind {self.kind} needs --folder")
         if self.folder and not os.path.isdir(self.folder):
@@ -178,13 +189,19 @@ class PushArguments:
             ("--metrics_file", self.metrics_file, "model"), ("--eval_split", self.eval_split, "model"),
             ("--instruction_format", self.instruction_format, "adapter"), ("--base_model", self.base_model, "adapter"),
             ("--dataset_repo", self.dataset_repo, "adapter"), ("--space_model", self.space_model, "space"),
+            ("--space_study", self.space_study, "space"),
         ) if value is not None and self.kind != kind]
         if misplaced:
             raise ValueError(f"{', '.join(misplaced)} do(es) not apply to --kind {self.kind}")
 
     @property
     def repo_type(self) -> str:
-        return {"dataset": "dataset", "space": "space"}.get(self.kind, "model")
+        return {"dataset": "dataset", "study": "dataset", "space": "space"}.get(self.kind, "model")
+
+    @property
+    def source(self) -> str:
+        """What is published, for messages: the folder, or the model or study a Space is written for."""
+        return self.folder or self.space_model or self.space_study
 
 
 class PushError(RuntimeError):
@@ -359,7 +376,7 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
     local = with_manifest(staging, args.kind, _local_hashes(staging))  # read once: every comparison uses it
     files = sorted(local)
     check_token(api, args)
-    message = args.commit_message or f"Upload IAMM {args.kind} from {os.path.basename(os.path.abspath(args.folder or args.space_model))}"
+    message = args.commit_message or f"Upload IAMM {args.kind} from {os.path.basename(os.path.abspath(args.source))}"
     where = f"{args.repo_id} ({args.repo_type}, revision {args.revision})"
     try:
         api.create_repo(args.repo_id, repo_type=args.repo_type, private=args.private, exist_ok=True,
@@ -371,7 +388,7 @@ def upload(args: PushArguments, staging: str) -> Dict[str, Any]:
     except PushError:
         raise
     except Exception as e:
-        raise PushError(f"pushing {args.folder or args.space_model} to {where} failed before any file was sent: "
+        raise PushError(f"pushing {args.source} to {where} failed before any file was sent: "
                         f"{describe(e)}. No file of this push was committed; run the same command again.") from e
     try:
         info = api.upload_folder(
@@ -439,7 +456,7 @@ def _after_failure(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, s
         head = api.repo_info(args.repo_id, repo_type=args.repo_type, revision=args.revision).sha
     except Exception as e:
         raise PushError(
-            f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}; reading the repository "
+            f"pushing {args.source} to {where} failed: {describe(error)}; reading the repository "
             f"back failed too ({describe(e)}), so whether the commit landed is unknown. The files of this push: "
             f"{', '.join(sorted(local))}. Run the same command again (it commits only what is missing or different)."
         ) from error
@@ -454,7 +471,7 @@ def _after_failure(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, s
                            describe(error), where, head)
         return head
     raise PushError(
-        f"pushing {args.folder or args.space_model} to {where} failed: {describe(error)}. The repository does not "
+        f"pushing {args.source} to {where} failed: {describe(error)}. The repository does not "
         f"hold these files of this push (or holds other versions): {', '.join(missing) or 'none'}"
         + (f"; stale files not deleted: {', '.join(not_deleted)}" if not_deleted else "")
         + ". Run the same command again to complete it."
@@ -484,11 +501,17 @@ def stage(args: PushArguments, staging: str) -> List[str]:
         columns = dataset_columns(args.folder)
         build_info = stage_dataset(args.folder, staging)
         card = build_dataset_card(args.repo_id, split_counts(args.folder), splits, columns, build_info)
+    elif args.kind == "study":
+        from .study import stage_study
+
+        card = stage_study(args.folder, staging, args.repo_id, args.anonymize_annotators)
     else:
-        from .space import check_space_folder, write_space
+        from .space import check_space_folder, write_annotation_space, write_space
 
         if args.space_model:
             write_space(args.space_model, staging)
+        elif args.space_study:
+            write_annotation_space(args.space_study, staging)
         else:
             check_space_folder(args.folder)
             files, left_out = folder_files(args.folder)

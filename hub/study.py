@@ -8,7 +8,6 @@ configurations (`pairs`, `judgements`, `judge_outputs`, each one parquet file), 
 `annotator-1`, `annotator-2`, ... unless `anonymize` is off.
 """
 
-import json
 import os
 from typing import Any, Dict, List, Tuple
 
@@ -122,8 +121,3 @@ def stage_study(folder: str, staging: str, repo_id: str, anonymize: bool = True)
         report_md = f.read()
     return build_study_card(repo_id, info, report_md, info["counts"])
 
-
-def study_summary(staging: str) -> Dict[str, Any]:
-    """What a staged study holds (for messages): its counts and settings."""
-    with open(os.path.join(staging, "study.json"), encoding="utf-8") as f:
-        return json.load(f)

@@ -9,7 +9,7 @@ judge with an LLM, import, status, report, push.
     python scripts/ab_test.py import --study studies/iamm-vs-woia --file crowd_export.csv
     python scripts/ab_test.py status --study studies/iamm-vs-woia
     python scripts/ab_test.py report --study studies/iamm-vs-woia [--json true]
-    python scripts/ab_test.py push --study studies/iamm-vs-woia --repo_id org/iamm-ab-study
+    python scripts/ab_test.py push --study studies/iamm-vs-woia --repo_id org/iamm-ab-study   # push_to_hub.py's flags
 
 `--a`/`--b` take what this package writes (`evaluate.py`'s `predictions.jsonl`, `generate_lora.py`'s and
 `prompt_openai.py`'s result files) or any JSONL/CSV with an `id` and a response; files without the dialogues
@@ -118,21 +118,6 @@ class ReportArguments(StudyArguments):
     output_file: Optional[str] = field(default=None, metadata={"help": "Also write the report to this file."})
 
 
-@dataclass
-class PushArguments(StudyArguments):
-    repo_id: str = field(default=None, metadata={"help": "The dataset repository (owner/name)."})
-    anonymize: bool = field(default=True, metadata={"help": "Publish people as annotator-1, annotator-2, ..."})
-    token: Optional[str] = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN)."})
-    private: Optional[bool] = field(default=None, metadata={"help": "Create the repository private."})
-    revision: Optional[str] = field(default=None, metadata={"help": "Branch to push to."})
-    commit_message: Optional[str] = field(default=None, metadata={"help": "The commit's message."})
-    dry_run: bool = field(default=False, metadata={"help": "Write the dataset folder and say what would be pushed."})
-
-    def __post_init__(self):
-        if not self.repo_id:
-            raise StudyError("push needs --repo_id (owner/name of the dataset repository)")
-
-
 def llm_response(text: str) -> str:
     """The response of a raw IAMM_large answer (`Emotion: ...\\nResponse: ...`), read by iamm.llm's answer parser
     (imported on first use: files of the small model never need it)."""
@@ -211,11 +196,19 @@ def report(args: ReportArguments) -> None:
     print(text)
 
 
-def push(args: PushArguments) -> None:
-    from iamm.hub.study import push_study
+def push(rest: List[str]) -> None:
+    """`push --study S <push_to_hub.py's flags>`: the study as a Hub dataset, through iamm.hub.push (kind `study`)."""
+    from iamm.hub.push import PushArguments, push as push_folder
 
-    result = push_study(Study.open(args.study), args)
-    print(json.dumps(result, indent=2))
+    if "--study" not in rest[:-1]:
+        raise StudyError("push needs --study <folder>")
+    i = rest.index("--study")
+    study, others = rest[i + 1], rest[:i] + rest[i + 2:]
+    Study.open(study)  # a folder without a study: one line here, before the Hub is asked anything
+    if "--kind" in others or "--folder" in others:
+        raise StudyError("push takes --study, not --kind or --folder (it publishes the study as kind 'study')")
+    (args,) = parse_args((PushArguments,), ["--kind", "study", "--folder", study, *others])
+    print(json.dumps(push_folder(args), indent=2))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -235,14 +228,18 @@ def main(argv: Optional[List[str]] = None) -> None:
             args, config = parse_args((JudgeArguments, PromptingConfig), rest)
             judge(args, config, argv)
             return
+        if command == "push":
+            push(rest)
+            return
         arguments = {"prepare": PrepareArguments, "annotate": AnnotateArguments, "import": ImportArguments,
-                     "status": StatusArguments, "report": ReportArguments, "push": PushArguments}[command]
+                     "status": StatusArguments, "report": ReportArguments}[command]
         (args,) = parse_args((arguments,), rest)
-        {"prepare": prepare, "annotate": annotate, "import": import_, "status": status, "report": report,
-         "push": push}[command](args)
+        {"prepare": prepare, "annotate": annotate, "import": import_, "status": status, "report": report}[command](args)
     except KeyboardInterrupt:
         sys.exit(f"ab_test {command}: interrupted; what was saved stays saved (run the same command to continue)")
-    except (StudyError, ValueError, FileNotFoundError) as error:
+    except (StudyError, ValueError, FileNotFoundError) as error:  # (StudyError and the Hub's errors: one line)
+        sys.exit(f"ab_test {command}: {error}")
+    except RuntimeError as error:  # iamm.hub's PushError
         sys.exit(f"ab_test {command}: {error}")
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Publish an IAMM checkpoint, a LoRA adapter, the instruction dataset or the demo Space to the Hugging Face Hub.
+"""Publish an IAMM checkpoint, a LoRA adapter, the instruction dataset, an A/B study, or the demo or annotation
+Space to the Hugging Face Hub.
 
     python scripts/push_to_hub.py --kind model --folder runs/iamm --repo_id org/iamm --metrics_file eval/test/metrics.json
     python scripts/push_to_hub.py --kind adapter --folder runs/lora --repo_id org/iamm-lora --base_model org/chatglm3-6b-glm
     python scripts/push_to_hub.py --kind dataset --folder data/instructions --repo_id org/iamm-instructions
     python scripts/push_to_hub.py --kind space --space_model org/iamm --repo_id org/iamm-demo
+    python scripts/push_to_hub.py --kind study --folder studies/iamm-vs-woia --repo_id org/iamm-ab-study
+    python scripts/push_to_hub.py --kind space --space_study studies/iamm-vs-woia --repo_id org/iamm-ab-page
 
 Options: --private true, --revision BRANCH (created if missing), --commit_message, --token (default: env HF_TOKEN),
 --dry_run true (list what would be uploaded, deleted and kept; upload nothing); HF_ENDPOINT selects another Hub.

@@ -3,6 +3,7 @@ store, imports, the statistics (against a worked example, statsmodels, scikit-le
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import random
@@ -350,3 +351,80 @@ def test_status_counts_answers_per_annotator_and_open_pairs(tmp_path, ab_outputs
     assert status["open_pairs"] == {"people": len(asked) - 3, "judges": len(asked)}
     text = status_text(status)
     assert f"3 of {len(asked)} pairs complete" in text and f"pairs no person has completed: {len(asked) - 3}" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Publishing
+# ---------------------------------------------------------------------------------------------------------------
+
+STUDY_CLIENT = r'''
+import json, sys
+from datasets import load_dataset
+
+pairs = load_dataset(sys.argv[1], "pairs", split="train")
+answers = load_dataset(sys.argv[1], "judgements", split="train")
+print(json.dumps({"pairs": len(pairs), "answers": len(answers), "annotators": sorted(set(answers["annotator"])),
+                  "columns": pairs.column_names}))
+'''
+
+
+def test_push_publishes_the_study_as_a_dataset(tmp_path, ab_outputs):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+    from huggingface_hub import DatasetCard
+
+    from tests.helpers.hub_server import FakeHub
+
+    study = prepare(tmp_path / "study", ab_outputs, num_samples=12, seed=5, name_a="IAMM", name_b="w/o-IA")
+    asked = study.asked_pairs()
+    for name in ("alice.smith", "bob"):
+        for pair in asked:
+            study.save_screen_answers(name, pair.pair_id, {"empathy": "1", "relevance": "2", "fluency": "equal"})
+    study.record_judge("judge:m", {"model": "m"}, [(asked[0].pair_id, "a", 'ok {"empathy": "1"}', {"empathy": "1"})],
+                       {asked[0].pair_id: {"empathy": "a"}}, "judge:m.jsonl")
+    hub = FakeHub().start()
+    try:
+        env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_TOKEN="hf_test_token", HF_HOME=str(tmp_path / "home"),
+                   OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+        for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            env.pop(key, None)
+
+        def ab_test(*args):
+            return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "ab_test.py"), *map(str, args)],
+                                  env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+        proc = ab_test("push", "--study", study.folder, "--repo_id", "org/ab-study")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        files = hub.files("org/ab-study", "dataset")
+        assert {"README.md", "report.md", "report.json", "study.json", ".iamm_push.json",
+                "data/pairs-00000-of-00001.parquet", "data/judgements-00000-of-00001.parquet",
+                "data/judge_outputs-00000-of-00001.parquet"} <= set(files)
+        assert not any(n.endswith(".sqlite") for n in files)
+        for name, content in files.items():  # people are anonymized, and no path of this machine is published
+            assert b"alice.smith" not in content and str(tmp_path).encode() not in content, name
+        card = DatasetCard(files["README.md"].decode())
+        assert [c["config_name"] for c in card.data.configs] == ["pairs", "judgements", "judge_outputs"]
+        assert card.data.license == "cc-by-nc-4.0"
+        report = build_report(study)
+        empathy_win = report["groups"]["people"]["aspects"]["empathy"]["win"]
+        assert f"| IAMM vs w/o-IA (people, 2) | {empathy_win:.1f} |" in card.text
+        assert "- **empathy**: Whether the emotion in the response is appropriate." in card.text
+        assert "2 people and 1 LLM judge(s) answered" in card.text
+        info = json.loads(files["study.json"])
+        assert info["counts"] == {"pairs": 12, "judgements": 6 * len(asked) + 1, "judge_outputs": 1}
+        published = pq.read_table(io.BytesIO(files["data/judgements-00000-of-00001.parquet"]))
+        assert sorted(set(published.column("annotator").to_pylist())) == ["annotator-1", "annotator-2", "judge:m"]
+        client = subprocess.run([sys.executable, "-c", STUDY_CLIENT, "org/ab-study"], env=env, capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+        assert client.returncode == 0, client.stderr[-3000:]
+        loaded = json.loads(client.stdout.strip().splitlines()[-1])
+        assert loaded["pairs"] == 12 and loaded["answers"] == 6 * len(asked) + 1
+        assert "response_a" in loaded["columns"] and "shown_first" in loaded["columns"]
+        # one line for a folder without a study, before anything is sent
+        proc = ab_test("push", "--study", tmp_path, "--repo_id", "org/other")
+        assert proc.returncode != 0 and "no study here" in proc.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in proc.stderr
+    finally:
+        hub.stop()
