@@ -13,7 +13,6 @@ import urllib.request
 import pytest
 
 from modeling_iamm.ab_study import Study, load_dialogues, prepare_study, read_outputs
-from tests.helpers.ab_outputs import INJECTED
 from tests.helpers.browser import AnnotationPage, browser_missing, chromium_driver, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,6 @@ errors, and the page itself in a real headless Chromium (selenium) against the a
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,10 +14,10 @@ import torch
 
 from modeling_iamm import EMOTION_LABELS
 from modeling_iamm.inference import predict
+from tests.helpers.browser import browser_missing, chromium_driver, free_port
 from tests.helpers.tiny_model import IAMMModelTester
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1",
            TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
 
@@ -407,40 +406,6 @@ def test_write_space_runs_the_demo_from_its_own_folder(tmp_path, checkpoint):
 # ---------------------------------------------------------------------------------------------------------------
 # The page in a real headless browser
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def browser_missing():
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
-    if missing:
-        return f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def chromium_driver(user_data_dir, width=1200, height=1400):
-    """Debian's Chromium through its chromedriver: nothing is downloaded (no Selenium Manager), no network."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={user_data_dir}", f"--window-size={width},{height}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    return driver
 
 
 def phone_width(driver, width=400, height=800):
