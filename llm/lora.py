@@ -6,10 +6,23 @@ tokens and the end-of-text token are trained (prompt labels are -100), as ChatGL
 The base model is any causal LM (a Hub id or folder, e.g. Qwen, Llama, a ChatGLM3 folder converted with
 `scripts/convert_chatglm3.py`) or a raw ChatGLM3 folder (`model_type: chatglm`, loaded through `load_chatglm3`).
 
-Defaults follow the authors' IAMM_large run: LoRA r=8 on the attention's query/key/value projection (ChatGLM3's
-fused `query_key_value`; `q_proj,k_proj,v_proj` in the native `glm` architecture, the same parameters), lr 1e-3
-with a cosine schedule and no warm-up, batch 12 x 2 accumulation steps, 3 epochs, base model in 8 bits when CUDA
-is available. alpha 32 and dropout 0.1 are the common peft choices (the authors' values are not published).
+Defaults follow the authors' IAMM_large run (their `examples/ed.sh` and glmtuner's defaults, which it kept): LoRA
+r=8, alpha 32, dropout 0.1 on the attention's query/key/value projection, lr 1e-3 with a cosine schedule and no
+warm-up, batch 12 x 2 accumulation steps, 3 epochs, base model in 8 bits when CUDA is available.
+
+ChatGLM3 computes query, key and value with ONE fused linear layer (`query_key_value`, hidden -> q + k + v rows), and
+their run put one rank-8 adapter on it: an input projection `A` (r x hidden) and an output projection `B`
+((q + k + v) x r), 69,632 parameters per layer and 1,949,696 in ChatGLM3-6B's 28 layers. The native `glm`
+architecture splits the layer into `q_proj`, `k_proj` and `v_proj`; three independent adapters there would be a
+rank-24 update with 135,168 parameters per layer. `qkv_adapter="fused"` (the default for data built with `--format
+authors`) reproduces the fused adapter on the split layers: the three adapters share one `A` (the same parameter)
+and keep their own `B` blocks, so `[B_q; B_k; B_v] A` is exactly the fused update, with the fused layer's parameter
+count (:func:`share_qkv_lora_input`). One difference remains, in training only: dropout draws its mask separately
+for q, k and v, where the fused layer draws one for all three (the same regulariser, not the same random numbers).
+`qkv_adapter="separate"` keeps three independent adapters (the default for `--format iamm` data). A saved fused
+adapter holds three equal copies of `A` (safetensors stores no shared tensors) and loads with plain
+`PeftModel.from_pretrained`; an adapter trained on ChatGLM3's own layout converts with
+:func:`iamm.llm.chatglm3.convert_chatglm3_adapter`.
 """
 
 import hashlib
@@ -32,6 +45,9 @@ IGNORE_INDEX = -100
 INSTRUCTION_COLUMNS = ("messages", "plain_messages")
 _QKV_MODULES = {"glm": ["q_proj", "k_proj", "v_proj"], "glm4": ["q_proj", "k_proj", "v_proj"],
                 "chatglm": ["query_key_value"]}
+QKV_ADAPTERS = ("fused", "separate")
+"""`fused`: one rank-r adapter on the query/key/value projection as a whole (one input projection shared by q, k and
+v); `separate`: one rank-r adapter per projection."""
 
 
 @dataclass
@@ -87,6 +103,8 @@ class LoraArguments(ModelLoadingArguments):
         max_train_samples: use only the first N training rows (smoke runs).
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout.
         target_modules: comma-separated module names (default: the attention's q/k/v projections).
+        qkv_adapter: `fused` (one adapter on q/k/v together, one shared input projection: the authors' run) or
+            `separate` (one adapter per projection); default: `fused` for authors-format data, else `separate`.
         merge: also write base + adapter merged into one model under `output_dir/merged`.
     """
 
@@ -106,6 +124,10 @@ class LoraArguments(ModelLoadingArguments):
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input"})
     target_modules: Optional[str] = field(default=None, metadata={
         "help": "Comma-separated modules to adapt; default the attention's query/key/value projections"})
+    qkv_adapter: Optional[str] = field(default=None, metadata={
+        "help": "fused: one rank-r adapter on query/key/value together (one input projection shared by q, k and v, "
+                "as on ChatGLM3's fused query_key_value: the authors' run); separate: one adapter per projection. "
+                "Default: fused for --format authors data, separate otherwise"})
     merge: bool = field(default=False, metadata={"help": "Also save base + adapter merged (output_dir/merged)"})
 
     def __post_init__(self):
@@ -118,6 +140,8 @@ class LoraArguments(ModelLoadingArguments):
             raise ValueError(f"--max_length {self.max_length} is too small")
         if self.lora_r < 1:
             raise ValueError(f"--lora_r {self.lora_r} must be at least 1")
+        if self.qkv_adapter is not None and self.qkv_adapter not in QKV_ADAPTERS:
+            raise ValueError(f"--qkv_adapter {self.qkv_adapter!r}: choose one of {QKV_ADAPTERS}")
 
 
 @dataclass
@@ -343,8 +367,43 @@ def default_target_modules(model) -> Optional[List[str]]:
     return None
 
 
+def share_qkv_lora_input(model) -> int:
+    """Make the LoRA adapters of every attention's `q_proj`, `k_proj` and `v_proj` share one input projection `A`.
+
+    Afterwards `[B_q; B_k; B_v] A` is one rank-r update of the fused query/key/value matrix, as a LoRA on ChatGLM3's
+    `query_key_value` (the shared `A` is one parameter: counted, optimised and updated once). Returns how many
+    attention modules were tied; raises `ValueError` when some but not all of the three projections carry an adapter.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    tied = 0
+    for name, module in model.named_modules():
+        layers = [getattr(module, p, None) for p in ("q_proj", "k_proj", "v_proj")]
+        adapted = [isinstance(layer, LoraLayer) for layer in layers]
+        if not any(adapted):
+            continue
+        if not all(adapted):
+            raise ValueError(f"{name}: a fused q/k/v adapter needs q_proj, k_proj and v_proj all adapted "
+                             "(--target_modules), or --qkv_adapter separate")
+        q, k, v = layers
+        for adapter in q.lora_A:
+            for other in (k, v):
+                other.lora_A[adapter] = q.lora_A[adapter]
+        tied += 1
+    return tied
+
+
+def resolve_qkv_adapter(args: LoraArguments, data_format: str) -> str:
+    """`args.qkv_adapter`, or its default for data of `data_format`: `fused` for the authors' format (their run),
+    `separate` otherwise; stored back into `args` (so that `lora_args.json` records it)."""
+    if args.qkv_adapter is None:
+        args.qkv_adapter = "fused" if data_format == "authors" else "separate"
+    return args.qkv_adapter
+
+
 def add_lora(model, args: LoraArguments, gradient_checkpointing: bool = False):
-    """Wrap `model` with a LoRA adapter (after `prepare_model_for_kbit_training` for a quantised base)."""
+    """Wrap `model` with a LoRA adapter (after `prepare_model_for_kbit_training` for a quantised base); with
+    `args.qkv_adapter == "fused"` the q/k/v adapters share their input projection (:func:`share_qkv_lora_input`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
@@ -355,8 +414,11 @@ def add_lora(model, args: LoraArguments, gradient_checkpointing: bool = False):
     config = LoraConfig(task_type="CAUSAL_LM", r=args.lora_r, lora_alpha=args.lora_alpha,
                         lora_dropout=args.lora_dropout, target_modules=targets)
     model = get_peft_model(model, config)
+    if args.qkv_adapter == "fused":
+        share_qkv_lora_input(model)
     trainable, total = model.get_nb_trainable_parameters()
-    logger.info("LoRA on %s: %d trainable of %d parameters", config.target_modules, trainable, total)
+    logger.info("LoRA on %s (%s q/k/v adapter): %d trainable of %d parameters", config.target_modules,
+                args.qkv_adapter or "separate", trainable, total)
     return model
 
 
@@ -392,6 +454,7 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
         train = build_training_dataset(train, tokenizer, lora_args.instruction_column, *lengths)
         evaluation = (build_training_dataset(data[lora_args.eval_split], tokenizer, lora_args.instruction_column,
                                              *lengths) if do_eval else None)
+    resolve_qkv_adapter(lora_args, "authors" if set(data[lora_args.train_split]["format"]) == {"authors"} else "iamm")
     model = load_base_model(lora_args)
     model = add_lora(model, lora_args, training_args.gradient_checkpointing)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,

@@ -152,6 +152,66 @@ def test_default_lora_targets_the_qkv_projections(glm_dir):
     assert model.peft_config["default"].r == 8
 
 
+def test_fused_qkv_adapter_has_the_authors_trainable_count_at_chatglm3_size():
+    """Their log: "trainable params: 1949696 || all params: 6245533696" (r=8 on query_key_value, 28 layers). Counted
+    on the meta device at ChatGLM3-6B's real size (its config.json, translated), nothing allocated."""
+    from transformers import GlmForCausalLM
+
+    from iamm.llm.chatglm3 import chatglm3_config_to_glm
+
+    with open(os.path.join(ROOT, "tests", "fixtures", "chatglm3-6b", "config.json")) as f:
+        config = chatglm3_config_to_glm(json.load(f))
+    counts = {}
+    for kind in ("fused", "separate"):
+        with torch.device("meta"):
+            model = GlmForCausalLM(config)
+        counts[kind] = add_lora(model, lora_args("unused", qkv_adapter=kind)).get_nb_trainable_parameters()
+    assert counts["fused"] == (1_949_696, 6_245_533_696)
+    assert counts["separate"][0] == 28 * 135_168  # three rank-8 adapters: a rank-24 update, twice the parameters
+
+
+def _qkv_update(model, layer=0):
+    """The (q + k + v rows) x hidden update the adapter adds to layer `layer`'s query/key/value projection."""
+    attention = model.base_model.model.model.layers[layer].self_attn
+    return torch.cat([getattr(attention, p).get_delta_weight("default") for p in ("q_proj", "k_proj", "v_proj")])
+
+
+def test_fused_qkv_adapter_is_one_rank_r_update_and_reloads(glm_dir, tokenizer, tmp_path):
+    from peft import PeftModel
+
+    args = lora_args(glm_dir, lora_dropout=0.0, qkv_adapter="fused")
+    model = add_lora(load_base_model(args), args)
+    attention = model.base_model.model.model.layers[0].self_attn
+    assert attention.q_proj.lora_A["default"].weight is attention.v_proj.lora_A["default"].weight
+    # r=8: A (8 x 64) once, B of q (64 x 8), k and v (32 x 8 each), in 2 layers: the fused layer's count
+    assert model.get_nb_trainable_parameters()[0] == 2 * (8 * 64 + (64 + 32 + 32) * 8)
+    batch = batch_for(tokenizer)
+    _train_steps(model, batch, 4, lr=2e-2)
+    assert attention.q_proj.lora_A["default"].weight is attention.k_proj.lora_A["default"].weight  # still shared
+    assert torch.linalg.matrix_rank(_qkv_update(model)).item() == 8
+    separate = add_lora(load_base_model(args), lora_args(glm_dir, lora_dropout=0.0, qkv_adapter="separate"))
+    _train_steps(separate, batch, 4, lr=2e-2)
+    assert torch.linalg.matrix_rank(_qkv_update(separate)).item() > 8  # three adapters: up to rank 24
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(load_base_model(args), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert (reloaded(**batch).logits - model(**batch).logits).abs().max().item() < 1e-5
+
+
+def test_authors_format_data_defaults_to_the_fused_adapter(glm_dir):
+    from iamm.llm.lora import resolve_qkv_adapter
+
+    assert resolve_qkv_adapter(lora_args("unused"), "authors") == "fused"
+    assert resolve_qkv_adapter(lora_args("unused"), "iamm") == "separate"
+    assert resolve_qkv_adapter(lora_args("unused", qkv_adapter="separate"), "authors") == "separate"
+    with pytest.raises(ValueError, match="--qkv_adapter 'joint'"):
+        lora_args("unused", qkv_adapter="joint")
+    with pytest.raises(ValueError, match="needs q_proj, k_proj and v_proj all adapted"):
+        add_lora(load_base_model(lora_args(glm_dir)), lora_args(glm_dir, qkv_adapter="fused",
+                                                                target_modules="q_proj,v_proj"))
+
+
 def _train_steps(model, batch, steps, lr=5e-3):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
@@ -246,6 +306,7 @@ def test_train_script_trains_resumes_merges_and_refuses_a_used_folder(glm_dir, t
     assert run.returncode == 0, run.stderr[-3000:]
     assert os.path.isfile(out / "adapter_model.safetensors") and os.path.isfile(out / "merged" / "config.json")
     assert json.load(open(out / "lora_args.json"))["instruction_column"] == "plain_messages"
+    assert json.load(open(out / "lora_args.json"))["qkv_adapter"] == "separate"  # iamm-format data
     with pytest.raises(SystemExit, match="not empty"):
         _main("train_lora.py")(list(map(str, train)))
     resumed = _run("train_lora.py", *train[:-8], "--max_steps", 3, "--save_steps", 1, "--report_to", "none",
@@ -334,6 +395,11 @@ def test_benchmark_runs_with_tiny_dims():
         main(["--tiny", "true", "--quantization", "4bit", "--steps", "2", "--batch_size", "2", "--seq_len", "16",
               "--dtype", "float32"])
     result = json.loads(buffer.getvalue().strip().splitlines()[-1])
-    # r=8 on q (64 -> 64), k and v (64 -> 32) in 2 layers
-    assert result["dims"] == "tiny" and result["trainable_parameters"] == 2 * (8 * 64 + 64 * 8 + 2 * (8 * 64 + 32 * 8))
-    assert result["s_per_step"] > 0 and result["quantization"] == "4bit"
+    # r=8 on q (64 -> 64), k and v (64 -> 32) in 2 layers, one input projection shared by the three (the default)
+    assert result["dims"] == "tiny" and result["trainable_parameters"] == 2 * (8 * 64 + (64 + 32 + 32) * 8)
+    assert result["s_per_step"] > 0 and result["quantization"] == "4bit" and result["qkv_adapter"] == "fused"
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        main(["--tiny", "true", "--count_only", "true", "--qkv_adapter", "separate"])
+    counted = json.loads(buffer.getvalue().strip().splitlines()[-1])
+    assert counted["trainable_parameters"] == 2 * (8 * 64 + 64 * 8 + 2 * (8 * 64 + 32 * 8))
