@@ -359,6 +359,51 @@ def test_generation_resumes_skipping_finished_ids_and_refuses_other_settings(glm
         generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / "orphan.jsonl"))
 
 
+def _authors_format_dataset(directory):
+    """The tiny instruction data set as --format authors writes it: one user turn, the `format` column."""
+    import pandas as pd
+
+    write_instruction_dataset(directory)
+    for split in ("train", "valid", "test"):
+        path = os.path.join(directory, "data", f"{split}.parquet")
+        frame = pd.read_parquet(path)
+        frame["messages"] = [[{"role": "user", "content": " ".join(m["content"] for m in messages)}]
+                             for messages in frame["messages"]]
+        frame["format"] = "authors"
+        frame.to_parquet(path)
+    return directory
+
+
+def test_authors_format_defaults_to_their_seeded_sampling(glm_dir, adapter_dir, tmp_path):
+    """glmtuner's sft/workflow.py: do_sample, top_p 0.7, temperature 0.95, max_new_tokens 512 + 1 (top_k 50, the
+    transformers default of their run); greedy stays the default for the project's format. Seeded per batch: the
+    same command gives the same file, and a run continued after --max_samples gives what one run gives."""
+    from iamm.llm.lora import generate_predictions, resolve_decoding
+    from iamm.llm.records import read_jsonl
+
+    data = _authors_format_dataset(str(tmp_path / "authors"))
+    args = resolve_decoding(_generation_args(glm_dir, adapter_dir, data, "u", max_new_tokens=None), "authors")
+    assert (args.decoding, args.do_sample, args.top_p, args.temperature, args.top_k, args.max_new_tokens) == \
+        ("authors", True, 0.7, 0.95, 50, 513)
+    greedy = resolve_decoding(_generation_args(glm_dir, adapter_dir, data, "u", max_new_tokens=None), "iamm")
+    assert (greedy.decoding, greedy.do_sample, greedy.max_new_tokens) == ("greedy", False, 128)
+    mine = resolve_decoding(_generation_args(glm_dir, adapter_dir, data, "u", top_p=0.9), "authors")
+    assert (mine.top_p, mine.temperature) == (0.9, 0.95)
+
+    def run(output, **kw):
+        generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / output, **kw))
+        return read_jsonl(str(tmp_path / output))
+
+    header, first = run("a.jsonl")
+    assert (header["decoding"], header["do_sample"], header["top_p"], header["temperature"], header["top_k"]) == \
+        ("authors", True, 0.7, 0.95, 50) and header["max_new_tokens"] == 6  # (the test's own cap)
+    assert run("b.jsonl") == (header, first)
+    run("c.jsonl", max_samples=2)
+    assert run("c.jsonl") == (header, first)
+    _, other_seed = run("d.jsonl", seed=7)
+    assert [r["output"] for r in other_seed] != [r["output"] for r in first]  # it does sample
+
+
 def test_generation_uses_the_adapter(glm_dir, adapter_dir, tmp_path):
     from iamm.llm.lora import generate_predictions
 
