@@ -252,7 +252,8 @@ def test_table_has_the_paper_rows_and_this_run():
     assert table.startswith("| run | Acc (paper rule) | Dist-1 (paper rule) | Dist-2 (paper rule) | Acc strict |")
     for row, acc, d1, d2 in PAPER_TABLE3:
         assert f"| {row} | {acc:.2f} | {d1:.2f} | {d2:.2f} | - | - |" in table
-    assert f"| crafted (4/5 answered; 3 split at their Response: line) | 80.00 | {m['dist1_paper_x100']:.2f} | {m['dist2_paper_x100']:.2f} | 40.00 | 80.00 |" in table
+    assert (f"| crafted (4/5 answered; 3 split at their Response: line) | 80.00 | {m['dist1_paper_x100']:.2f} | "
+            f"{m['dist2_paper_x100']:.2f} | 40.00 | 80.00 |") in table
 
 
 def test_evaluate_llm_script(tmp_path):
@@ -273,7 +274,8 @@ def test_evaluate_llm_script(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.load(open(tmp_path / "preds.metrics.json"))
     assert metrics["emotion_accuracy_lenient_x100"] == pytest.approx(80.0)
-    assert "1 of 5 samples have no prediction" in proc.stdout and "| crafted (4/5 answered; 3 split at their Response: line) |" in proc.stdout
+    assert "1 of 5 samples have no prediction" in proc.stdout
+    assert "| crafted (4/5 answered; 3 split at their Response: line) |" in proc.stdout
 
 
 def _script_error(tmp_path, argv):
