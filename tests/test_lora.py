@@ -374,6 +374,19 @@ def _authors_format_dataset(directory):
     return directory
 
 
+def test_authors_decoding_loads_the_base_in_fp16_where_cuda_is(glm_dir, adapter_dir, monkeypatch):
+    from iamm.llm.lora import resolve_decoding
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def dtype(data_format, torch_dtype="auto"):
+        args = _generation_args(glm_dir, adapter_dir, "d", "u")
+        args.torch_dtype = torch_dtype
+        return resolve_decoding(args, data_format).torch_dtype
+
+    assert (dtype("authors"), dtype("iamm"), dtype("authors", "bfloat16")) == ("float16", "auto", "bfloat16")
+
+
 def test_authors_format_defaults_to_their_seeded_sampling(glm_dir, adapter_dir, tmp_path):
     """glmtuner's sft/workflow.py: do_sample, top_p 0.7, temperature 0.95, max_new_tokens 512 + 1 (top_k 50, the
     transformers default of their run); greedy stays the default for the project's format. Seeded per batch: the
