@@ -30,7 +30,8 @@ on it, so peak host memory is about one shard plus transformers' own loading, an
 
 The tokenizer is a `tokenizers`-backed fast tokenizer built from the checkpoint's SentencePiece `tokenizer.model`
 plus ChatGLM3's nine special tokens, with a chat template whose ids equal ChatGLM3's own chat encoding (see
-`CHATGLM3_CHAT_TEMPLATE`).
+`CHATGLM3_CHAT_TEMPLATE`). A LoRA adapter trained on ChatGLM3's own layout (on `query_key_value`) converts into
+the equivalent q/k/v adapter of the converted model (`convert_chatglm3_adapter`).
 """
 
 import json
@@ -446,6 +447,84 @@ def chatglm3_stop_token_ids(tokenizer) -> List[int]:
     """Ids that end a ChatGLM3 reply: `</s>` and the start of the next `<|user|>` or `<|observation|>` turn."""
     return [tokenizer.eos_token_id] + tokenizer.convert_tokens_to_ids(["<|user|>", "<|observation|>"])
 
+
+
+# ------------------------------------------------------------------------------------------------------ adapters
+_ADAPTER_QKV = re.compile(r"^(base_model\.model\.)?transformer\.encoder\.layers\.(\d+)\.self_attention\."
+                          r"query_key_value\.(lora_A|lora_B)(\.[^.]+)?\.weight$")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def convert_chatglm3_adapter_state_dict(state_dict: Dict[str, torch.Tensor], config: GlmConfig,
+                                        source: str = "adapter") -> Dict[str, torch.Tensor]:
+    """A LoRA adapter of ChatGLM3's fused `query_key_value` (as peft saves it for ChatGLM3, e.g. the authors'
+    glmtuner run) as the equivalent adapter of `GlmForCausalLM`'s `q_proj`, `k_proj`, `v_proj`.
+
+    The fused update `B A` (B: (q + k + v rows) x r) becomes `B_q A`, `B_k A`, `B_v A`: each projection gets the
+    same `A` and its rows of `B`, so every projection's output is exactly what the fused adapter gives it (load the
+    result with `qkv_adapter="fused"` to train on with one shared `A`). Raises `ValueError` naming any tensor
+    that is not a query_key_value LoRA weight, or a `B` whose row count does not fit the config.
+    """
+    q_size = config.num_attention_heads * config.head_dim
+    kv_size = config.num_key_value_heads * config.head_dim
+    out: Dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        match = _ADAPTER_QKV.match(name)
+        if match is None:
+            raise ValueError(f"{source}: {name} is not a LoRA weight of ChatGLM3's query_key_value; only adapters "
+                             "on query_key_value convert")
+        index, kind, adapter = int(match.group(2)), match.group(3), match.group(4) or ""
+        if index >= config.num_hidden_layers:
+            raise ValueError(f"{source}: {name}: layer {index} but the model has {config.num_hidden_layers} layers")
+        targets = [f"base_model.model.model.layers.{index}.self_attn.{p}_proj.{kind}{adapter}.weight" for p in "qkv"]
+        if kind == "lora_A":
+            parts = [tensor] * 3
+        else:
+            if tensor.shape[0] != q_size + 2 * kv_size:
+                raise ValueError(f"{source}: {name} has {tensor.shape[0]} rows; the fused query_key_value of this "
+                                 f"model has {q_size + 2 * kv_size}")
+            parts = torch.split(tensor, [q_size, kv_size, kv_size], dim=0)
+        for target, part in zip(targets, parts):
+            out[target] = part.contiguous().clone()
+    return out
+
+
+def convert_chatglm3_adapter(adapter_dir: str, output_dir: str, base_model: str) -> str:
+    """Write a peft LoRA adapter trained on ChatGLM3's own layout (`query_key_value`) as an adapter of the converted
+    `GlmForCausalLM` (`q_proj`, `k_proj`, `v_proj`; :func:`convert_chatglm3_adapter_state_dict`).
+
+    Args:
+        adapter_dir: the adapter folder (`adapter_config.json` + `adapter_model.safetensors` or `.bin`).
+        output_dir: where the converted adapter is written (loads with `PeftModel.from_pretrained`).
+        base_model: the ChatGLM3 checkpoint folder (or its converted glm folder) whose config sizes the split;
+            recorded as the adapter's base model.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    with open(os.path.join(adapter_dir, "adapter_config.json"), encoding="utf-8") as f:
+        adapter_config = json.load(f)
+    if adapter_config.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{adapter_dir}: peft_type {adapter_config.get('peft_type')!r}; only LoRA adapters convert")
+    targets = adapter_config.get("target_modules")
+    if sorted(targets if isinstance(targets, list) else [targets]) != ["query_key_value"]:
+        raise ValueError(f"{adapter_dir}: target_modules {targets!r}; only an adapter on query_key_value converts")
+    config = (read_chatglm3_config(base_model)[1] if is_chatglm3_checkpoint(base_model)
+              else AutoConfig.from_pretrained(base_model))
+    weights = next((os.path.join(adapter_dir, n) for n in ADAPTER_WEIGHTS
+                    if os.path.isfile(os.path.join(adapter_dir, n))), None)
+    if weights is None:
+        raise FileNotFoundError(f"{adapter_dir}: no {' or '.join(ADAPTER_WEIGHTS)}")
+    converted = convert_chatglm3_adapter_state_dict(_read_shard(weights), config, source=weights)
+    os.makedirs(output_dir, exist_ok=True)
+    save_file(converted, os.path.join(output_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
+    keep = ("r", "lora_alpha", "lora_dropout", "bias", "fan_in_fan_out", "init_lora_weights")
+    new_config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+                  "target_modules": ["q_proj", "k_proj", "v_proj"], "inference_mode": True,
+                  **{k: adapter_config[k] for k in keep if k in adapter_config}}
+    with open(os.path.join(output_dir, "adapter_config.json"), "w", encoding="utf-8") as f:
+        json.dump(new_config, f, indent=2)
+    return output_dir
 
 
 def convert_chatglm3(checkpoint_dir: str, output_dir: str, dtype: Optional[torch.dtype] = None,

@@ -14,8 +14,13 @@ Metrics (x100), over all samples of the split unless said otherwise; a sample wi
   their answer format), with `Emotion:` removed; a hit is the gold label as a substring of it, case-insensitively.
   Text after the emotion line is never searched; `content` still matches inside `discontent`. The rule assumes
   their answer format (`Emotion:<label>\n Response:<reply>`, :mod:`iamm.llm.instructions` with
-  `format="authors"`): an answer without `"\n "` (e.g. `"Emotion: sad\nResponse: ..."`) is searched whole, and
-  its Dist response is empty; `answers_without_paper_separator` counts them and a warning says so;
+  `format="authors"`). Chat models often write `"Emotion: sad\nResponse: ..."` (no space after the newline,
+  as OpenAI models do): an answer without `"\n "` that has a line starting with `Response:` is read as if it
+  had the separator there (:func:`with_paper_separator`: `"\n "` replaces the newline before its first
+  `Response:` line), so its emotion text ends at that line and its response is that line; the metrics count them
+  (`answers_split_at_response_line`), a warning says so and the printed table names it. Any other answer without
+  `"\n "` is searched whole and has no response (`answers_without_paper_separator` counts all answers without
+  the separator as written);
 * `emotion_accuracy_strict_x100`: the answer's `Emotion:` field (:func:`~iamm.llm.instructions.strict_label`) is
   exactly the gold label after a fixed normalisation: Unicode NFKC, markdown bold removed, lower case, and
   surrounding white space, quotes, backticks, brackets, asterisks and punctuation trimmed (`"**Emotion**: Sad."`
@@ -27,8 +32,10 @@ Metrics (x100), over all samples of the split unless said otherwise; a sample wi
 * `*_answered`: the same over the samples that have a prediction;
 * `dist1_paper_x100`/`dist2_paper_x100` -- **comparable to Table 3**: corpus-level distinct n-grams of the
   authors' response text (:func:`paper_fields`: the second `"\n "`-separated piece with `Response:` removed, empty
-  when there is none) over the answered samples, split into words as NLTK's `word_tokenize` does, as their Dist
-  code did (:func:`iamm.llm.treebank.treebank_word_tokenize`);
+  when there is none; after :func:`with_paper_separator`) over the answered samples, split into words as NLTK
+  3.8.1's `word_tokenize` does with its English sentence model, as their Dist code did
+  (:func:`iamm.llm.treebank.treebank_word_tokenize`); `paper_responses` counts the non-empty responses (with none,
+  the table prints `n/a`, not a Dist of 0);
 * `dist1_x100`/`dist2_x100`: the same over the responses :func:`parse_answer` reads (everything after the first
   `Response:`), split by the project's word tokenisation (:func:`modeling_iamm.metrics.distinct_n`), as IAMM's own
   Dist is computed;
@@ -38,6 +45,7 @@ Metrics (x100), over all samples of the split unless said otherwise; a sample wi
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from modeling_iamm import EMOTION_LABELS
@@ -76,6 +84,20 @@ def paper_fields(answer: str) -> Tuple[str, str]:
     pieces = answer.split(ANSWER_SEPARATOR)
     response = pieces[1].replace("Response:", "") if len(pieces) > 1 else ""
     return pieces[0].replace("Emotion:", ""), response
+
+
+RESPONSE_LINE = re.compile(r"\n(?=Response:)")
+"""The newline before a line starting with `Response:` (the answer format of chat models without the space)."""
+
+
+def with_paper_separator(answer: str) -> Tuple[str, bool]:
+    """`answer` ready for the authors' rule, and whether it was changed: an answer without their `"\n "` separator
+    but with a line starting with `Response:` gets the separator at the newline before the first such line
+    (`"Emotion: sad\nResponse: ok"` -> `"Emotion: sad\n Response: ok"`); any other answer is returned as is."""
+    if ANSWER_SEPARATOR in answer:
+        return answer, False
+    fixed, count = RESPONSE_LINE.subn(ANSWER_SEPARATOR, answer, count=1)
+    return fixed, bool(count)
 
 
 def paper_emotion_hit(answer: str, label: str) -> bool:
@@ -184,7 +206,7 @@ def evaluate_answers(answers: Mapping[str, str], gold: Sequence[Mapping[str, Any
     if answers and len(unknown) == len(answers):
         raise ValueError(f"none of the {len(answers)} predictions matches an id of the gold split (e.g. {unknown[0]!r}): "
                          "wrong split or wrong instruction data set?")
-    strict = paper = lenient = valid = many_labels = no_separator = 0
+    strict = paper = lenient = valid = many_labels = no_separator = split_at_response = 0
     responses: List[str] = []
     paper_responses: List[str] = []
     for row in gold:
@@ -196,21 +218,27 @@ def evaluate_answers(answers: Mapping[str, str], gold: Sequence[Mapping[str, Any
         lowered = text.lower()
         exact = strict_label(text)
         strict += exact is not None and exact == label.strip().lower()
-        paper += paper_emotion_hit(text, label)
+        paper_text, split = with_paper_separator(text)
+        split_at_response += split
+        paper += paper_emotion_hit(paper_text, label)
         lenient += label.lower() in lowered
         valid += exact is not None
         many_labels += sum(lab in lowered for lab in EMOTION_LABELS) >= MANY_LABELS
         no_separator += ANSWER_SEPARATOR not in text
         responses.append(parsed.response)
-        paper_responses.append(paper_fields(text)[1])
+        paper_responses.append(paper_fields(paper_text)[1])
     n, answered = len(gold), len(responses)
     if many_labels:
         logger.warning("%d answers name %d or more emotion labels: do they contain the instruction's label list? "
                        "Lenient accuracy counts them as hits", many_labels, MANY_LABELS)
-    if no_separator:
-        logger.warning("%d of %d answers have no %r between emotion and response (the authors' answer format): the "
-                       "paper rule searches them whole and gives them an empty response", no_separator, answered,
-                       ANSWER_SEPARATOR)
+    if split_at_response:
+        logger.warning("%d of %d answers have no %r between emotion and response (the authors' answer format) but a "
+                       "'Response:' line: the paper rule reads them split before that line", split_at_response,
+                       answered, ANSWER_SEPARATOR)
+    if no_separator - split_at_response:
+        logger.warning("%d of %d answers have neither %r between emotion and response (the authors' answer format) "
+                       "nor a 'Response:' line: the paper rule searches them whole and gives them an empty response",
+                       no_separator - split_at_response, answered, ANSWER_SEPARATOR)
     per_answered = (lambda hits: 100 * hits / answered if answered else 0.0)
     return {
         "samples": n,
@@ -227,6 +255,8 @@ def evaluate_answers(answers: Mapping[str, str], gold: Sequence[Mapping[str, Any
         "valid_label_x100": per_answered(valid),
         "answers_naming_many_labels": many_labels,
         "answers_without_paper_separator": no_separator,
+        "answers_split_at_response_line": split_at_response,
+        "paper_responses": sum(1 for r in paper_responses if r.strip()),
         "dist1_paper_x100": 100 * paper_distinct_n(paper_responses, 1),
         "dist2_paper_x100": 100 * paper_distinct_n(paper_responses, 2),
         "dist1_x100": 100 * distinct_n(responses, 1),
@@ -238,15 +268,20 @@ def comparison_table(metrics: Mapping[str, Any], name: str = "this run") -> str:
     """A Markdown table of this run beside the paper's Table 3 rows.
 
     The first three numeric columns are scored by the authors' rule (comparable to Table 3); strict and lenient
-    accuracy follow for this run only.
+    accuracy follow for this run only. The run's row says how many answers were split at their `Response:` line
+    (:func:`with_paper_separator`); its Dist columns say `n/a` when the rule found no response at all.
     """
     lines = ["| run | Acc (paper rule) | Dist-1 (paper rule) | Dist-2 (paper rule) | Acc strict | Acc lenient |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for row, acc, d1, d2 in PAPER_TABLE3:
         lines.append(f"| {row} | {acc:.2f} | {d1:.2f} | {d2:.2f} | - | - |")
-    lines.append(f"| {name} ({metrics['answered']}/{metrics['samples']} answered) | "
-                 f"{metrics['emotion_accuracy_paper_x100']:.2f} | {metrics['dist1_paper_x100']:.2f} | "
-                 f"{metrics['dist2_paper_x100']:.2f} | {metrics['emotion_accuracy_strict_x100']:.2f} | "
+    notes = [f"{metrics['answered']}/{metrics['samples']} answered"]
+    if metrics.get("answers_split_at_response_line"):
+        notes.append(f"{metrics['answers_split_at_response_line']} split at their Response: line")
+    dist = ([f"{metrics['dist1_paper_x100']:.2f}", f"{metrics['dist2_paper_x100']:.2f}"]
+            if metrics.get("paper_responses", 1) else ["n/a (no response found)"] * 2)
+    lines.append(f"| {name} ({'; '.join(notes)}) | {metrics['emotion_accuracy_paper_x100']:.2f} | {dist[0]} | "
+                 f"{dist[1]} | {metrics['emotion_accuracy_strict_x100']:.2f} | "
                  f"{metrics['emotion_accuracy_lenient_x100']:.2f} |")
     return "\n".join(lines)
 

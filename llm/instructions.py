@@ -44,9 +44,10 @@ High and low weight words (:func:`aggregate_word_weights`, then :func:`split_ass
    default 5), or with `high_min_weight` set (`authors` default 0.5) every word weighing at least that. Low weight
    words: the following ones whose weight is at least `min_low_weight` (default 0.0), at most `max_low_words`
    (`iamm` default 20; `authors`: no limit). Lists are written in rank order, separated by `", "` (`iamm`) or
-   `","` (`authors`). The authors' word files (their `ed_*.json`) are not part of their public snapshot, so their
-   exact threshold could not be read; what their logged prompts show -- 2 and 8 high weight words, low weight words
-   of any number, punctuation among them -- is what a threshold gives and a fixed count does not.
+   `","` (`authors`). The authors' word files (their `ed_*.json`: `ed_dev.json` in their public repository,
+   `ed_tst.json` in its history) could not be read for this package, so their exact rule is inferred: what their
+   two logged prompts show -- 2 and 8 high weight words, 22 low weight words in the uncut one, punctuation among
+   them -- is what a threshold gives and a fixed count does not.
 """
 
 import glob

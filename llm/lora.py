@@ -6,10 +6,23 @@ tokens and the end-of-text token are trained (prompt labels are -100), as ChatGL
 The base model is any causal LM (a Hub id or folder, e.g. Qwen, Llama, a ChatGLM3 folder converted with
 `scripts/convert_chatglm3.py`) or a raw ChatGLM3 folder (`model_type: chatglm`, loaded through `load_chatglm3`).
 
-Defaults follow the authors' IAMM_large run: LoRA r=8 on the attention's query/key/value projection (ChatGLM3's
-fused `query_key_value`; `q_proj,k_proj,v_proj` in the native `glm` architecture, the same parameters), lr 1e-3
-with a cosine schedule and no warm-up, batch 12 x 2 accumulation steps, 3 epochs, base model in 8 bits when CUDA
-is available. alpha 32 and dropout 0.1 are the common peft choices (the authors' values are not published).
+Defaults follow the authors' IAMM_large run (their `examples/ed.sh` and glmtuner's defaults, which it kept): LoRA
+r=8, alpha 32, dropout 0.1 on the attention's query/key/value projection, lr 1e-3 with a cosine schedule and no
+warm-up, batch 12 x 2 accumulation steps, 3 epochs, base model in 8 bits when CUDA is available.
+
+ChatGLM3 computes query, key and value with ONE fused linear layer (`query_key_value`, hidden -> q + k + v rows), and
+their run put one rank-8 adapter on it: an input projection `A` (r x hidden) and an output projection `B`
+((q + k + v) x r), 69,632 parameters per layer and 1,949,696 in ChatGLM3-6B's 28 layers. The native `glm`
+architecture splits the layer into `q_proj`, `k_proj` and `v_proj`; three independent adapters there would be a
+rank-24 update with 135,168 parameters per layer. `qkv_adapter="fused"` (the default for data built with `--format
+authors`) reproduces the fused adapter on the split layers: the three adapters share one `A` (the same parameter)
+and keep their own `B` blocks, so `[B_q; B_k; B_v] A` is exactly the fused update, with the fused layer's parameter
+count (:func:`share_qkv_lora_input`). One difference remains, in training only: dropout draws its mask separately
+for q, k and v, where the fused layer draws one for all three (the same regulariser, not the same random numbers).
+`qkv_adapter="separate"` keeps three independent adapters (the default for `--format iamm` data). A saved fused
+adapter holds three equal copies of `A` (safetensors stores no shared tensors) and loads with plain
+`PeftModel.from_pretrained`; an adapter trained on ChatGLM3's own layout converts with
+:func:`iamm.llm.chatglm3.convert_chatglm3_adapter`.
 """
 
 import hashlib
@@ -32,6 +45,9 @@ IGNORE_INDEX = -100
 INSTRUCTION_COLUMNS = ("messages", "plain_messages")
 _QKV_MODULES = {"glm": ["q_proj", "k_proj", "v_proj"], "glm4": ["q_proj", "k_proj", "v_proj"],
                 "chatglm": ["query_key_value"]}
+QKV_ADAPTERS = ("fused", "separate")
+"""`fused`: one rank-r adapter on the query/key/value projection as a whole (one input projection shared by q, k and
+v); `separate`: one rank-r adapter per projection."""
 
 
 @dataclass
@@ -87,6 +103,8 @@ class LoraArguments(ModelLoadingArguments):
         max_train_samples: use only the first N training rows (smoke runs).
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout.
         target_modules: comma-separated module names (default: the attention's q/k/v projections).
+        qkv_adapter: `fused` (one adapter on q/k/v together, one shared input projection: the authors' run) or
+            `separate` (one adapter per projection); default: `fused` for authors-format data, else `separate`.
         merge: also write base + adapter merged into one model under `output_dir/merged`.
     """
 
@@ -106,6 +124,10 @@ class LoraArguments(ModelLoadingArguments):
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input"})
     target_modules: Optional[str] = field(default=None, metadata={
         "help": "Comma-separated modules to adapt; default the attention's query/key/value projections"})
+    qkv_adapter: Optional[str] = field(default=None, metadata={
+        "help": "fused: one rank-r adapter on query/key/value together (one input projection shared by q, k and v, "
+                "as on ChatGLM3's fused query_key_value: the authors' run); separate: one adapter per projection. "
+                "Default: fused for --format authors data, separate otherwise"})
     merge: bool = field(default=False, metadata={"help": "Also save base + adapter merged (output_dir/merged)"})
 
     def __post_init__(self):
@@ -118,6 +140,8 @@ class LoraArguments(ModelLoadingArguments):
             raise ValueError(f"--max_length {self.max_length} is too small")
         if self.lora_r < 1:
             raise ValueError(f"--lora_r {self.lora_r} must be at least 1")
+        if self.qkv_adapter is not None and self.qkv_adapter not in QKV_ADAPTERS:
+            raise ValueError(f"--qkv_adapter {self.qkv_adapter!r}: choose one of {QKV_ADAPTERS}")
 
 
 @dataclass
@@ -343,8 +367,43 @@ def default_target_modules(model) -> Optional[List[str]]:
     return None
 
 
+def share_qkv_lora_input(model) -> int:
+    """Make the LoRA adapters of every attention's `q_proj`, `k_proj` and `v_proj` share one input projection `A`.
+
+    Afterwards `[B_q; B_k; B_v] A` is one rank-r update of the fused query/key/value matrix, as a LoRA on ChatGLM3's
+    `query_key_value` (the shared `A` is one parameter: counted, optimised and updated once). Returns how many
+    attention modules were tied; raises `ValueError` when some but not all of the three projections carry an adapter.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    tied = 0
+    for name, module in model.named_modules():
+        layers = [getattr(module, p, None) for p in ("q_proj", "k_proj", "v_proj")]
+        adapted = [isinstance(layer, LoraLayer) for layer in layers]
+        if not any(adapted):
+            continue
+        if not all(adapted):
+            raise ValueError(f"{name}: a fused q/k/v adapter needs q_proj, k_proj and v_proj all adapted "
+                             "(--target_modules), or --qkv_adapter separate")
+        q, k, v = layers
+        for adapter in q.lora_A:
+            for other in (k, v):
+                other.lora_A[adapter] = q.lora_A[adapter]
+        tied += 1
+    return tied
+
+
+def resolve_qkv_adapter(args: LoraArguments, data_format: str) -> str:
+    """`args.qkv_adapter`, or its default for data of `data_format`: `fused` for the authors' format (their run),
+    `separate` otherwise; stored back into `args` (so that `lora_args.json` records it)."""
+    if args.qkv_adapter is None:
+        args.qkv_adapter = "fused" if data_format == "authors" else "separate"
+    return args.qkv_adapter
+
+
 def add_lora(model, args: LoraArguments, gradient_checkpointing: bool = False):
-    """Wrap `model` with a LoRA adapter (after `prepare_model_for_kbit_training` for a quantised base)."""
+    """Wrap `model` with a LoRA adapter (after `prepare_model_for_kbit_training` for a quantised base); with
+    `args.qkv_adapter == "fused"` the q/k/v adapters share their input projection (:func:`share_qkv_lora_input`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
@@ -355,8 +414,11 @@ def add_lora(model, args: LoraArguments, gradient_checkpointing: bool = False):
     config = LoraConfig(task_type="CAUSAL_LM", r=args.lora_r, lora_alpha=args.lora_alpha,
                         lora_dropout=args.lora_dropout, target_modules=targets)
     model = get_peft_model(model, config)
+    if args.qkv_adapter == "fused":
+        share_qkv_lora_input(model)
     trainable, total = model.get_nb_trainable_parameters()
-    logger.info("LoRA on %s: %d trainable of %d parameters", config.target_modules, trainable, total)
+    logger.info("LoRA on %s (%s q/k/v adapter): %d trainable of %d parameters", config.target_modules,
+                args.qkv_adapter or "separate", trainable, total)
     return model
 
 
@@ -393,6 +455,7 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
         train = build_training_dataset(train, tokenizer, lora_args.instruction_column, *lengths)
         evaluation = (build_training_dataset(data[lora_args.eval_split], tokenizer, lora_args.instruction_column,
                                              *lengths) if do_eval else None)
+    resolve_qkv_adapter(lora_args, "authors" if set(data[lora_args.train_split]["format"]) == {"authors"} else "iamm")
     model = load_base_model(lora_args)
     model = add_lora(model, lora_args, training_args.gradient_checkpointing)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
@@ -416,6 +479,17 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
 
 
 # ---------------------------------------------------------------------------------------------------- generation
+DECODING_PRESETS: Dict[str, Dict[str, Any]] = {
+    "authors": {"do_sample": True, "top_p": 0.7, "temperature": 0.95, "top_k": 50,
+                "max_new_tokens": AUTHORS_MAX_TARGET_LENGTH + 1},
+    "greedy": {"do_sample": False, "top_p": 1.0, "temperature": 1.0, "top_k": 50, "max_new_tokens": 128},
+}
+"""Decoding defaults. `authors`: the IAMM_large authors' prediction run (glmtuner's `sft/workflow.py`: sampling with
+top_p 0.7 and temperature 0.95, `max_new_tokens` = max_target_length + 1 = 513; top_k 50 is the transformers
+default they ran with), in fp16 on a GPU: the settings behind the paper's Table 3. `greedy`: deterministic, 128 new
+tokens."""
+
+
 @dataclass
 class GenerationArguments(ModelLoadingArguments):
     """Options of `generate_lora.py`.
@@ -425,7 +499,11 @@ class GenerationArguments(ModelLoadingArguments):
         data_dir, split, instruction_column: which instruction rows to answer (column default: the adapter's).
         output_file: predictions as JSONL lines `{"id", "output"}`, appended as batches finish, after a header line
             recording what produced them (`iamm.llm.records`).
-        batch_size, max_new_tokens, max_prompt_length, do_sample, num_beams, temperature, top_p, seed: decoding.
+        decoding: `authors` (their sampling, :data:`DECODING_PRESETS`; the default for authors-format data, and
+            fp16 where CUDA is available unless `torch_dtype` says otherwise) or `greedy` (the default otherwise);
+            `max_new_tokens`, `do_sample`, `temperature`, `top_p`, `top_k` left unset take the preset's value.
+        batch_size, max_prompt_length, num_beams, seed: decoding (sampling is seeded per batch: `seed` + the
+            split index of the batch's first row, so a resumed run draws as the uninterrupted one did).
         max_samples: answer only the first N rows.
     """
 
@@ -436,14 +514,19 @@ class GenerationArguments(ModelLoadingArguments):
         "help": "messages or plain_messages; default: the column the adapter was trained on"})
     output_file: str = field(default="predictions.jsonl", metadata={"help": "JSONL of {id, output}"})
     batch_size: int = field(default=8, metadata={"help": "Rows per generate() call"})
-    max_new_tokens: int = field(default=128, metadata={"help": "Longest reply"})
+    decoding: Optional[str] = field(default=None, metadata={
+        "help": "authors (their sampling: top_p 0.7, temperature 0.95, 513 new tokens, fp16 on a GPU; default for "
+                "--format authors data) or greedy (128 new tokens; default otherwise). Flags below override it"})
+    max_new_tokens: Optional[int] = field(default=None, metadata={"help": "Longest reply (authors 513, greedy 128)"})
     max_prompt_length: Optional[int] = field(default=None, metadata={
         "help": "Prompts are cut to this length: from the left (default 1024), or for authors-format data on the "
                 "right (default 512, as their run)"})
-    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam search"})
+    do_sample: Optional[bool] = field(default=None, metadata={
+        "help": "Sample instead of greedy/beam search (authors: true, greedy: false)"})
     num_beams: int = field(default=1, metadata={"help": "Beam width"})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature"})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass"})
+    temperature: Optional[float] = field(default=None, metadata={"help": "Sampling temperature (authors 0.95)"})
+    top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling mass (authors 0.7)"})
+    top_k: Optional[int] = field(default=None, metadata={"help": "Top-k sampling cut (authors 50)"})
     seed: int = field(default=42, metadata={"help": "Seed for sampling"})
     max_samples: Optional[int] = field(default=None, metadata={"help": "Answer only the first N rows"})
 
@@ -461,8 +544,24 @@ class GenerationArguments(ModelLoadingArguments):
         self.instruction_column = self.instruction_column or "messages"
         if self.instruction_column not in INSTRUCTION_COLUMNS:
             raise ValueError(f"--instruction_column {self.instruction_column!r}: choose one of {INSTRUCTION_COLUMNS}")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
+        if self.decoding is not None and self.decoding not in DECODING_PRESETS:
+            raise ValueError(f"--decoding {self.decoding!r}: choose one of {tuple(DECODING_PRESETS)}")
+        if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise ValueError("--batch_size and --max_new_tokens must be positive")
+
+
+def resolve_decoding(args: GenerationArguments, data_format: str) -> GenerationArguments:
+    """Fill the decoding settings `args` leaves unset from its preset (:data:`DECODING_PRESETS`; default `authors`
+    for data of the authors' format, `greedy` otherwise); the authors' preset also loads the base in fp16 where
+    CUDA is available when `torch_dtype` is `auto`. Changes and returns `args`."""
+    if args.decoding is None:
+        args.decoding = "authors" if data_format == "authors" else "greedy"
+    for name, value in DECODING_PRESETS[args.decoding].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.decoding == "authors" and args.torch_dtype == "auto" and torch.cuda.is_available():
+        args.torch_dtype = "float16"
+    return args
 
 
 def _fingerprint(folder: Optional[str]) -> Optional[str]:
@@ -482,7 +581,8 @@ def generation_manifest(args: GenerationArguments) -> Dict[str, Any]:
     """What determines the predictions: base, adapter (path and weight hash), data, column and decoding."""
     # (not max_samples: it picks which rows are answered, not their answers, so a run can be extended)
     keys = ("model_name_or_path", "load_in_8bit", "load_in_4bit", "torch_dtype", "split", "instruction_column",
-            "max_new_tokens", "max_prompt_length", "do_sample", "num_beams", "temperature", "top_p", "seed")
+            "decoding", "max_new_tokens", "max_prompt_length", "do_sample", "num_beams", "temperature", "top_p",
+            "top_k", "seed")
     manifest = {k: getattr(args, k) for k in keys}
     manifest["data_dir"] = os.path.abspath(args.data_dir)
     manifest["adapter_dir"] = os.path.abspath(args.adapter_dir) if args.adapter_dir else None
@@ -490,32 +590,34 @@ def generation_manifest(args: GenerationArguments) -> Dict[str, Any]:
     return manifest
 
 
-def _batches(rows: List[Dict[str, Any]], size: int) -> Iterable[List[Dict[str, Any]]]:
+def _batches(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
 
 
 def generate_predictions(args: GenerationArguments) -> int:
-    """Answer the rows of `args.split` not yet in `args.output_file`; returns how many were written now."""
+    """Answer the rows of `args.split` not yet in `args.output_file`; returns how many were written now. Unset
+    decoding settings are filled from the data's format first (:func:`resolve_decoding`)."""
+    rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column, "format"))[args.split]
+    resolve_decoding(args, "authors" if set(rows["format"]) == {"authors"} else "iamm")
     header = generation_manifest(args)
     finished, writer = open_records(args.output_file, header, compare=list(header), what="predictions",
                                     overwrite_hint="another --output_file")
     with writer:
-        return _answer(args, {record["id"] for record in finished}, writer)
+        return _answer(args, rows, {record["id"] for record in finished}, writer)
 
 
-def _answer(args: GenerationArguments, done: set, out: RecordWriter) -> int:
-    """Answer the rows of `args.split` whose id is not in `done`, appending to `out`."""
+def _answer(args: GenerationArguments, rows, done: set, out: RecordWriter) -> int:
+    """Answer the `rows` whose id is not in `done`, appending to `out`."""
     from transformers import set_seed
 
-    rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column, "format"))[args.split]
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
-    todo = [r for r in rows.select_columns(["id", args.instruction_column, "format"]) if r["id"] not in done]
+    todo = [(index, r) for index, r in enumerate(rows.select_columns(["id", args.instruction_column, "format"]))
+            if r["id"] not in done]
     logger.info("%d rows to answer (%d already in %s)", len(todo), len(done), args.output_file)
     if not todo:
         return 0
-    set_seed(args.seed)
     saved_with_adapter = args.adapter_dir and os.path.isfile(os.path.join(args.adapter_dir, "tokenizer_config.json"))
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or (args.adapter_dir if saved_with_adapter else None)
                                or args.model_name_or_path, args.trust_remote_code)
@@ -530,18 +632,19 @@ def _answer(args: GenerationArguments, done: set, out: RecordWriter) -> int:
     stop_ids = model.generation_config.eos_token_id or tokenizer.eos_token_id
     if "<|assistant|>" in tokenizer.get_vocab() and "[gMASK]" in tokenizer.get_vocab():
         stop_ids = chatglm3_stop_token_ids(tokenizer)
+    sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k) if args.do_sample else {}
     written = 0
     for batch in _batches(todo, args.batch_size):
-        prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length, r["format"]) for r in batch]
+        set_seed(args.seed + batch[0][0])  # a batch draws the same whether or not the run was resumed before it
+        prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length, r["format"])
+                   for _, r in batch]
         enc = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
         with torch.no_grad():
             generated = model.generate(
                 **enc, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams,
-                temperature=args.temperature if args.do_sample else None,
-                top_p=args.top_p if args.do_sample else None, eos_token_id=stop_ids,
-                pad_token_id=tokenizer.pad_token_id)
+                eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, **sampling)
         new_tokens = generated[:, enc["input_ids"].shape[1]:]
-        for row, ids in zip(batch, new_tokens):
+        for (_, row), ids in zip(batch, new_tokens):
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
             out.write({"id": row["id"], "output": text})
         written += len(batch)

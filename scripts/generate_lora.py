@@ -8,8 +8,13 @@
 Each line is `{"id": "<conv>:<turn>", "output": "<generated text>"}`, appended as it is generated, after a header
 line recording the base, the adapter (path and weight hash), the data and the decoding settings. Run the same
 command again to continue (a larger --max_samples extends the run): finished ids are skipped; other settings
-refuse the file.
-Greedy decoding by default; prompts are left-padded.
+refuse the file. Prompts are left-padded.
+
+Decoding: on data built with `--format authors` the default is the authors' prediction run (`--decoding authors`:
+sampling with top_p 0.7, temperature 0.95, top_k 50, up to 513 new tokens, the base in fp16 on a GPU), the settings
+behind the paper's Table 3; sampling is seeded (`--seed`, per batch, so a resumed run draws as an uninterrupted one).
+Otherwise greedy with 128 new tokens (`--decoding greedy`). Single flags (`--max_new_tokens`, `--do_sample`,
+`--temperature`, `--top_p`, `--top_k`) override the preset.
 """
 
 import logging

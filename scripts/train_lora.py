@@ -7,8 +7,11 @@
     python scripts/train_lora.py ... --load_in_4bit true --bf16 true        # QLoRA (NF4, double quantisation)
     python scripts/train_lora.py ... --resume_from_checkpoint true          # continue an interrupted run
 
-Defaults are the authors' run: LoRA r=8 on the query/key/value projection, lr 1e-3 cosine without warm-up, batch
-12 x 2 accumulation, 3 epochs, base in 8 bits when CUDA is available. The output folder holds the adapter, the
+Defaults are the authors' run: LoRA r=8 (alpha 32, dropout 0.1) on the query/key/value projection, lr 1e-3 cosine
+without warm-up, batch 12 x 2 accumulation, 3 epochs, base in 8 bits when CUDA is available. On data built with
+`--format authors` the q/k/v adapter is fused as theirs on ChatGLM3's `query_key_value` (one input projection shared
+by q, k and v: 1,949,696 trainable parameters on ChatGLM3-6B); `--qkv_adapter separate` puts one adapter on each
+projection (the default for `--format iamm` data). The output folder holds the adapter, the
 tokenizer and `lora_args.json` (plus `merged/` with `--merge true`).
 """
 

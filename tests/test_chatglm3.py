@@ -196,6 +196,52 @@ def test_missing_and_unknown_tensors_are_named(tmp_path, tiny_sd):
         load_chatglm3(str(tmp_path / "b"))
 
 
+# ------------------------------------------------------------------------------------------------------ adapters
+def test_converted_fused_adapter_gives_the_fused_output(tmp_path, tiny_sd):
+    """A LoRA on ChatGLM3's fused query_key_value, saved as peft saved the authors' glmtuner adapter (their layout,
+    names and config), converted to q/k/v adapters of the glm model: the same logits as the reference forward with
+    the fused update merged; loaded into a fused-q/k/v adapter (one shared A), the same again."""
+    from peft import PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from iamm.llm.chatglm3 import convert_chatglm3_adapter
+    from iamm.llm.lora import LoraArguments, add_lora
+
+    cfg, r, alpha = TINY_CHATGLM3_CONFIG, 8, 32.0
+    qkv_rows = (cfg["num_attention_heads"] + 2 * cfg["multi_query_group_num"]) * cfg["kv_channels"]
+    g = torch.Generator().manual_seed(1)
+    adapter, merged = {}, dict(tiny_sd)
+    for i in range(cfg["num_layers"]):
+        name = f"transformer.encoder.layers.{i}.self_attention.query_key_value"
+        a, b = torch.randn(r, cfg["hidden_size"], generator=g) * 0.2, torch.randn(qkv_rows, r, generator=g) * 0.2
+        adapter[f"base_model.model.{name}.lora_A.weight"], adapter[f"base_model.model.{name}.lora_B.weight"] = a, b
+        merged[f"{name}.weight"] = tiny_sd[f"{name}.weight"] + alpha / r * b @ a
+    fused_dir = tmp_path / "fused_adapter"
+    fused_dir.mkdir()
+    torch.save(adapter, fused_dir / "adapter_model.bin")
+    json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": alpha, "lora_dropout": 0.1,
+               "target_modules": ["query_key_value"], "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
+               "modules_to_save": None, "base_model_name_or_path": "../models/ChatGLM3"},
+              open(fused_dir / "adapter_config.json", "w"))
+    checkpoint = write_chatglm3_checkpoint(str(tmp_path / "chatglm3"), tiny_sd)
+    converted = convert_chatglm3_adapter(str(fused_dir), str(tmp_path / "converted"), checkpoint)
+    ids = torch.randint(0, cfg["padded_vocab_size"], (2, 11), generator=g)
+    reference = chatglm3_reference_logits(merged, cfg, ids)
+    assert (reference - chatglm3_reference_logits(tiny_sd, cfg, ids)).abs().max().item() > 1e-2  # it does change
+    model = PeftModel.from_pretrained(load_chatglm3(checkpoint, dtype=torch.float32), converted).eval()
+    with torch.no_grad():
+        assert (model(ids).logits - reference).abs().max().item() <= 1e-4
+    args = LoraArguments(model_name_or_path=checkpoint, data_dir="unused", load_in_8bit=False, qkv_adapter="fused")
+    fused = add_lora(load_chatglm3(checkpoint, dtype=torch.float32), args)
+    set_peft_model_state_dict(fused, load_file(os.path.join(converted, "adapter_model.safetensors")))
+    with torch.no_grad():
+        assert (fused.eval()(ids).logits - reference).abs().max().item() <= 1e-4
+    with pytest.raises(ValueError, match="dense.lora_A.weight is not a LoRA weight of ChatGLM3's query_key_value"):
+        torch.save({**adapter, "base_model.model.transformer.encoder.layers.0.self_attention.dense.lora_A.weight":
+                    torch.zeros(1)}, fused_dir / "adapter_model.bin")
+        convert_chatglm3_adapter(str(fused_dir), str(tmp_path / "refused"), checkpoint)
+
+
 # ----------------------------------------------------------------------------------------------------- tokenizer
 CHATS = [
     [{"role": "user", "content": "I feel so happy today"}],

@@ -45,9 +45,9 @@ def _authors_scorer(path):
 
 # Read by hand from the fixture rows (source line numbers in its README): 1-6 their first rows (4: devastated for
 # caring); 157: "impressed" for proud, "proud" only in the response; 254: "ive Emotion:afraid" (junk before the
-# field still hits); 297: "caring" for sad, "sad" in the response; 962, 1893, 2356: hits; 2915: no separator, the
-# answer "was the most expensive equipment ?" does not contain "trusting". 962: "ok. so", 1893: "can't", 2356: a
-# second "Emotion:" inside the response (only the second piece counts).
+# field still hits); 297: "caring" for sad, "sad" in the response; 962, 1893, 2356: hits; 2915: no separator (and
+# no "Response:" line), the answer "was the most expensive equipment ?" does not contain "trusting". 962: "ok. so",
+# 1893: "can't", 2356: a second "Emotion:" inside the response (only the second piece counts).
 EXPECTED_HITS = [True, True, True, False, True, True, False, True, False, True, True, True, False]
 
 
@@ -78,13 +78,19 @@ def test_paper_metrics_aggregate_on_the_authors_predictions(tmp_path):
     assert json.load(open(tmp_path / "m.json"))["emotion_accuracy_paper_x100"] == m["emotion_accuracy_paper_x100"]
 
 
+# Expected words: NLTK 3.8.1's word_tokenize (the version the authors pinned) with its English Punkt model, run
+# once on each text; the comments say what each case checks.
 @pytest.mark.parametrize("text, words", [
     ("i can't remember the movie .", ["i", "ca", "n't", "remember", "the", "movie", "."]),
-    ("oh ok. so you are jealous ?", ["oh", "ok", ".", "so", "you", "are", "jealous", "?"]),
+    ("oh ok. so you are jealous ?", ["oh", "ok.", "so", "you", "are", "jealous", "?"]),  # "ok." is an abbreviation
+    ("i met mr. smith. he was nice", ["i", "met", "mr.", "smith", ".", "he", "was", "nice"]),
     ("neither could i. it was", ["neither", "could", "i.", "it", "was"]),  # an initial: no sentence end
     ("4 and 1. i have", ["4", "and", "1.", "i", "have"]),
+    ("so sorry. ! but", ["so", "sorry", ".", "!", "but"]),  # "!" after a period is a sentence of its own
     ("wait... what", ["wait", "...", "what"]),
-    ("says 'bones only ! !", ["says", "'", "bones", "only", "!", "!"]),
+    ("says 'bones only ! !", ["says", "'bones", "only", "!", "!"]),  # 3.8.1 keeps an opening quote on its word
+    ("a well-known fact\u2014really", ["a", "well-known", "fact\u2014really"]),  # and dashes inside words
+    ("\u201cHello there.\u201d Bye.", ["\u201c", "Hello", "there.", "\u201d", "Bye", "."]),
     ('He said "hi" (twice), 3,36 euros; it\'s 5:30', ["He", "said", "``", "hi", "''", "(", "twice", ")", ",", "3,36",
                                                       "euros", ";", "it", "'s", "5:30"]),
     ("i cannot -- gonna go", ["i", "can", "not", "--", "gon", "na", "go"]),
@@ -93,14 +99,21 @@ def test_treebank_word_tokenize(text, words):
     assert treebank_word_tokenize(text) == words
 
 
-def test_treebank_matches_nltk_on_the_authors_predictions():
-    nltk_tokenize = pytest.importorskip("nltk.tokenize")
-    punkt = nltk_tokenize.PunktSentenceTokenizer()  # NLTK's sentence splitter without a downloaded model
-    treebank = nltk_tokenize.NLTKWordTokenizer()
-    with open(AUTHORS_ROWS) as f:
-        texts = [t for line in f for t in json.loads(line).values()]
-    for text in texts:
-        assert treebank_word_tokenize(text) == [w for s in punkt.tokenize(text) for w in treebank.tokenize(s)], text
+AUTHORS_SLICE = os.path.join(ROOT, "tests", "fixtures", "iamm_large_authors",
+                             "generated_predictions_lines_901-1000_3401-3500.jsonl")
+
+
+def test_paper_figures_equal_their_scorer_on_a_slice_of_their_predictions():
+    """Their scorer (examples/ed_scripts/cal_metrics.py and evaluate.py, NLTK 3.8.1 with the English Punkt model)
+    on these 200 rows of their released predictions gives ACC 0.63, Dist-1 0.16504504504504505 and Dist-2
+    0.5293203883495146 (see the fixture's README); on their whole file the same run gives their logged
+    0.6260704091341579 / 0.035529610478123655 / 0.21709860376934076. Rows 962 ("ok. so") and 3446 ("'bones")
+    are in the slice: a splitter without the English model, or later NLTK's quote rule, gives other figures."""
+    m = evaluate_predictions_file(AUTHORS_SLICE)
+    assert m["samples"] == 200
+    assert m["emotion_accuracy_paper_x100"] == pytest.approx(63.0, abs=1e-12)
+    assert m["dist1_paper_x100"] == pytest.approx(100 * 0.16504504504504505, abs=1e-12)
+    assert m["dist2_paper_x100"] == pytest.approx(100 * 0.5293203883495146, abs=1e-12)
 
 
 def test_authors_predictions_need_no_gold_but_ids_do(tmp_path):
@@ -130,9 +143,10 @@ ANSWERS = {
 def test_strict_and_lenient_accuracy_differ_as_documented():
     m = evaluate_answers(ANSWERS, GOLD)
     assert m["samples"] == 5 and m["answered"] == 4 and m["missing"] == 1
-    # paper rule: none of these has the authors' "\n " separator, so each is searched whole (like lenient)
+    # paper rule: none of these has the authors' "\n " separator; a, b and c are split before their "Response:"
+    # line (c's "proud" stands before it, in the emotion text), d ("**Response**:") is searched whole
     assert m["emotion_accuracy_paper_x100"] == pytest.approx(100 * 4 / 5)
-    assert m["answers_without_paper_separator"] == 4
+    assert m["answers_without_paper_separator"] == 4 and m["answers_split_at_response_line"] == 3
     assert m["emotion_accuracy_strict_x100"] == pytest.approx(100 * 2 / 5)
     assert m["emotion_accuracy_lenient_x100"] == pytest.approx(100 * 4 / 5)
     assert m["emotion_accuracy_strict_answered_x100"] == pytest.approx(100 * 2 / 4)
@@ -161,6 +175,34 @@ def test_paper_rule_reads_only_the_emotion_line():
     assert paper_emotion_hit("Emotion:Sadness\n Response:ok", "sad") is True  # substring, case-insensitive
     assert paper_emotion_hit("Emotion:discontent\n Response:ok", "content") is True
     assert paper_fields("Emotion:sad\n Response:a\n Response:b") == ("sad", "a")
+
+
+def test_answers_without_the_space_are_split_at_their_response_line():
+    """OpenAI models write "Emotion: x\nResponse: y": the paper rule reads them as if the authors' "\n " were
+    there (emotion text before the Response: line, the response after it), counts and labels them, and prints no
+    Dist of 0 for answers that have responses."""
+    from iamm.llm.evaluation import paper_distinct_n, with_paper_separator
+
+    assert with_paper_separator("Emotion: sad\nResponse: I am so sorry.") == \
+        ("Emotion: sad\n Response: I am so sorry.", True)
+    assert with_paper_separator("Emotion:sad\n Response:ok\nResponse: x") == ("Emotion:sad\n Response:ok\nResponse: x",
+                                                                                False)  # theirs: untouched
+    answers = {"a": "Emotion: sad\nResponse: I am so sorry. That is hard.",
+               "b": "Emotion: joyful\nResponse: Congratulations, you earned it!\nWell done.",
+               "c": "Emotion: caring\nResponse: I am sad to hear that."}
+    gold = [{"id": "a", "emotion": "sad"}, {"id": "b", "emotion": "content"}, {"id": "c", "emotion": "sad"}]
+    m = evaluate_answers(answers, gold)
+    responses = [" I am so sorry. That is hard.", " Congratulations, you earned it!\nWell done.",
+                 " I am sad to hear that."]
+    assert m["answers_split_at_response_line"] == 3 and m["paper_responses"] == 3
+    assert m["dist1_paper_x100"] == pytest.approx(100 * paper_distinct_n(responses, 1)) and m["dist1_paper_x100"] > 0
+    assert m["dist2_paper_x100"] == pytest.approx(100 * paper_distinct_n(responses, 2))
+    assert m["emotion_accuracy_paper_x100"] == pytest.approx(100 / 3)  # c's "sad" is in its response: no hit
+    assert "| run (3/3 answered; 3 split at their Response: line) | 33.33 |" in comparison_table(m, "run")
+    none = evaluate_answers({"a": "I am sad."}, gold[:1])
+    assert none["paper_responses"] == 0
+    assert "| run (1/1 answered) | 100.00 | n/a (no response found) | n/a (no response found) |" in \
+        comparison_table(none, "run")
 
 
 def test_dist_is_the_project_metric_on_parsed_responses():
@@ -210,7 +252,8 @@ def test_table_has_the_paper_rows_and_this_run():
     assert table.startswith("| run | Acc (paper rule) | Dist-1 (paper rule) | Dist-2 (paper rule) | Acc strict |")
     for row, acc, d1, d2 in PAPER_TABLE3:
         assert f"| {row} | {acc:.2f} | {d1:.2f} | {d2:.2f} | - | - |" in table
-    assert f"| crafted (4/5 answered) | 80.00 | {m['dist1_paper_x100']:.2f} | {m['dist2_paper_x100']:.2f} | 40.00 | 80.00 |" in table
+    assert (f"| crafted (4/5 answered; 3 split at their Response: line) | 80.00 | {m['dist1_paper_x100']:.2f} | "
+            f"{m['dist2_paper_x100']:.2f} | 40.00 | 80.00 |") in table
 
 
 def test_evaluate_llm_script(tmp_path):
@@ -231,7 +274,8 @@ def test_evaluate_llm_script(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.load(open(tmp_path / "preds.metrics.json"))
     assert metrics["emotion_accuracy_lenient_x100"] == pytest.approx(80.0)
-    assert "1 of 5 samples have no prediction" in proc.stdout and "| crafted (4/5 answered) |" in proc.stdout
+    assert "1 of 5 samples have no prediction" in proc.stdout
+    assert "| crafted (4/5 answered; 3 split at their Response: line) |" in proc.stdout
 
 
 def _script_error(tmp_path, argv):

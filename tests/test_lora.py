@@ -152,6 +152,66 @@ def test_default_lora_targets_the_qkv_projections(glm_dir):
     assert model.peft_config["default"].r == 8
 
 
+def test_fused_qkv_adapter_has_the_authors_trainable_count_at_chatglm3_size():
+    """Their log: "trainable params: 1949696 || all params: 6245533696" (r=8 on query_key_value, 28 layers). Counted
+    on the meta device at ChatGLM3-6B's real size (its config.json, translated), nothing allocated."""
+    from transformers import GlmForCausalLM
+
+    from iamm.llm.chatglm3 import chatglm3_config_to_glm
+
+    with open(os.path.join(ROOT, "tests", "fixtures", "chatglm3-6b", "config.json")) as f:
+        config = chatglm3_config_to_glm(json.load(f))
+    counts = {}
+    for kind in ("fused", "separate"):
+        with torch.device("meta"):
+            model = GlmForCausalLM(config)
+        counts[kind] = add_lora(model, lora_args("unused", qkv_adapter=kind)).get_nb_trainable_parameters()
+    assert counts["fused"] == (1_949_696, 6_245_533_696)
+    assert counts["separate"][0] == 28 * 135_168  # three rank-8 adapters: a rank-24 update, twice the parameters
+
+
+def _qkv_update(model, layer=0):
+    """The (q + k + v rows) x hidden update the adapter adds to layer `layer`'s query/key/value projection."""
+    attention = model.base_model.model.model.layers[layer].self_attn
+    return torch.cat([getattr(attention, p).get_delta_weight("default") for p in ("q_proj", "k_proj", "v_proj")])
+
+
+def test_fused_qkv_adapter_is_one_rank_r_update_and_reloads(glm_dir, tokenizer, tmp_path):
+    from peft import PeftModel
+
+    args = lora_args(glm_dir, lora_dropout=0.0, qkv_adapter="fused")
+    model = add_lora(load_base_model(args), args)
+    attention = model.base_model.model.model.layers[0].self_attn
+    assert attention.q_proj.lora_A["default"].weight is attention.v_proj.lora_A["default"].weight
+    # r=8: A (8 x 64) once, B of q (64 x 8), k and v (32 x 8 each), in 2 layers: the fused layer's count
+    assert model.get_nb_trainable_parameters()[0] == 2 * (8 * 64 + (64 + 32 + 32) * 8)
+    batch = batch_for(tokenizer)
+    _train_steps(model, batch, 4, lr=2e-2)
+    assert attention.q_proj.lora_A["default"].weight is attention.k_proj.lora_A["default"].weight  # still shared
+    assert torch.linalg.matrix_rank(_qkv_update(model)).item() == 8
+    separate = add_lora(load_base_model(args), lora_args(glm_dir, lora_dropout=0.0, qkv_adapter="separate"))
+    _train_steps(separate, batch, 4, lr=2e-2)
+    assert torch.linalg.matrix_rank(_qkv_update(separate)).item() > 8  # three adapters: up to rank 24
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(load_base_model(args), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert (reloaded(**batch).logits - model(**batch).logits).abs().max().item() < 1e-5
+
+
+def test_authors_format_data_defaults_to_the_fused_adapter(glm_dir):
+    from iamm.llm.lora import resolve_qkv_adapter
+
+    assert resolve_qkv_adapter(lora_args("unused"), "authors") == "fused"
+    assert resolve_qkv_adapter(lora_args("unused"), "iamm") == "separate"
+    assert resolve_qkv_adapter(lora_args("unused", qkv_adapter="separate"), "authors") == "separate"
+    with pytest.raises(ValueError, match="--qkv_adapter 'joint'"):
+        lora_args("unused", qkv_adapter="joint")
+    with pytest.raises(ValueError, match="needs q_proj, k_proj and v_proj all adapted"):
+        add_lora(load_base_model(lora_args(glm_dir)), lora_args(glm_dir, qkv_adapter="fused",
+                                                                target_modules="q_proj,v_proj"))
+
+
 def _train_steps(model, batch, steps, lr=5e-3):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
@@ -247,6 +307,7 @@ def test_train_script_trains_resumes_merges_and_refuses_a_used_folder(glm_dir, t
     assert os.path.isfile(out / "adapter_model.safetensors") and os.path.isfile(out / "merged" / "config.json")
     recorded = json.load(open(out / "lora_args.json"))
     assert recorded["instruction_column"] == "plain_messages"
+    assert recorded["qkv_adapter"] == "separate"  # iamm-format data
     # local folders relative to the adapter folder: no absolute path of this machine
     assert (recorded["model_name_or_path"], recorded["data_dir"]) == (os.path.relpath(glm_dir, out), "../instructions")
     with pytest.raises(SystemExit, match="not empty"):
@@ -301,6 +362,64 @@ def test_generation_resumes_skipping_finished_ids_and_refuses_other_settings(glm
         generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / "orphan.jsonl"))
 
 
+def _authors_format_dataset(directory):
+    """The tiny instruction data set as --format authors writes it: one user turn, the `format` column."""
+    import pandas as pd
+
+    write_instruction_dataset(directory)
+    for split in ("train", "valid", "test"):
+        path = os.path.join(directory, "data", f"{split}.parquet")
+        frame = pd.read_parquet(path)
+        frame["messages"] = [[{"role": "user", "content": " ".join(m["content"] for m in messages)}]
+                             for messages in frame["messages"]]
+        frame["format"] = "authors"
+        frame.to_parquet(path)
+    return directory
+
+
+def test_authors_decoding_loads_the_base_in_fp16_where_cuda_is(glm_dir, adapter_dir, monkeypatch):
+    from iamm.llm.lora import resolve_decoding
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def dtype(data_format, torch_dtype="auto"):
+        args = _generation_args(glm_dir, adapter_dir, "d", "u")
+        args.torch_dtype = torch_dtype
+        return resolve_decoding(args, data_format).torch_dtype
+
+    assert (dtype("authors"), dtype("iamm"), dtype("authors", "bfloat16")) == ("float16", "auto", "bfloat16")
+
+
+def test_authors_format_defaults_to_their_seeded_sampling(glm_dir, adapter_dir, tmp_path):
+    """glmtuner's sft/workflow.py: do_sample, top_p 0.7, temperature 0.95, max_new_tokens 512 + 1 (top_k 50, the
+    transformers default of their run); greedy stays the default for the project's format. Seeded per batch: the
+    same command gives the same file, and a run continued after --max_samples gives what one run gives."""
+    from iamm.llm.lora import generate_predictions, resolve_decoding
+    from iamm.llm.records import read_jsonl
+
+    data = _authors_format_dataset(str(tmp_path / "authors"))
+    args = resolve_decoding(_generation_args(glm_dir, adapter_dir, data, "u", max_new_tokens=None), "authors")
+    assert (args.decoding, args.do_sample, args.top_p, args.temperature, args.top_k, args.max_new_tokens) == \
+        ("authors", True, 0.7, 0.95, 50, 513)
+    greedy = resolve_decoding(_generation_args(glm_dir, adapter_dir, data, "u", max_new_tokens=None), "iamm")
+    assert (greedy.decoding, greedy.do_sample, greedy.max_new_tokens) == ("greedy", False, 128)
+    mine = resolve_decoding(_generation_args(glm_dir, adapter_dir, data, "u", top_p=0.9), "authors")
+    assert (mine.top_p, mine.temperature) == (0.9, 0.95)
+
+    def run(output, **kw):
+        generate_predictions(_generation_args(glm_dir, adapter_dir, data, tmp_path / output, **kw))
+        return read_jsonl(str(tmp_path / output))
+
+    header, first = run("a.jsonl")
+    assert (header["decoding"], header["do_sample"], header["top_p"], header["temperature"], header["top_k"]) == \
+        ("authors", True, 0.7, 0.95, 50) and header["max_new_tokens"] == 6  # (the test's own cap)
+    assert run("b.jsonl") == (header, first)
+    run("c.jsonl", max_samples=2)
+    assert run("c.jsonl") == (header, first)
+    _, other_seed = run("d.jsonl", seed=7)
+    assert [r["output"] for r in other_seed] != [r["output"] for r in first]  # it does sample
+
+
 def test_generation_uses_the_adapter(glm_dir, adapter_dir, tmp_path):
     from iamm.llm.lora import generate_predictions
 
@@ -337,6 +456,11 @@ def test_benchmark_runs_with_tiny_dims():
         main(["--tiny", "true", "--quantization", "4bit", "--steps", "2", "--batch_size", "2", "--seq_len", "16",
               "--dtype", "float32"])
     result = json.loads(buffer.getvalue().strip().splitlines()[-1])
-    # r=8 on q (64 -> 64), k and v (64 -> 32) in 2 layers
-    assert result["dims"] == "tiny" and result["trainable_parameters"] == 2 * (8 * 64 + 64 * 8 + 2 * (8 * 64 + 32 * 8))
-    assert result["s_per_step"] > 0 and result["quantization"] == "4bit"
+    # r=8 on q (64 -> 64), k and v (64 -> 32) in 2 layers, one input projection shared by the three (the default)
+    assert result["dims"] == "tiny" and result["trainable_parameters"] == 2 * (8 * 64 + (64 + 32 + 32) * 8)
+    assert result["s_per_step"] > 0 and result["quantization"] == "4bit" and result["qkv_adapter"] == "fused"
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        main(["--tiny", "true", "--count_only", "true", "--qkv_adapter", "separate"])
+    counted = json.loads(buffer.getvalue().strip().splitlines()[-1])
+    assert counted["trainable_parameters"] == 2 * (8 * 64 + 64 * 8 + 2 * (8 * 64 + 32 * 8))
