@@ -17,7 +17,7 @@ page module as `iamm_demo.py`.
 import os
 import shutil
 from importlib import metadata
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import modeling_iamm
 
@@ -143,6 +143,29 @@ def _copy_package(destination: str) -> List[str]:
     return sorted(written)
 
 
+def _ship_page(output_dir: str, module: str, names: str, package_requirement: Optional[str]) -> Tuple[str, List[str]]:
+    """The import line of `app.py` for a page module of `iamm.hub` (`module`, importing `names`), and the files it
+    needs in the Space: none when `package_requirement` installs `iamm`, else the module as `iamm_<module>.py` and
+    the `modeling_iamm` package."""
+    if package_requirement:
+        return f"from iamm.hub.{module} import {names}", []
+    shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{module}.py"),
+                    os.path.join(output_dir, f"iamm_{module}.py"))
+    return f"from iamm_{module} import {names}", [f"iamm_{module}.py", *_copy_package(output_dir)]
+
+
+def _write_texts(output_dir: str, contents: Dict[str, str]) -> List[str]:
+    for name, text in contents.items():
+        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    return list(contents)
+
+
+def _gradio_version() -> str:
+    """The `sdk_version` of a Space's front matter: the Gradio the page was tested with."""
+    return _version("gradio") or _declared_floor("gradio", "6.0.0")
+
+
 def write_space(model_id: str, output_dir: str, title: str = "IAMM empathetic dialogue demo",
                 package_requirement: Optional[str] = None, license: str = "cc-by-nc-4.0") -> Dict[str, List[str]]:
     """Write a Gradio Space for `model_id` into `output_dir` (created; existing files of the same names replaced).
@@ -161,25 +184,13 @@ def write_space(model_id: str, output_dir: str, title: str = "IAMM empathetic di
     if not model_id or not model_id.strip():
         raise ValueError("write_space needs the model id the Space should load (e.g. 'user/iamm-ed')")
     os.makedirs(output_dir, exist_ok=True)
-    files = []
-    if package_requirement:
-        import_line = "from iamm.hub.demo import build_demo"
-    else:
-        import_line = "from iamm_demo import build_demo"
-        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py"),
-                        os.path.join(output_dir, "iamm_demo.py"))
-        files.append("iamm_demo.py")
-        files += _copy_package(output_dir)
-    contents = {
+    import_line, files = _ship_page(output_dir, "demo", "build_demo", package_requirement)
+    files += _write_texts(output_dir, {
         "app.py": APP_TEMPLATE.format(model_id=model_id, import_line=import_line),
         "requirements.txt": "\n".join(space_requirements(package_requirement)) + "\n",
         "README.md": README_TEMPLATE.format(title=title, model_id=model_id, license=license,
-                                            gradio_version=_version("gradio") or _declared_floor("gradio", "6.0.0")),
-    }
-    for name, text in contents.items():
-        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
-        files.append(name)
+                                            gradio_version=_gradio_version()),
+    })
     return {"files": sorted(files)}
 
 
@@ -254,29 +265,17 @@ def write_annotation_space(study_folder: str, output_dir: str, title: str = "Whi
 
     study = Study.open(study_folder)
     os.makedirs(output_dir, exist_ok=True)
-    files = []
-    if package_requirement:
-        import_line = "from iamm.hub.annotation import build_annotation_page, parse_users"
-    else:
-        import_line = "from iamm_annotation import build_annotation_page, parse_users"
-        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "annotation.py"),
-                        os.path.join(output_dir, "iamm_annotation.py"))
-        files.append("iamm_annotation.py")
-        files += _copy_package(output_dir)
+    import_line, files = _ship_page(output_dir, "annotation", "build_annotation_page, parse_users",
+                                    package_requirement)
     stored = os.path.join(output_dir, "study", STORE_NAME)
     for leftover in (stored, stored + "-wal", stored + "-shm"):  # a folder written before: the study as it is now
         if os.path.exists(leftover):
             os.remove(leftover)
     copy_store(study, os.path.join(output_dir, "study"))
     files.append(f"study/{STORE_NAME}")
-    contents = {
+    files += _write_texts(output_dir, {
         "app.py": ANNOTATION_APP_TEMPLATE.format(import_line=import_line),
         "requirements.txt": "\n".join(space_requirements(package_requirement)) + "\n",
-        "README.md": ANNOTATION_README_TEMPLATE.format(title=title, license=license, gradio_version=_version("gradio")
-                                                       or _declared_floor("gradio", "6.0.0")),
-    }
-    for name, text in contents.items():
-        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
-        files.append(name)
+        "README.md": ANNOTATION_README_TEMPLATE.format(title=title, license=license, gradio_version=_gradio_version()),
+    })
     return {"files": sorted(files)}
