@@ -235,10 +235,14 @@ def main() -> None:
     parser.add_argument("--judge", action="store_true", help="answer A/B judge prompts (heuristic_judge)")
     parser.add_argument("--position_bias", type=float, default=0.0)
     parser.add_argument("--unreadable", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="draws position bias and unreadable answers (a request's "
+                        "own seed, when it sends one, instead)")
     args = parser.parse_args()
-    respond = heuristic_judge(args.position_bias, args.unreadable, args.seed) if args.judge else None
-    with OpenAIServer(respond=respond, port=args.port) as server:
+
+    def respond(sample_id: str, body: dict) -> str:  # a request's sampling seed, when it has one: one judge per seed
+        return heuristic_judge(args.position_bias, args.unreadable, body.get("seed", args.seed))(sample_id, body)
+
+    with OpenAIServer(respond=respond if args.judge else None, port=args.port) as server:
         print(f"serving {server.base_url}", flush=True)
         try:
             threading.Event().wait()
