@@ -411,7 +411,7 @@ def build_adapter_card(repo_id: str, adapter_config: Dict[str, Any], training: D
     if training.get("data_format"):
         settings.append(["instruction format", training["data_format"]])
     lora_args = training.get("lora_args") or {}
-    for key in ("max_length", "max_source_length", "max_target_length", "max_train_samples"):
+    for key in ("qkv_adapter", "max_length", "max_source_length", "max_target_length", "max_train_samples"):
         if lora_args.get(key) is not None:
             settings.append([key, _fmt(lora_args[key])])
     description = INSTRUCTION_FORMATS[column]

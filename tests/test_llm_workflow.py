@@ -122,6 +122,7 @@ def publish_and_check(tmp_path, instructions, adapter, glm):
         card = ModelCard(files["README.md"].decode())
         assert card.data.base_model == "org/chatglm3-6b-glm" and card.data.datasets == ["org/iamm-instructions"]
         assert "`messages` column" in card.text and "| instruction format | iamm |" in card.text
+        assert "| qkv_adapter | separate |" in card.text  # lora_args.json: one adapter per projection (iamm data)
         assert "convert_chatglm3.py" in card.text and str(tmp_path) not in card.text
         assert "The base is a ChatGLM3-architecture model with 2 layers" in card.text  # the tiny test GLM
         assert str(tmp_path) not in files["lora_args.json"].decode()
