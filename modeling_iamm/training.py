@@ -151,11 +151,13 @@ def _step(checkpoint: str) -> int:
     return int(m.group(1)) if m else 1 << 62
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_process: bool = True) -> Optional[str]:
+def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_process: bool = True,
+                       can_resume: bool = True) -> Optional[str]:
     """Check `output_dir` before a run, and move a replaced run aside.
 
-    A non-empty `output_dir` is refused unless the run resumes it or `overwrite` is set. With `overwrite`, the old
-    contents (checkpoints included, so that a later resume cannot continue the old run) are moved to
+    A non-empty `output_dir` is refused unless the run resumes it or `overwrite` is set (the message offers
+    `--resume_from_checkpoint true` only when the command `can_resume`). With `overwrite`, the old contents
+    (checkpoints included, so that a later resume cannot continue the old run) are moved to
     `<output_dir>.replaced-<timestamp>` by the main process; the new folder is returned (None if nothing was moved).
     A file at `output_dir` is refused; a missing folder is created.
     """
@@ -168,8 +170,9 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_pr
     if resume:
         return None
     if not overwrite:
-        raise SystemExit(f"{output_dir} is not empty: pass --resume_from_checkpoint true to continue that run, or "
-                         f"--overwrite_output_dir true to start over (the old run is moved aside, not mixed in)")
+        resume_hint = "--resume_from_checkpoint true to continue that run, or " if can_resume else ""
+        raise SystemExit(f"{output_dir} is not empty: pass {resume_hint}--overwrite_output_dir true to start over (the "
+                         f"old run is moved aside, not mixed in), or choose another --output_dir")
     if not is_main_process:
         return None
     aside = f"{output_dir.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
