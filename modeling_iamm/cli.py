@@ -181,9 +181,28 @@ def parse_args(dataclass_types: Sequence[type], args: Optional[List[str]] = None
         unknown = sorted(set(file_values) - known)
         if unknown:
             raise SystemExit(f"{source}: unknown keys {unknown}")
-        return parser.parse_dict({**defaults, **file_values})
+        return parser.parse_dict({**defaults, **_numbers(file_values, parser, source)})
     parser.set_defaults(**defaults)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _numbers(values: Dict[str, Any], parser: HfArgumentParser, source: str) -> Dict[str, Any]:
+    """`values` of a JSON/YAML file with those of number flags read as the command line reads them (YAML reads
+    `1e-3` as text); a value such a flag cannot take is refused, naming the key (not a traceback from the dataclass)."""
+    types = {action.dest: action.type for action in parser._actions if action.nargs is None}
+    out = dict(values)
+    for key, value in values.items():
+        kind = types.get(key)
+        if kind not in (int, float) or value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                out[key] = kind(value)
+            except ValueError:
+                raise SystemExit(f"{source}: {key}: invalid {kind.__name__} value {value!r}") from None
+        elif isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            raise SystemExit(f"{source}: {key}: invalid {kind.__name__} value {value!r}")
+    return out
 
 
 def _read_file(path: str) -> Dict[str, Any]:

@@ -124,6 +124,22 @@ def test_all_scripts_are_covered():
     assert scripts == {case[0] for case in CASES}  # (scripts/reference/side_by_side.py: tests/test_reference.py)
 
 
+def test_a_config_file_is_read_as_the_command_line_and_a_bad_value_in_it_named(tmp_path):
+    from modeling_iamm.cli import parse_args
+    from modeling_iamm.preparation import DataArguments
+    from modeling_iamm.training import IAMMTrainingArguments
+
+    (tmp_path / "run.yaml").write_text(f"data: {S}\noutput_dir: out\nlearning_rate: 1e-3\nmax_steps: 5\n"
+                                       f"use_cpu: true\n")
+    _, training = parse_args((DataArguments, IAMMTrainingArguments), [str(tmp_path / "run.yaml")])
+    assert training.learning_rate == 0.001 and training.max_steps == 5  # (YAML reads 1e-3 as text)
+    (tmp_path / "bad.yaml").write_text(f"data: {S}\noutput_dir: out\nmax_steps: many\n")
+    assert refusal("train", ["bad.yaml"], tmp_path) == "train: bad.yaml: max_steps: invalid int value 'many'"
+    (tmp_path / "list.yaml").write_text("- data\n")
+    assert refusal("train", ["list.yaml"], tmp_path) == ("train: list.yaml: expected a mapping of flag names to "
+                                                         "values, got list")
+
+
 def test_a_bug_keeps_its_traceback_and_iamm_traceback_shows_a_refusals(monkeypatch):
     with pytest.raises(SystemExit, match="^x: --y must be >= 1$"):
         with user_errors("x"):
