@@ -830,13 +830,13 @@ def incomplete_file_reason(path: str) -> Optional[str]:
             if len(head) < 8:
                 return f"{size} bytes: too short for a safetensors file (it is truncated)"
             n = int.from_bytes(head, "little")
+            if 8 + n > size:  # (never read more than the file holds: a corrupt length could say terabytes)
+                return f"{size} bytes where its header alone announces {8 + n}: it is truncated"
             raw = f.read(n)
         try:
             header = json.loads(raw)
             end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError):
-            if len(raw) < n:
-                return f"{size} bytes where its header alone announces {8 + n}: it is truncated"
             return "its safetensors header is corrupt"
         expected = 8 + n + end
         if size < expected:
