@@ -19,8 +19,9 @@ _LORA_NAMES = ("GenerationArguments", "LoraArguments", "LoraTrainingArguments", 
 
 
 def __getattr__(name):
-    if name in _LORA_NAMES:
-        from . import lora
+    if name in _LORA_NAMES or name == "lora":
+        import importlib
 
-        return getattr(lora, name)
+        lora = importlib.import_module(f"{__name__}.lora")  # (`from . import lora` would ask this function again)
+        return lora if name == "lora" else getattr(lora, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
