@@ -24,7 +24,6 @@ def main(argv=None):
     (args,) = parse_args((GenerationArguments,), argv)
     check_generate_kwargs({"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams,
                            "temperature": args.temperature, "top_p": args.top_p}, prefix="--")
-    check_min("--batch_size", args.batch_size)
     check_min("--max_samples", args.max_samples)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     written = generate_predictions(args)
