@@ -37,7 +37,8 @@ count, and a request is only sent when the tokens used, plus those reserved by t
 own upper estimate (:func:`estimate_prompt_tokens` + `max_tokens`, which a token budget therefore needs) stay
 within the budget (a request that only the reservations in flight keep out waits for them); the run stops when the
 tokens used plus the next request's estimate exceed it. When a budget is reached, no new request is sent, requests in flight are completed and
-recorded, samples still waiting are left for a later run, and the summary says why it stopped.
+recorded, samples still waiting are left for a later run, and the summary says why it stopped and how to continue
+(after the token budget: the tokens in the file, and the budget that lets a re-run send the next request).
 
 The sample id travels in the `X-Sample-Id` request header (servers ignore unknown headers), which lets a proxy or
 a test server see which sample a request is for.
@@ -219,6 +220,7 @@ class Budget:
         self.requests = self.prompt_tokens = self.completion_tokens = self.reserved = 0
         self.spent_tokens = spent_tokens
         self.stopped: Optional[str] = None
+        self.token_budget_reached = False  # the token budget stopped the run (a re-run needs a larger one)
         self._cond = threading.Condition()
 
     @property
@@ -234,9 +236,9 @@ class Budget:
                 if self.max_requests is not None and self.requests >= self.max_requests:
                     self.stopped = self.stopped or f"request budget of {self.max_requests} reached"
                 if self.max_total_tokens is not None and self.used_tokens + estimate > self.max_total_tokens:
-                    self.stopped = self.stopped or (
-                        f"token budget of {self.max_total_tokens} reached ({self.used_tokens} used; the next request "
-                        f"could take up to {estimate})")
+                    if not self.stopped:  # (the counts are those of the whole file once the run ends: see run_prompting)
+                        self.stopped = f"token budget of {self.max_total_tokens} reached"
+                        self.token_budget_reached = True
                 if self.stopped or (stop is not None and stop.is_set()):
                     return False
                 if (self.max_total_tokens is None
@@ -442,6 +444,7 @@ class PromptingSummary:
     cost_usd: float = 0.0
     price_per_1m: Dict[str, float] = field(default_factory=dict)
     stopped: Optional[str] = None
+    to_continue: str = "re-run the same command to continue"
     retry_command: str = "run_prompting(..., retry_failed=True)"
 
     def __str__(self) -> str:
@@ -452,7 +455,7 @@ class PromptingSummary:
                  f"estimated cost ${self.cost_usd:.4f} at ${self.price_per_1m.get('input', 0):.2f}/"
                  f"${self.price_per_1m.get('output', 0):.2f} per 1M tokens"]
         if self.stopped:
-            lines.append(f"stopped early: {self.stopped}; re-run the same command to continue")
+            lines.append(f"stopped early: {self.stopped}; {self.to_continue}")
         if self.failed:
             lines.append(f"{self.failed} samples failed; to send them again: {self.retry_command}")
         return "\n".join(lines)
@@ -617,6 +620,16 @@ def run_requests(
         summary.retry_command = retry_command
     summary.tokens_this_run = budget.prompt_tokens + budget.completion_tokens
     summary.stopped = budget.stopped or ("interrupted" if interrupted else None)
+    if budget.token_budget_reached:  # the same budget would stop a re-run at once: say what it takes to continue
+        in_file = summary.prompt_tokens + summary.completion_tokens  # requests in flight at the stop included
+        statuses = {sample: record.get("status") for sample, record in latest_records(output_file).items()}
+        left = [row for row in rows if statuses.get(row["id"]) is None
+                or (statuses[row["id"]] == "failed" and retry_failed)]  # what a re-run would send
+        largest = max((estimate_prompt_tokens(row[column]) + (config.max_tokens or 0) for row in left), default=0)
+        summary.stopped = (f"token budget of {config.max_total_tokens} reached ({in_file} tokens in the file; a "
+                           f"request can take up to {largest} more)")
+        summary.to_continue = (f"a re-run with this budget sends nothing: raise --max_total_tokens to at least "
+                               f"{in_file + largest} to continue" if left else "nothing is left to send")
     with open(summary_path(output_file), "w") as f:
         json.dump({**asdict(summary), "model": config.model, **header_fields}, f, indent=2)
     if interrupted:

@@ -1,5 +1,6 @@
 """iamm: the Iterative Associative Memory Model (Yang et al., ACL 2024) for empathetic response generation."""
 
+import logging
 import os
 
 from .collator import IAMMDataCollator, decode_extended, encode_samples
@@ -9,6 +10,15 @@ from .knowledge import KnowledgeArguments, KnowledgeCache, attach_knowledge, gen
 from .text import normalize, word_tokenize
 from .tokenization import SPECIAL_TOKENS, build_tokenizer
 from .word_vectors import load_word_vectors
+
+# bitsandbytes (which peft imports, and transformers' Trainer imports peft, whenever they are installed) looks for
+# optional kernels while it is imported (through the `kernels` package), and both log notices about them before a
+# script has set up logging, which Python prints bare on stderr: above every message of every script. As libraries
+# should, they get a NullHandler: their messages go where the application's logging configuration sends them (after
+# `logging.basicConfig`, to stderr).
+for _name in ("bitsandbytes", "kernels"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
+del _name
 
 SAMPLE_DATA_DIR = os.path.join(os.path.dirname(__file__), "sample_data")
 """A small bundled EmpatheticDialogues sample (600 train / 120 valid conversations; CC BY-NC 4.0)."""

@@ -1,12 +1,103 @@
-"""Command-line plumbing shared by the scripts: `HfArgumentParser` with presets and JSON/YAML files."""
+"""Command-line plumbing shared by the scripts: `HfArgumentParser` with presets and JSON/YAML files, and one line for
+every user mistake (:func:`script_main`).
 
+Every script's `main(argv=None)` is wrapped by :func:`script_main`: a mistake of the user (a bad flag value, a
+missing or malformed file, a full disk, a folder in use, ...) ends the script with one line `<script>: <message>`
+naming the flag, file or field, and a non-zero exit status, instead of a traceback. The checks themselves stay where
+the values are defined (the argument dataclasses' `__post_init__`, the loaders), and run before anything is written.
+`IAMM_TRACEBACK=1` shows the full traceback instead (to debug the package itself).
+"""
+
+import functools
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 from transformers import HfArgumentParser
+
+from .folders import FolderLockedError, is_disk_full
+from .modeling_iamm import IncompleteWeightsError
+
+TRACEBACK_ENV = "IAMM_TRACEBACK"
+"""Set to 1 to see the traceback of a refused command instead of its one line."""
+
+USER_ERRORS: Tuple[Type[BaseException], ...] = (ValueError, OSError, FolderLockedError, IncompleteWeightsError)
+"""What a script reports as one line: bad values (`ValueError`, `EDFormatError`, `UnicodeError`, ...), files and
+folders (`FileNotFoundError`, `FileExistsError`, `NotADirectoryError`, `DiskFullError`, ...), a folder another
+job holds and a truncated weights file. Any error that is a write on a full disk (see
+:func:`~modeling_iamm.folders.is_disk_full`) too."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error` on one line: its `cli_message()` when it has one (the wording for command-line users,
+    naming flags instead of Python arguments), an `OSError`'s `<file>: <reason>` without `[Errno N]`, and a
+    multi-line text joined."""
+    if callable(getattr(error, "cli_message", None)):
+        text = error.cli_message()
+    elif isinstance(error, OSError) and error.errno is not None and error.strerror:
+        names = [str(n) for n in (error.filename, error.filename2) if n is not None and str(n) not in error.strerror]
+        text = ": ".join(names + [error.strerror])
+    else:
+        text = str(error) or type(error).__name__
+    if not isinstance(error, OSError) and is_disk_full(error):
+        text = f"no space left on the disk ({type(error).__name__}: {text})"
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+@contextmanager
+def user_errors(script: str, errors: Tuple[Type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn a user mistake raised in the block (:data:`USER_ERRORS`, `errors`, a full disk) into
+    `SystemExit("<script>: <one line>")`, and prefix a `SystemExit` with a message the same way; anything else (a
+    bug) keeps its traceback, and so does everything with `IAMM_TRACEBACK=1`."""
+    try:
+        yield
+    except SystemExit as exit_:
+        if not isinstance(exit_.code, str):
+            raise
+        text = " ".join(line.strip() for line in exit_.code.splitlines() if line.strip())
+        raise SystemExit(text if text.startswith(f"{script}: ") else f"{script}: {text}") from None
+    except Exception as error:  # noqa: BLE001 - re-raised unless it is a user mistake
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        if not (isinstance(error, USER_ERRORS + tuple(errors)) or is_disk_full(error)):
+            raise
+        raise SystemExit(f"{script}: {one_line(error)}") from None
+
+
+def script_main(script: str, errors: Tuple[Type[BaseException], ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorate a script's `main(argv=None)` so that a user mistake ends it with one line (see :func:`user_errors`):
+
+        @script_main("evaluate")
+        def main(argv=None):
+            ...
+    """
+
+    def decorate(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def wrapper(argv: Optional[List[str]] = None):
+            with user_errors(script, errors):
+                return main(argv)
+
+        return wrapper
+
+    return decorate
+
+
+def check_min(flag: str, value: Any, minimum: float = 1) -> None:
+    """Raise a `ValueError` naming `flag` unless `value` is unset (None) or at least `minimum`."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+
+
+class ArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose mistakes (a missing required flag, a value of the wrong type, an unknown choice) are
+    one line: argparse would print the whole usage first, dozens of lines for the training flags."""
+
+    def error(self, message: str):
+        raise SystemExit(f"{message} (--help lists the flags)")
 
 # --dtype values the scripts accept
 DTYPES: Dict[str, torch.dtype] = {
@@ -75,22 +166,43 @@ def parse_args(dataclass_types: Sequence[type], args: Optional[List[str]] = None
         preset_name = argv[i + 1]
         del argv[i : i + 2]
     file_values: Dict[str, Any] = {}
+    source = None
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        file_values = _read_file(argv[0])
+        source = argv[0]
+        file_values = _read_file(source)
         preset_name = file_values.pop("preset", preset_name)
         argv = []
     if preset_name is not None and preset_name not in PRESETS:
         raise SystemExit(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
-    parser = HfArgumentParser(dataclass_types)
+    parser = ArgumentParser(dataclass_types)
     known = {action.dest for action in parser._actions}
     defaults = {k: v for k, v in PRESETS.get(preset_name, {}).items() if k in known}
     if file_values:
         unknown = sorted(set(file_values) - known)
         if unknown:
-            raise SystemExit(f"{argv or 'config file'}: unknown keys {unknown}")
-        return parser.parse_dict({**defaults, **file_values})
+            raise SystemExit(f"{source}: unknown keys {unknown}")
+        return parser.parse_dict({**defaults, **_numbers(file_values, parser, source)})
     parser.set_defaults(**defaults)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _numbers(values: Dict[str, Any], parser: HfArgumentParser, source: str) -> Dict[str, Any]:
+    """`values` of a JSON/YAML file with those of number flags read as the command line reads them (YAML reads
+    `1e-3` as text); a value such a flag cannot take is refused, naming the key (not a traceback from the dataclass)."""
+    types = {action.dest: action.type for action in parser._actions if action.nargs is None}
+    out = dict(values)
+    for key, value in values.items():
+        kind = types.get(key)
+        if kind not in (int, float) or value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                out[key] = kind(value)
+            except ValueError:
+                raise SystemExit(f"{source}: {key}: invalid {kind.__name__} value {value!r}") from None
+        elif isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            raise SystemExit(f"{source}: {key}: invalid {kind.__name__} value {value!r}")
+    return out
 
 
 def _read_file(path: str) -> Dict[str, Any]:
@@ -98,7 +210,14 @@ def _read_file(path: str) -> Dict[str, Any]:
         raise SystemExit(f"{path}: no such file")
     with open(path, encoding="utf-8") as f:
         if path.endswith(".json"):
-            return json.load(f)
-        import yaml
+            values = json.load(f)
+        else:
+            import yaml
 
-        return yaml.safe_load(f) or {}
+            try:
+                values = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise SystemExit(f"{path}: not a valid YAML file ({' '.join(str(e).split())})") from None
+    if not isinstance(values, dict):
+        raise SystemExit(f"{path}: expected a mapping of flag names to values, got {type(values).__name__}")
+    return values

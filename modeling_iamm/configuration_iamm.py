@@ -5,6 +5,7 @@ This file is copied next to `config.json` when a model is saved, so that
 it imports nothing from the package.
 """
 
+import math
 from typing import List, Optional
 
 from transformers import PretrainedConfig
@@ -24,6 +25,46 @@ RELATIONS: List[str] = ["xIntent", "xNeed", "xWant", "xEffect", "xReact"]
 COPY_HEAD_POOLINGS = ("probabilities", "scores")
 # What the word selector reads (see `word_selector_input`).
 WORD_SELECTOR_INPUTS = ("encoded", "raw")
+
+
+# The type of each field (checked in `IAMMConfig.__init__`, so that a wrong value in a config.json, say
+# `"hidden_size": "128"`, is refused naming the field instead of failing deep inside torch).
+POSITIVE_INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "attention_head_dim",
+                       "intermediate_size", "association_heads", "association_head_dim", "num_keywords",
+                       "num_associated_words", "num_memory_words", "max_new_tokens_default")
+BOOL_FIELDS = ("use_explicit_association", "use_implicit_association", "use_word_selector", "use_situation",
+               "use_pointer_generator", "learned_rank_weighting", "memory_norm")
+FLOAT_FIELDS = ("dropout", "classifier_dropout", "layer_norm_eps", "gate_floor", "emotion_loss_weight",
+                "emotion_label_smoothing")
+
+
+def _check_field_types(values: dict) -> None:
+    """Raise a `ValueError` naming the first field of `values` whose value has the wrong type for `IAMMConfig`."""
+
+    def refuse(name, expected):
+        value = values[name]
+        raise ValueError(f"IAMMConfig.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    for name in POSITIVE_INT_FIELDS:
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            refuse(name, "a whole number >= 1")
+    for name in BOOL_FIELDS:
+        if not isinstance(values[name], bool):
+            refuse(name, "true or false")
+    for name in FLOAT_FIELDS:
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            refuse(name, "a finite number")
+    names = values["relation_names"]
+    if names is not None and (isinstance(names, str) or not isinstance(names, (list, tuple))
+                              or not all(isinstance(n, str) for n in names)):
+        refuse("relation_names", "a list of relation names (strings)")
+    limits = values.get("length_limits")
+    if limits is not None and (not isinstance(limits, dict) or not all(
+            isinstance(k, str) and (v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0))
+            for k, v in limits.items())):
+        refuse("length_limits", "a mapping of length limit names to words (a whole number >= 0, or null for none)")
 
 
 AUTO_MAP = {
@@ -178,6 +219,7 @@ class IAMMConfig(PretrainedConfig):
         max_new_tokens_default: int = 50,
         **kwargs,
     ):
+        _check_field_types({**locals(), "length_limits": kwargs.get("length_limits")})
         if ffn_type not in ("conv", "linear"):
             raise ValueError(f"IAMMConfig.ffn_type must be 'conv' or 'linear', got {ffn_type!r}")
         if emotion_pooling not in ("linear", "tanh"):

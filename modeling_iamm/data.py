@@ -85,16 +85,31 @@ SAMPLE_FEATURES = Features(
 )
 
 
+SKIP_HINT = "Fix the record, or pass {skip} to drop the conversation it belongs to (the drop is counted and reported)"
+"""What an invalid record's error advises; `{skip}` is `skip_invalid=True` in Python, `--skip_invalid true` for the
+scripts (:meth:`EDFormatError.cli_message`)."""
+
+
 class EDFormatError(ValueError):
-    """A record of an EmpatheticDialogues file is malformed; says which file, line/row and field."""
+    """A record of an EmpatheticDialogues file is malformed; says which file, line/row and field.
+
+    Without `hint`, the advice is to fix the record or skip its conversation (`skip_invalid=True`), which a loader
+    only raises when it was not skipping; errors that skipping cannot help (a file that cannot be decoded, a file
+    without conversations) give their own `hint`."""
 
     def __init__(self, source: str, location: str, field: str, message: str, conv_id: Optional[str] = None,
                  hint: Optional[str] = None):
         self.source, self.location, self.field, self.reason = source, location, field, message
         self.conv_id = conv_id  # the conversation the record belongs to, when it can be told
-        hint = hint or ("Fix the record, or pass skip_invalid=True to drop the conversation it belongs to (the drop "
-                        "is counted and reported)")
-        super().__init__(f"{source}, {location}, field '{field}': {message}. {hint}.")
+        self.hint = hint
+        super().__init__(self._text(hint or SKIP_HINT.format(skip="skip_invalid=True")))
+
+    def _text(self, hint: str) -> str:
+        return f"{self.source}, {self.location}, field '{self.field}': {self.reason}. {hint}."
+
+    def cli_message(self) -> str:
+        """The message in the scripts' words (`--skip_invalid true`)."""
+        return self._text(self.hint or SKIP_HINT.format(skip="--skip_invalid true"))
 
 
 @dataclass
@@ -246,8 +261,9 @@ def _iter_file(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatE
         yield from _iter_file_unchecked(path)
     except UnicodeDecodeError:
         lineno, what = _first_undecodable_line(path)
-        raise EDFormatError(path, f"line {lineno}", "encoding",
-                            f"not UTF-8 text ({what}); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise EDFormatError(path, f"line {lineno}", "encoding", f"not UTF-8 text ({what})",
+                            hint="Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8); a file that cannot be "
+                                 "decoded is not read at all, so skipping invalid conversations does not apply") from None
 
 
 def _iter_file_unchecked(path: str) -> Iterator[Tuple[str, Union[Dict[str, Any], EDFormatError]]]:
@@ -427,7 +443,8 @@ class _Builder:
                                     f"dropped them all); first error: {first.source}, {first.location}, field "
                                     f"'{first.field}': {first.reason}", hint="Fix the file")
             raise EDFormatError(self.source, "whole file", "conv_id",
-                                "no conversation in the file (empty, or only a header line)")
+                                "no conversation in the file (empty, or only a header line)",
+                                hint="Check that it is the file you meant")
         return out
 
 

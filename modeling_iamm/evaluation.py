@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .collator import IAMMDataCollator
 from .folders import FolderLock, ensure_folder
-from .inference import predict_batch
+from .inference import check_generate_kwargs, predict_batch
 from .metrics import compute_metrics
 from .tokenization import tokenizer_fingerprint
 
@@ -69,8 +69,22 @@ def evaluation_manifest(model, tokenizer: PreTrainedTokenizerBase, samples: Data
     return json.loads(json.dumps(manifest, default=str))  # what reading it back from disk gives
 
 
+class RecordError(ValueError):
+    """A line of a JSONL file of records is not a JSON record; says which file and line, and what to do (`remedy`:
+    by default the advice for a resumable output file, which :meth:`with_remedy` replaces for a file that is only
+    read)."""
+
+    def __init__(self, path: str, lineno: int, reason: str, remedy: str = "move the file away to start over"):
+        self.path, self.lineno, self.reason = path, lineno, reason
+        super().__init__(f"{path}, line {lineno}: not a JSON record ({reason}); {remedy}")
+
+    def with_remedy(self, remedy: str) -> "RecordError":
+        return RecordError(self.path, self.lineno, self.reason, remedy)
+
+
 def read_records(path: str) -> List[Dict[str, Any]]:
-    """The complete records of a predictions JSONL (an unfinished last line, from a killed run, is ignored)."""
+    """The complete records of a predictions JSONL (an unfinished last line, from a killed run, is ignored); a line
+    that is not a JSON record is a :class:`RecordError`."""
     records = []
     if not os.path.exists(path):
         return records
@@ -81,7 +95,7 @@ def read_records(path: str) -> List[Dict[str, Any]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: not a JSON record ({e.msg}); move the file away to start over") from None
+                raise RecordError(path, lineno, e.msg) from None
     return records
 
 
@@ -241,6 +255,7 @@ def run_evaluation(
 
 def _run_evaluation(model, tokenizer, samples, output_dir, batch_size, with_associations, overwrite, progress,
                     extra_metrics, collator, run_info, **generate_kwargs) -> Dict[str, Any]:
+    check_generate_kwargs(generate_kwargs)  # before anything is written
     collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
     generate_kwargs.setdefault("max_new_tokens", model.config.max_new_tokens_default)
     predictions_path = os.path.join(output_dir, PREDICTIONS_NAME)

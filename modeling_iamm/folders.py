@@ -1,5 +1,6 @@
 """Output folders that jobs write into: one job at a time per folder (:class:`FolderLock`), a clear error when the
-folder is a file (:func:`ensure_folder`) and when the disk fills up while saving (:func:`explain_disk_full`)."""
+folder is a file (:func:`ensure_folder`) and when the disk fills up while saving (:func:`explain_disk_full`), and no
+empty folder left behind by a command that failed (:func:`removed_if_left_empty`)."""
 
 import errno
 import json
@@ -37,6 +38,22 @@ def ensure_folder(path: str, flag: str = "--output_dir") -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(f"{flag} {path} is a file, not a folder: pass a folder path (it is created if needed)")
     os.makedirs(path, exist_ok=True)
+
+
+@contextmanager
+def removed_if_left_empty(path: str) -> Iterator[None]:
+    """Remove the folder `path` again when the block fails and leaves it empty, if it did not exist before: a command
+    refused after it created its output folder leaves nothing behind (a folder holding anything is kept)."""
+    existed = os.path.exists(path)
+    try:
+        yield
+    except BaseException:
+        if not existed and os.path.isdir(path) and not os.listdir(path):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        raise
 
 
 def _describe(holder: Dict[str, Any]) -> str:
@@ -189,12 +206,21 @@ def _free_space(path: str) -> str:
     return f"{free / 2**20:.1f} MiB"
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
 def is_disk_full(error: BaseException) -> bool:
-    """Whether `error` is a write that ran out of space: `ENOSPC`/`EDQUOT`, or torch's zip writer's short write
-    (`RuntimeError: ... unexpected pos N vs M`, what `torch.save` raises on a full disk)."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    """Whether `error` is a write that ran out of space: `ENOSPC`/`EDQUOT`, torch's zip writer's short write
+    (`RuntimeError: ... unexpected pos N vs M`, what `torch.save` raises on a full disk), or safetensors' writer
+    (`SafetensorError: Error while serializing: I/O error: No space left on device (os error 28)`, what
+    `save_pretrained` raises on a full disk)."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
         return True
-    return isinstance(error, RuntimeError) and ("unexpected pos" in str(error) or "file write failed" in str(error))
+    if isinstance(error, RuntimeError) and ("unexpected pos" in str(error) or "file write failed" in str(error)):
+        return True
+    from safetensors import SafetensorError
+
+    return isinstance(error, SafetensorError) and any(f"(os error {n})" in str(error) for n in DISK_FULL_ERRNOS)
 
 
 @contextmanager
@@ -205,7 +231,7 @@ def explain_disk_full(path: str, hint: str = "") -> Iterator[None]:
         yield
     except DiskFullError:
         raise
-    except (OSError, RuntimeError) as e:
+    except Exception as e:
         if not is_disk_full(e):
             raise
         raise DiskFullError(errno.ENOSPC, f"no space left on the disk while writing {path} ({_free_space(path)} "

@@ -1,5 +1,6 @@
 """Running a trained IAMM on samples: emotion, response and associated words, as plain Python records."""
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -26,21 +27,44 @@ Dialogue = Union[Sequence[str], Dict[str, Any]]
 (or `context`), optional `situation` and optional `roles`."""
 
 
+DIALOGUE_KEYS = ("turns", "context", "situation", "roles", "conv_id")
+"""The keys a dialogue given as a dict may have (`turns`, or its alias `context`, is required)."""
+
+
+def _check_text(text: Any, what: str) -> str:
+    """`text` if it is a string that can be written as UTF-8; else a `TypeError`/`ValueError` naming `what`."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} is {type(text).__name__} ({text!r:.40}), not text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} holds {text[e.start:e.end]!r} at position {e.start}, which is not text (a lone "
+                         f"surrogate: bytes that were not UTF-8, decoded with errors='surrogateescape'); decode the "
+                         f"input with its real encoding") from None
+    return text
+
+
 def dialogue_sample(turns: Sequence[str], situation: str = "", roles: Optional[Sequence[str]] = None,
                     conv_id: Optional[str] = None) -> Dict[str, Any]:
     """Turn a dialogue of your own into an IAMM sample (what :func:`predict` and the collator take).
 
     Args:
-        turns: the utterances, oldest first; the last one is the speaker's (the model answers it as the listener).
+        turns: the utterances (strings), oldest first; the last one is the speaker's (the model answers it as the
+            listener).
         situation: the speaker's situation text (ED's `prompt`); empty if unknown.
         roles: `"speaker"`/`"listener"` per utterance; default: alternating, ending with `"speaker"`.
         conv_id: an id carried into the prediction record.
 
-    The sample has no gold response and no gold emotion (`emotion_id` is -100), so it is for prediction only.
+    The sample has no gold response and no gold emotion (`emotion_id` is -100), so it is for prediction only. An
+    utterance or situation that is not a string is a `TypeError`, one that is not valid text (a lone surrogate) a
+    `ValueError`, each naming the utterance.
     """
     if isinstance(turns, str):
         raise TypeError("turns must be a list of utterances, not one string: wrap it as [text]")
-    turns = [str(t) for t in turns]
+    if not isinstance(turns, (list, tuple)):
+        raise TypeError(f"turns must be a list of utterances (strings), got {type(turns).__name__} ({turns!r:.40})")
+    turns = [_check_text(t, f"utterance {i}") for i, t in enumerate(turns)]
+    situation = _check_text("" if situation is None else situation, "the situation")
     if not turns or not any(t.strip() for t in turns):
         raise ValueError("a dialogue needs at least one non-empty utterance (the speaker's last turn)")
     if roles is None:
@@ -51,21 +75,39 @@ def dialogue_sample(turns: Sequence[str], situation: str = "", roles: Optional[S
     bad = [r for r in roles if r not in ("speaker", "listener")]
     if bad:
         raise ValueError(f"roles must be 'speaker' or 'listener', got {bad[0]!r}")
-    return {"conv_id": conv_id, "situation": situation or "", "context": turns, "context_roles": roles,
+    return {"conv_id": conv_id, "situation": situation, "context": turns, "context_roles": roles,
             "target": "", "emotion": "", "emotion_id": -100}
 
 
 def as_sample(dialogue: Dialogue, index: int = 0) -> Dict[str, Any]:
-    """A :data:`Dialogue` (list of turns or dict) or an ED sample as an IAMM sample."""
+    """A :data:`Dialogue` (list of turns or dict) or an ED sample as an IAMM sample. A dict with a key a dialogue does
+    not have (a misspelt `"situaton"`) is refused, naming it: the value would be silently ignored."""
     if isinstance(dialogue, dict):
         if "context_roles" in dialogue:  # already a sample (from build_samples or dialogue_sample)
             return dialogue
+        unknown = sorted(set(dialogue) - set(DIALOGUE_KEYS), key=str)
+        if unknown:
+            import difflib
+
+            close = [m for k in unknown for m in difflib.get_close_matches(str(k), DIALOGUE_KEYS, n=1)]
+            raise ValueError(f"dialogue {index}: unknown key(s) {unknown}"
+                             + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; a dialogue dict has 'turns' and optionally 'situation', 'roles', 'conv_id'")
         turns = dialogue.get("turns", dialogue.get("context"))
         if turns is None:
             raise KeyError(f"dialogue {index}: a dict needs 'turns' (the utterances); got keys {sorted(dialogue)}")
-        return dialogue_sample(turns, dialogue.get("situation", ""), dialogue.get("roles"),
-                               dialogue.get("conv_id", str(index)))
-    return dialogue_sample(dialogue, conv_id=str(index))
+        try:
+            return dialogue_sample(turns, dialogue.get("situation", ""), dialogue.get("roles"),
+                                   dialogue.get("conv_id", str(index)))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"dialogue {index}: {e}") from None
+    if not isinstance(dialogue, (list, tuple)):
+        raise TypeError(f"dialogue {index} is {type(dialogue).__name__} ({dialogue!r:.40}): a dialogue is a list of "
+                        f"utterances (strings) or a dict with 'turns'")
+    try:
+        return dialogue_sample(dialogue, conv_id=str(index))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"dialogue {index}: {e}") from None
 
 
 def distinct_words(entries: Iterable[Sequence[Any]], hidden: Iterable[str] = HIDDEN_WORDS) -> List[List[Any]]:
@@ -116,15 +158,33 @@ def top_associations(associations: Dict[str, Any], per_pair: int = 3) -> Dict[st
 
 
 GENERATION_COUNTS = ("num_beams", "num_return_sequences", "max_new_tokens", "num_beam_groups")
+GENERATION_RANGES = {  # name: (lowest, highest, whether the lowest is allowed)
+    "top_p": (0.0, 1.0, False), "typical_p": (0.0, 1.0, False), "min_p": (0.0, 1.0, True),
+    "temperature": (0.0, None, False), "repetition_penalty": (0.0, None, False),
+}
+GENERATION_WHOLE = ("top_k", "no_repeat_ngram_size", "min_new_tokens")  # whole numbers >= 0
 
 
-def check_generate_kwargs(generate_kwargs: Mapping[str, Any]) -> None:
-    """Raise a `ValueError` naming the argument when a count `generate()` takes is not a whole number >= 1 (0 beams
-    would otherwise fail deep inside generation)."""
+def check_generate_kwargs(generate_kwargs: Mapping[str, Any], prefix: str = "") -> None:
+    """Raise a `ValueError` naming the argument (as `prefix + name`: `--top_p` for the scripts) when a setting of
+    `generate()` is out of range: a count that is not a whole number >= 1 (0 beams would fail deep inside
+    generation), a sampling setting outside its range (`top_p` 1.5 would be accepted and silently mean 1)."""
     for name in GENERATION_COUNTS:
         value = generate_kwargs.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            raise ValueError(f"{prefix}{name} must be a whole number >= 1, got {value!r}")
+    for name in GENERATION_WHOLE:
+        value = generate_kwargs.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{prefix}{name} must be a whole number >= 0, got {value!r}")
+    for name, (low, high, low_allowed) in GENERATION_RANGES.items():
+        value = generate_kwargs.get(name)
+        if value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < low or (value == low and not low_allowed) or (high is not None and value > high)):
+            bounds = f"{'[' if low_allowed else '('}{low:g}, {high:g}]" if high is not None else f"> {low:g}"
+            raise ValueError(f"{prefix}{name} must be {'in ' if high is not None else ''}{bounds}, got {value!r}")
 
 
 def has_situation(sample: Mapping[str, Any]) -> bool:

@@ -15,12 +15,16 @@ Lk knowledge tokens, Lc packed context tokens, M memory slots, Ly target tokens,
 dh association head size, k1/k2/k3 keywords / associated words / selected memory words, S = 2*H*k1 slots per pair.
 
 This file is copied next to the weights by `save_pretrained`; it imports only torch, transformers and
-`configuration_iamm`, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without the package.
+`configuration_iamm` (and the standard library), so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works
+without the package.
 """
 
 import functools
+import json
 import math
+import os
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
@@ -815,6 +819,63 @@ LEGACY_KEY_MAPPING = {
 }
 
 
+def incomplete_file_reason(path: str) -> Optional[str]:
+    """Why the weights file `path` (safetensors, or a torch zip file: `.bin`, `.pt`, `.pth`) is unreadable, saying
+    by how much a truncated one is short; None if it looks complete. A save cut by a kill or a full disk leaves such
+    files; `from_pretrained` checks a folder's weights with it, and the scripts every file of a checkpoint."""
+    size = os.path.getsize(path)
+    if path.endswith(".safetensors"):
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes: too short for a safetensors file (it is truncated)"
+            n = int.from_bytes(head, "little")
+            if 8 + n > size:  # (never read more than the file holds: a corrupt length could say terabytes)
+                return f"{size} bytes where its header alone announces {8 + n}: it is truncated"
+            raw = f.read(n)
+        try:
+            header = json.loads(raw)
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            return "its safetensors header is corrupt"
+        expected = 8 + n + end
+        if size < expected:
+            return f"{size} bytes where its header announces {expected} ({expected - size} bytes missing): it is truncated"
+        if size > expected:
+            return f"{size} bytes where its header announces {expected}: it is corrupt"
+        return None
+    if path.endswith((".pt", ".pth", ".bin")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            return f"not a complete torch file ({e}): it is truncated or corrupt"
+    return None
+
+
+class IncompleteWeightsError(Exception):
+    """A weights file of a model folder is truncated or corrupt; the message names it and how much is missing.
+
+    Neither an `OSError` nor a `ValueError` on purpose: `pipeline()` retries a load that raised one of those with its
+    other model classes and reports their tracebacks instead of the message."""
+
+
+def check_weight_files(folder: str) -> None:
+    """Raise :class:`IncompleteWeightsError` naming the first weights file of the model folder `folder`
+    (`*.safetensors`, `pytorch_model*.bin`) that is truncated or corrupt (see :func:`incomplete_file_reason`);
+    nothing for a Hub id."""
+    if not isinstance(folder, (str, os.PathLike)) or not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin"))):
+            continue
+        why = incomplete_file_reason(path) if os.path.isfile(path) else None
+        if why is not None:
+            raise IncompleteWeightsError(f"{path}: {why}. The save that wrote it was cut short (a kill or a full "
+                                         f"disk): save the model again, or load another checkpoint")
+
+
 def rename_legacy_weights(module, state_dict, prefix, *args) -> None:
     """A `load_state_dict` pre-hook: weights of `module` saved under earlier names get today's names."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -834,8 +895,13 @@ class IAMMPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`; weights saved under the names of earlier versions are renamed."""
+        """`PreTrainedModel.from_pretrained`; weights saved under the names of earlier versions are renamed, and a
+        truncated weights file in a local folder is refused naming it and how much is missing
+        (:func:`check_weight_files`)."""
         kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        folder = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if isinstance(folder, (str, os.PathLike)):
+            check_weight_files(os.path.join(folder, kwargs.get("subfolder") or ""))
         return super().from_pretrained(*args, **kwargs)
 
     @torch.no_grad()

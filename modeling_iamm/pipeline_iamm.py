@@ -47,10 +47,12 @@ DEFAULT_BATCH_SIZE = 16
 
 
 def is_single_dialogue(inputs: Any) -> bool:
-    """True for one dialogue (a list of utterance strings, or a dict), False for a list of dialogues."""
+    """True for one dialogue (a list of utterance strings, or a dict), False for a list of dialogues. A list holding
+    any string is one dialogue (a list of dialogues holds lists and dicts), so that a non-string among its
+    utterances is named as such (:func:`~modeling_iamm.inference.dialogue_sample`)."""
     if isinstance(inputs, (str, dict)):
         return True
-    return isinstance(inputs, (list, tuple)) and len(inputs) > 0 and all(isinstance(t, str) for t in inputs)
+    return isinstance(inputs, (list, tuple)) and any(isinstance(t, str) for t in inputs)
 
 
 def pipeline_files(directory: Optional[str] = None) -> List[str]:
@@ -144,9 +146,12 @@ class EmpatheticResponsePipeline(Pipeline):
         if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
             raise ValueError("no dialogue given: pass a dialogue (a list of utterances, the last one the speaker's, "
                              "or a dict with 'turns') or a non-empty list of dialogues")
-        if is_single_dialogue(inputs):
-            return super().__call__([inputs], **kwargs)[0]
-        return super().__call__(list(inputs), **kwargs)
+        single = is_single_dialogue(inputs)
+        dialogues = [inputs] if single else list(inputs)
+        for index, dialogue in enumerate(dialogues):  # a bad dialogue is named by its place, before any work
+            as_sample(dialogue, index)
+        outputs = super().__call__(dialogues, **kwargs)
+        return outputs[0] if single else outputs
 
     def preprocess(self, dialogue: Dialogue) -> Dict[str, Any]:
         return {"sample": as_sample(dialogue)}

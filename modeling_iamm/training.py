@@ -6,7 +6,6 @@ import math
 import os
 import re
 import time
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -16,6 +15,7 @@ from transformers.trainer_callback import ExportableState, TrainerState
 
 from .folders import ensure_folder, explain_disk_full
 from .metrics import emotion_accuracy, perplexities
+from .modeling_iamm import incomplete_file_reason
 from .word_vectors import PROJECTIONS
 
 LABEL_NAMES = ["labels", "emotion_labels"]
@@ -125,32 +125,6 @@ def _checkpoints(folder: str) -> List[str]:
     return [os.path.join(folder, name) for _, name in sorted(found)]
 
 
-def _broken_file(path: str) -> Optional[str]:
-    """Why `path` (a safetensors or torch zip file) is unreadable, or None if it looks complete."""
-    size = os.path.getsize(path)
-    if path.endswith(".safetensors"):
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"{size} bytes: too short for a safetensors file"
-            n = int.from_bytes(head, "little")
-            try:
-                header = json.loads(f.read(n))
-            except ValueError:
-                return "its safetensors header is cut or corrupt"
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if size != 8 + n + end:
-            return f"{size} bytes where its header announces {8 + n + end}: it is truncated"
-        return None
-    if path.endswith((".pt", ".pth", ".bin")):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                archive.namelist()
-        except (zipfile.BadZipFile, OSError) as e:
-            return f"not a complete torch file ({e}): it is truncated or corrupt"
-    return None
-
-
 def check_checkpoint_files(folder: str) -> None:
     """Raise a `ValueError` naming the first truncated or corrupt weight/optimizer file of a model or checkpoint
     folder (`model.safetensors`, `optimizer.pt`, `scheduler.pt`, `rng_state*.pth`, ...), and the previous checkpoint
@@ -161,7 +135,7 @@ def check_checkpoint_files(folder: str) -> None:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             continue
-        why = _broken_file(path)
+        why = incomplete_file_reason(path)
         if why is None:
             continue
         parent = os.path.dirname(os.path.abspath(folder))
@@ -177,11 +151,13 @@ def _step(checkpoint: str) -> int:
     return int(m.group(1)) if m else 1 << 62
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_process: bool = True) -> Optional[str]:
+def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_process: bool = True,
+                       can_resume: bool = True) -> Optional[str]:
     """Check `output_dir` before a run, and move a replaced run aside.
 
-    A non-empty `output_dir` is refused unless the run resumes it or `overwrite` is set. With `overwrite`, the old
-    contents (checkpoints included, so that a later resume cannot continue the old run) are moved to
+    A non-empty `output_dir` is refused unless the run resumes it or `overwrite` is set (the message offers
+    `--resume_from_checkpoint true` only when the command `can_resume`). With `overwrite`, the old contents
+    (checkpoints included, so that a later resume cannot continue the old run) are moved to
     `<output_dir>.replaced-<timestamp>` by the main process; the new folder is returned (None if nothing was moved).
     A file at `output_dir` is refused; a missing folder is created.
     """
@@ -194,8 +170,9 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume: Any, is_main_pr
     if resume:
         return None
     if not overwrite:
-        raise SystemExit(f"{output_dir} is not empty: pass --resume_from_checkpoint true to continue that run, or "
-                         f"--overwrite_output_dir true to start over (the old run is moved aside, not mixed in)")
+        resume_hint = "--resume_from_checkpoint true to continue that run, or " if can_resume else ""
+        raise SystemExit(f"{output_dir} is not empty: pass {resume_hint}--overwrite_output_dir true to start over (the "
+                         f"old run is moved aside, not mixed in), or choose another --output_dir")
     if not is_main_process:
         return None
     aside = f"{output_dir.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -214,7 +191,8 @@ WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 def incomplete_checkpoint(folder: str) -> Optional[str]:
     """Why the checkpoint folder `folder` is incomplete (a save cut by a kill or a full disk), or None when it is
     complete: its `trainer_state.json` (which the Trainer writes after the weights, optimizer, scheduler and RNG
-    states) is missing or cut, it has no weights, or one of its files is truncated (:func:`_broken_file`)."""
+    states) is missing or cut, it has no weights, or one of its files is truncated
+    (:func:`~modeling_iamm.modeling_iamm.incomplete_file_reason`)."""
     state_path = os.path.join(folder, TRAINER_STATE_NAME)
     if not os.path.isfile(state_path):
         return f"it has no {TRAINER_STATE_NAME}, the file a checkpoint save writes last: the save was interrupted"
@@ -227,7 +205,7 @@ def incomplete_checkpoint(folder: str) -> Optional[str]:
         return f"it has no model weights ({' or '.join(WEIGHT_NAMES[::2])})"
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        why = _broken_file(path) if os.path.isfile(path) else None
+        why = incomplete_file_reason(path) if os.path.isfile(path) else None
         if why is not None:
             return f"{name}: {why}"
     return None

@@ -16,7 +16,7 @@ from typing import Optional
 
 from modeling_iamm.analysis import (association_matrix, inverse_document_frequency, plot_association_matrix,
                                     plot_topk, topk_statistics, vader_intensity)
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import check_min, parse_args, script_main
 from modeling_iamm.data import load_empathetic_dialogues
 from modeling_iamm.evaluation import read_records
 from modeling_iamm.tokenization import conversation_texts
@@ -31,14 +31,23 @@ class AnalysisArguments:
     heatmaps: int = field(default=3, metadata={"help": "Dialogues to draw heat maps for (longest contexts first)."})
     sample_id: Optional[str] = field(default=None, metadata={"help": "Draw this record id (conv_id#turn) instead."})
 
+    def __post_init__(self):
+        check_min("--max_k", self.max_k)
+        check_min("--heatmaps", self.heatmaps, 0)
 
+
+@script_main("analyze_associations")
 def main(argv=None):
     (args,) = parse_args((AnalysisArguments,), argv)
+    if not os.path.isfile(args.predictions):
+        raise FileNotFoundError(f"--predictions {args.predictions}: no such file")
     records = read_records(args.predictions)
     if not records:
         raise SystemExit(f"{args.predictions}: no records")
+    if args.sample_id and not any(r["id"] == args.sample_id for r in records):
+        raise SystemExit(f"{args.predictions}: no record {args.sample_id!r}")
+    train = load_empathetic_dialogues(args.train_data, splits=["train"])["train"]  # read before anything is written
     os.makedirs(args.output_dir, exist_ok=True)
-    train = load_empathetic_dialogues(args.train_data, splits=["train"])["train"]
     idf, unseen = inverse_document_frequency(conversation_texts(train))
     stats = topk_statistics(records, vader_intensity(), idf, unseen, args.max_k)
     plot_topk(stats, os.path.join(args.output_dir, "topk_intensity_idf.png"),
@@ -47,8 +56,6 @@ def main(argv=None):
         json.dump(stats, f, indent=2)
     if args.sample_id:
         chosen = [r for r in records if r["id"] == args.sample_id]
-        if not chosen:
-            raise SystemExit(f"{args.predictions}: no record {args.sample_id!r}")
     else:
         chosen = sorted(records, key=lambda r: -len(r["context"]))[: args.heatmaps]
     for record in chosen:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from modeling_iamm.averaging import average_checkpoints, checkpoints_between
-from modeling_iamm.cli import parse_args
-from modeling_iamm.tokenization import load_tokenizer
+from modeling_iamm.cli import parse_args, script_main
+from modeling_iamm.folders import explain_disk_full
+from modeling_iamm.tokenization import check_tokenizer, load_tokenizer
 
 
 @dataclass
@@ -36,17 +37,24 @@ class AveragingArguments:
             raise ValueError("pass either --run_dir (with --from_step/--to_step) or --checkpoints, not both")
 
 
+@script_main("average_checkpoints")
 def main(argv=None):
     (args,) = parse_args((AveragingArguments,), argv)
     if os.path.exists(args.output_dir):
         raise FileExistsError(f"{args.output_dir} exists: choose another --output_dir (an average is never written "
                               f"over an existing folder)")
     checkpoints = args.checkpoints or checkpoints_between(args.run_dir, args.from_step, args.to_step)
+    try:  # before the work: the average is saved with the tokenizer of the last checkpoint
+        tokenizer = load_tokenizer(checkpoints[-1])
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{checkpoints[-1]} has no tokenizer (tokenizer.json): the average is saved with "
+                                f"the last checkpoint's; end --checkpoints with one that has it") from err
     model = average_checkpoints(checkpoints)
-    tokenizer = load_tokenizer(checkpoints[-1], model.config)
+    check_tokenizer(tokenizer, model.config, source=checkpoints[-1])
     partial = f"{os.path.normpath(args.output_dir)}.partial-{os.getpid()}"
     try:
-        model.save_pretrained(partial, tokenizer=tokenizer)
+        with explain_disk_full(args.output_dir):
+            model.save_pretrained(partial, tokenizer=tokenizer)
         os.rename(partial, args.output_dir)  # the folder appears complete or not at all
     finally:
         shutil.rmtree(partial, ignore_errors=True)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from modeling_iamm.baselines import INPUTS, combined_accuracy, emotion_accuracy, emotion_ids, tfidf_emotion_log_probs
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import check_min, parse_args, script_main
 from modeling_iamm.data import build_samples, load_empathetic_dialogues
 
 
@@ -40,6 +40,13 @@ class BaselineArguments:
     def __post_init__(self):
         if self.ngram_max < 1:
             raise ValueError(f"--ngram_max must be >= 1, got {self.ngram_max}")
+        if not self.C > 0:
+            raise ValueError(f"--C must be > 0, got {self.C}")
+        check_min("--min_df", self.min_df)
+        check_min("--batch_size", self.batch_size)
+        unknown = [name for name in self.inputs if name not in INPUTS]
+        if unknown:
+            raise ValueError(f"--inputs {unknown[0]!r}: choose among {list(INPUTS)}")
 
 
 def with_model(args: BaselineArguments, baseline_log_probs: torch.Tensor, evaluation) -> Dict[str, Any]:
@@ -65,6 +72,7 @@ def with_model(args: BaselineArguments, baseline_log_probs: torch.Tensor, evalua
             "accuracy_x100": combined_accuracy(model_log_probs, baseline_log_probs, labels)}
 
 
+@script_main("baseline_tfidf")
 def main(argv=None):
     (args,) = parse_args((BaselineArguments,), argv)
     samples = build_samples(load_empathetic_dialogues(args.data, splits=["train", args.eval_split]))

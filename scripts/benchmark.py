@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
-from transformers import HfArgumentParser
 
 from modeling_iamm import IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration, build_tokenizer
+from modeling_iamm.cli import check_min, parse_args, script_main
 from modeling_iamm.evaluation import compiled_graphs
 from modeling_iamm.training import COMPILE_PAD_MULTIPLE
 
@@ -85,6 +85,20 @@ class BenchmarkArguments:
                           "'max-autotune' (generation always compiles in the default mode)."},
     )
     json: bool = field(default=False, metadata={"help": "Print one JSON object instead of a table."})
+
+    def __post_init__(self):
+        check_min("--vocab_size", self.vocab_size, 8)  # the 7 special tokens and a word
+        for flag in ("batch_size", "steps", "generation_runs", "new_tokens"):
+            check_min(f"--{flag}", getattr(self, flag))
+        for flag in ("threads", "inference_samples"):
+            check_min(f"--{flag}", getattr(self, flag), 0)
+        for turns in self.context_turns:
+            check_min("--context_turns", turns)
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"--compile_mode must be default, reduce-overhead, max-autotune or "
+                             f"max-autotune-no-cudagraphs, got {self.compile_mode!r}")
 
 
 def _random_text(words: List[str], rng: torch.Generator):
@@ -258,8 +272,9 @@ def inference_throughput(model, tokenizer, collator, samples, batch_size: int, n
     return len(samples) / (time.perf_counter() - start)
 
 
-def main():
-    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
+@script_main("benchmark")
+def main(argv=None):
+    (args,) = parse_args((BenchmarkArguments,), argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

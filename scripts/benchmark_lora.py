@@ -29,7 +29,7 @@ import torch
 from transformers import GlmConfig, GlmForCausalLM
 
 from iamm.llm.lora import LoraArguments, add_lora, load_base_model
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import check_min, parse_args, script_main
 
 CHATGLM3_6B_DIMS = dict(vocab_size=65024, hidden_size=4096, intermediate_size=13696, num_hidden_layers=28,
                         num_attention_heads=32, num_key_value_heads=2, head_dim=128)
@@ -46,7 +46,8 @@ class BenchmarkArguments:
     seq_len: int = field(default=512, metadata={"help": "Tokens per sequence"})
     steps: int = field(default=5, metadata={"help": "Optimizer steps (the first is not timed)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward"})
-    dtype: str = field(default="bfloat16", metadata={"help": "Weights/compute dtype: bfloat16 or float16"})
+    dtype: str = field(default="bfloat16", metadata={"help": "Weights/compute dtype: bfloat16 or float16 (float32: a CPU "
+                                                              "check)"})
     tiny: bool = field(default=False, metadata={"help": "Tiny dimensions (CPU check of the code path)"})
     seed: int = field(default=0, metadata={"help": "Seed"})
     qkv_adapter: str = field(default="fused", metadata={
@@ -61,6 +62,10 @@ class BenchmarkArguments:
             raise ValueError(f"--qkv_adapter {self.qkv_adapter!r}: choose fused or separate")
         if self.steps < 2:
             raise ValueError("--steps must be at least 2 (the first step is warm-up)")
+        check_min("--batch_size", self.batch_size)
+        check_min("--seq_len", self.seq_len, 2)  # half of it is the prompt, masked out of the loss
+        if self.dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"--dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
 
 
 def glm_config(dims: dict) -> GlmConfig:
@@ -151,6 +156,7 @@ def run(args: BenchmarkArguments) -> dict:
     }
 
 
+@script_main("benchmark_lora")
 def main(argv=None):
     (args,) = parse_args((BenchmarkArguments,), argv)
     if args.count_only:

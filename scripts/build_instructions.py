@@ -29,10 +29,11 @@ from transformers import AutoModel, AutoTokenizer
 from iamm.llm.associations import BUILD_INFO, build_instruction_data
 from iamm.llm.instructions import InstructionConfig, recorded_location
 from modeling_iamm import SAMPLE_DATA_DIR
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import check_tokenizer
+from modeling_iamm.training import load_model
 
 
 @dataclass
@@ -73,11 +74,12 @@ def record_data_source(output_dir: str, data_args: DataArguments) -> None:
     os.replace(path + ".tmp", path)
 
 
+@script_main("build_instructions")
 def main(argv=None):
     args, config, data_args = parse_args((BuildInstructionsArguments, InstructionConfig, DataArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = AutoModel.from_pretrained(args.model_name_or_path, dtype=getattr(torch, args.dtype),
-                                      trust_remote_code=args.trust_remote_code).to(args.device)
+    model = load_model(args.model_name_or_path, model_class=AutoModel, dtype=getattr(torch, args.dtype),
+                       trust_remote_code=args.trust_remote_code).to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     check_tokenizer(tokenizer, model.config, args.model_name_or_path)
     if model.config.use_implicit_association and not data_args.knowledge_file:

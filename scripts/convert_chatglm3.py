@@ -10,14 +10,13 @@ the input has `tokenizer.model`) loads with `AutoModelForCausalLM.from_pretraine
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
 from iamm.llm.chatglm3 import convert_chatglm3
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 
 
 @dataclass
@@ -36,15 +35,12 @@ class ConvertArguments:
             raise ValueError(f"--dtype {self.dtype!r}: choose float16, bfloat16 or float32")
 
 
+@script_main("convert_chatglm3")
 def main(argv=None):
     (args,) = parse_args((ConvertArguments,), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        out = convert_chatglm3(args.checkpoint_dir, args.output_dir,
-                               dtype=getattr(torch, args.dtype) if args.dtype else None,
-                               overwrite=args.overwrite_output_dir)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        sys.exit(f"convert_chatglm3: {err}")
+    out = convert_chatglm3(args.checkpoint_dir, args.output_dir,
+                           dtype=getattr(torch, args.dtype) if args.dtype else None, overwrite=args.overwrite_output_dir)
     print(out)
 
 

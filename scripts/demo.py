@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from modeling_iamm import SAMPLE_DATA_DIR
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import check_min, parse_args, script_main
 
 
 @dataclass
@@ -34,7 +34,13 @@ class DemoArguments:
     num_examples: int = field(default=20, metadata={"help": "How many examples the dropdown offers."})
     device: Optional[str] = field(default=None, metadata={"help": "torch device (default: where the model loads, CPU)."})
 
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {self.port}")
+        check_min("--num_examples", self.num_examples, 0)
 
+
+@script_main("demo")
 def main(argv=None):
     (args,) = parse_args((DemoArguments,), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -46,9 +52,9 @@ def main(argv=None):
         examples = ([] if args.examples_from.lower() == "none"
                     else load_examples(args.examples_from, args.examples_split, args.num_examples))
     except DemoError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(str(error))
     except (FileNotFoundError, ValueError, OSError) as error:  # an ED source that cannot be read
-        sys.exit(f"error: --examples_from {args.examples_from}: {str(error).splitlines()[0]}")
+        sys.exit(f"--examples_from {args.examples_from}: {str(error).splitlines()[0]}")
     demo = build_demo((model, tokenizer), examples=examples)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False)
 

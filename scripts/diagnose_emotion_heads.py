@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from modeling_iamm.cli import parse_args, refuse_existing_file
+from modeling_iamm.cli import check_min, parse_args, refuse_existing_file, script_main
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.diagnostics import emotion_heads_and_gate
 from modeling_iamm.preparation import DataArguments, prepare_data
@@ -29,7 +29,11 @@ class DiagnosisArguments:
     output_file: Optional[str] = field(default=None, metadata={"help": "Also write the record here (never replaced)."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
 
+    def __post_init__(self):
+        check_min("--batch_size", self.batch_size)
 
+
+@script_main("diagnose_emotion_heads")
 def main(argv=None):
     args, data_args = parse_args((DiagnosisArguments, DataArguments), argv)
     refuse_existing_file(args.output_file)

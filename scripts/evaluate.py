@@ -19,16 +19,16 @@ saying which process holds it.
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from modeling_iamm.cli import DTYPES, parse_args, parse_dtype
+from modeling_iamm.cli import DTYPES, parse_args, parse_dtype, script_main
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import run_evaluation
-from modeling_iamm.folders import FolderLock, FolderLockedError, ensure_folder
+from modeling_iamm.folders import FolderLock, ensure_folder, removed_if_left_empty
+from modeling_iamm.inference import check_generate_kwargs
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import load_tokenizer
 from modeling_iamm.training import COMPILE_PAD_MULTIPLE, load_model
@@ -78,12 +78,24 @@ class EvaluationArguments:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
         if self.num_beams < 1:
             raise ValueError(f"--num_beams must be >= 1 (1: greedy), got {self.num_beams}")
+        check_generate_kwargs(self.generate_kwargs(), prefix="--")  # --max_new_tokens -1, --top_p 1.5, ...
         n = self.num_return_sequences
-        if n is not None and n < 1:
-            raise ValueError(f"--num_return_sequences must be >= 1, got {n}")
         if n is not None and n > self.num_beams and not self.do_sample:
             raise ValueError(f"--num_return_sequences {n} needs --num_beams >= {n} or --do_sample true (greedy and "
                              f"beam search return at most num_beams different responses)")
+
+    def generate_kwargs(self) -> dict:
+        """The `generate()` settings of these flags (those left at their 'off' value are not passed)."""
+        kwargs = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
+        if self.top_p is not None:
+            kwargs["top_p"] = self.top_p
+        if self.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.num_return_sequences is not None:
+            kwargs["num_return_sequences"] = self.num_return_sequences
+        return kwargs
 
 
 def _where(path):
@@ -93,18 +105,15 @@ def _where(path):
     return os.path.abspath(path) if isinstance(path, str) and os.path.exists(path) else path
 
 
+@script_main("evaluate")
 def main(argv=None):
     args, data_args = parse_args((EvaluationArguments, DataArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:  # before loading anything: a folder that another evaluation is writing into stops this one at once
+    with removed_if_left_empty(args.output_dir):  # a refusal (bad data, a model that does not load) leaves nothing
+        # before loading anything: a folder that another evaluation is writing into stops this one at once
         ensure_folder(args.output_dir)
-        lock = FolderLock(args.output_dir, "evaluation").acquire()
-    except (FolderLockedError, NotADirectoryError) as e:
-        sys.exit(f"evaluate: {e}")
-    try:
-        evaluate(args, data_args)
-    finally:
-        lock.release()
+        with FolderLock(args.output_dir, "evaluation"):
+            evaluate(args, data_args)
 
 
 def evaluate(args: EvaluationArguments, data_args: DataArguments) -> None:
@@ -122,15 +131,7 @@ def evaluate(args: EvaluationArguments, data_args: DataArguments) -> None:
     limits = data_args.length_limits(getattr(model.config, "length_limits", None))
     collator = IAMMDataCollator(tokenizer, relation_names=model.config.relation_names, **limits,
                                 pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None)
-    generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample}
-    if args.top_p is not None:
-        generate_kwargs["top_p"] = args.top_p
-    if args.no_repeat_ngram_size:
-        generate_kwargs["no_repeat_ngram_size"] = args.no_repeat_ngram_size
-    if args.repetition_penalty != 1.0:
-        generate_kwargs["repetition_penalty"] = args.repetition_penalty
-    if args.num_return_sequences is not None:
-        generate_kwargs["num_return_sequences"] = args.num_return_sequences
+    generate_kwargs = args.generate_kwargs()
     run_info = {"model": _where(args.model_name_or_path), "data": _where(data_args.source), "split": args.split,
                 "max_samples": data_args.max_samples, "skip_invalid": data_args.skip_invalid,
                 "knowledge_file": _where(data_args.knowledge_file), "dtype": str(parse_dtype(args.dtype))}

@@ -14,13 +14,16 @@ metrics to --output_file (default: `<predictions without .jsonl>.metrics.json`).
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from iamm.llm.evaluation import comparison_table, evaluate_predictions_file
 from iamm.llm.instructions import load_instruction_dataset
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
+from modeling_iamm.evaluation import RecordError
+
+BAD_LINE_REMEDY = ("scoring only reads the file: check that it is a predictions file, and fix or delete that line "
+                   "(a run that was killed leaves at most an unfinished last line, which is ignored)")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class EvaluateLLMArguments:
     name: str = field(default="this run", metadata={"help": "Row name of this run in the printed table."})
 
 
+@script_main("evaluate_llm")
 def main(argv=None):
     args, = parse_args((EvaluateLLMArguments,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,8 +50,8 @@ def main(argv=None):
         metrics = evaluate_predictions_file(args.predictions, gold, output_file,
                                             extra={"instructions": args.instructions, "split": args.split,
                                                    "name": args.name})
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"evaluate_llm: {err}")
+    except RecordError as err:  # the reader's advice is for a run that writes the file; this one only reads it
+        raise err.with_remedy(BAD_LINE_REMEDY) from None
     print(json.dumps(metrics, indent=2))
     print(comparison_table(metrics, args.name))
     if metrics["missing"]:

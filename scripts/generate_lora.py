@@ -18,19 +18,20 @@ Otherwise greedy with 128 new tokens (`--decoding greedy`). Single flags (`--max
 """
 
 import logging
-import sys
 
 from iamm.llm.lora import GenerationArguments, generate_predictions
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import check_min, parse_args, script_main
+from modeling_iamm.inference import check_generate_kwargs
 
 
+@script_main("generate_lora")
 def main(argv=None):
     (args,) = parse_args((GenerationArguments,), argv)
+    check_generate_kwargs({"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams,
+                           "temperature": args.temperature, "top_p": args.top_p}, prefix="--")
+    check_min("--max_samples", args.max_samples)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        written = generate_predictions(args)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"generate_lora: {err}")
+    written = generate_predictions(args)
     logging.getLogger("generate_lora").info("wrote %d predictions to %s", written, args.output_file)
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 
 from iamm.llm.instructions import load_instruction_dataset
 from iamm.llm.openai_prompting import VARIANTS, PromptingConfig, run_prompting
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import check_min, parse_args, script_main
 
 
 @dataclass
@@ -38,6 +38,7 @@ class PromptOpenAIArguments:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"--variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
+        check_min("--max_samples", self.max_samples)
 
 
 def retry_command(argv) -> str:
@@ -49,12 +50,10 @@ def retry_command(argv) -> str:
     return shlex.join(["python", "scripts/prompt_openai.py", *argv, "--retry_failed", "true"])
 
 
+@script_main("prompt_openai")
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args, config = parse_args((PromptOpenAIArguments, PromptingConfig), argv)
-    except ValueError as err:
-        sys.exit(f"prompt_openai: {err}")
+    args, config = parse_args((PromptOpenAIArguments, PromptingConfig), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpx2"):  # one line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -68,8 +67,6 @@ def main(argv=None):
         print("interrupted: the answers received so far are saved; re-run the same command to continue",
               file=sys.stderr)
         raise SystemExit(130)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"prompt_openai: {err}")
     print(summary)
 
 

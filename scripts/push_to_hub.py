@@ -21,21 +21,17 @@ completes when run again.
 
 import json
 import logging
-import sys
 
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 
-from iamm.hub.folders import IncompleteFolderError
 from iamm.hub.push import PushArguments, PushError, push
 
 
-def main() -> None:
+@script_main("push_to_hub", errors=(PushError,))  # (IncompleteFolderError, a bad folder or metrics file: a ValueError)
+def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        (args,) = parse_args([PushArguments])
-        result = push(args)
-    except (ValueError, IncompleteFolderError, PushError) as e:
-        sys.exit(f"push_to_hub: {e}")
+    (args,) = parse_args([PushArguments], argv)
+    result = push(args)
     print(json.dumps(result, indent=2))
 
 

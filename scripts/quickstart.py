@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from transformers import HfArgumentParser, set_seed
+import transformers  # transformers.set_seed is read after modeling_iamm is imported, which quiets bitsandbytes
 
 from modeling_iamm import SAMPLE_DATA_DIR, IAMMConfig, IAMMDataCollator, IAMMForConditionalGeneration
+from modeling_iamm.cli import check_min, parse_args, script_main
 from modeling_iamm.collator import DEFAULT_LENGTH_LIMITS
+from modeling_iamm.folders import explain_disk_full
 from modeling_iamm.inference import predict, top_associations
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import tokenizer_fingerprint
@@ -44,14 +46,22 @@ class QuickstartArguments:
     )
     max_samples: Optional[int] = field(default=None, metadata={"help": "Keep the first N samples of each split (smoke runs)."})
 
+    def __post_init__(self):  # before the output folder is touched
+        if not self.epochs > 0:
+            raise ValueError(f"--epochs must be > 0, got {self.epochs}")
+        check_min("--hidden_size", self.hidden_size)
+        check_min("--show", self.show, 0)
+        check_min("--max_samples", self.max_samples)
 
-def main():
-    (args,) = HfArgumentParser(QuickstartArguments).parse_args_into_dataclasses()
+
+@script_main("quickstart")
+def main(argv=None):
+    (args,) = parse_args((QuickstartArguments,), argv)
     logging.basicConfig(level=logging.WARNING)
-    aside = prepare_output_dir(args.output_dir, args.overwrite_output_dir, resume=None)
+    aside = prepare_output_dir(args.output_dir, args.overwrite_output_dir, resume=None, can_resume=False)
     if aside:
         print(f"--overwrite_output_dir: moved the previous contents of {args.output_dir} to {aside}")
-    set_seed(args.seed)
+    transformers.set_seed(args.seed)
     start = time.time()
     data, tokenizer = prepare_data(DataArguments(data=SAMPLE_DATA_DIR, max_samples=args.max_samples))
     print(f"data: {data['train'].num_rows} train / {data['valid'].num_rows} valid samples (listener turns); "
@@ -82,7 +92,8 @@ def main():
     print(f"kept {os.path.basename(best) if best else 'the last epoch'} (lowest validation perplexity); validation: "
           f"loss {metrics['eval_loss']:.3f}, perplexity {metrics['eval_ppl']:.1f}, "
           f"emotion accuracy {100 * metrics['eval_emotion_accuracy']:.1f}%")
-    model.save_pretrained(args.output_dir, tokenizer=tokenizer)
+    with explain_disk_full(args.output_dir):
+        model.save_pretrained(args.output_dir, tokenizer=tokenizer)
     print(f"saved to {os.path.abspath(args.output_dir)} (loads with AutoModel.from_pretrained(..., trust_remote_code=True))")
 
     # a few validation dialogues with contexts of different lengths (1, 3, 5, ... utterances)

@@ -14,8 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from transformers import HfArgumentParser
-
+from modeling_iamm.cli import parse_args, script_main
 from modeling_iamm.evaluation import results_table
 
 
@@ -26,8 +25,9 @@ class TableArguments:
     json_output: Optional[str] = field(default=None, metadata={"help": "Also write all rows as one JSON file."})
 
 
+@script_main("results_table")
 def main(argv=None):
-    (args,) = HfArgumentParser(TableArguments).parse_args_into_dataclasses(argv)
+    (args,) = parse_args((TableArguments,), argv)
     dirs = list(args.eval_dirs)
     if args.runs_dir:
         dirs += sorted(os.path.dirname(p) for p in glob.glob(os.path.join(args.runs_dir, "eval_*", "metrics.json")))

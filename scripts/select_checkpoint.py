@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
-from modeling_iamm.cli import parse_args, refuse_existing_file
+from modeling_iamm.cli import parse_args, refuse_existing_file, script_main
 from modeling_iamm.selection import evaluated_checkpoints, select_checkpoint, selection_record
 
 
@@ -23,6 +23,7 @@ class SelectionArguments:
     output_file: Optional[str] = field(default=None, metadata={"help": "Write the record as JSON here."})
 
 
+@script_main("select_checkpoint")
 def main(argv=None):
     (args,) = parse_args((SelectionArguments,), argv)
     refuse_existing_file(args.output_file)

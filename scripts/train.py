@@ -29,12 +29,12 @@ import sys
 import time
 
 import torch
-from transformers import TrainerCallback, set_seed
+import transformers  # its trainer names are read after modeling_iamm is imported, which quiets bitsandbytes
 
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import compiled_graphs
-from modeling_iamm.folders import DiskFullError
+from modeling_iamm.folders import removed_if_left_empty
 from modeling_iamm.preparation import DataArguments, prepare_data
 from modeling_iamm.tokenization import check_tokenizer, tokenizer_fingerprint
 from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArguments, build_model,
@@ -44,7 +44,7 @@ from modeling_iamm.training import (IAMMTrainer, IAMMTrainingArguments, ModelArg
 logger = logging.getLogger("train")
 
 
-class CountBatches(TrainerCallback):
+class CountBatches(transformers.TrainerCallback):
     """Counts the optimizer steps this process took part in (the multi-process check reads it)."""
 
     def __init__(self):
@@ -54,11 +54,9 @@ class CountBatches(TrainerCallback):
         self.steps += 1
 
 
+@script_main("train")  # a user mistake (a bad flag, unreadable data, a full disk) ends the run with one line
 def main(argv=None):
-    try:
-        train(argv)
-    except DiskFullError as e:
-        sys.exit(f"train: {e.strerror}")
+    train(argv)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # leave the process group in order: ranks that tear it down at interpreter exit can abort (SIGABRT)
         torch.distributed.barrier()
@@ -69,6 +67,11 @@ def train(argv=None):
     data_args, model_args, training_args = parse_args((DataArguments, ModelArguments, IAMMTrainingArguments), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
+    with removed_if_left_empty(training_args.output_dir):  # a refusal below leaves no empty output folder behind
+        _train(data_args, model_args, training_args)
+
+
+def _train(data_args, model_args, training_args) -> None:
     with training_args.main_process_first(desc="checking output_dir"):
         aside = prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
                                    training_args.resume_from_checkpoint, training_args.process_index == 0)
@@ -80,7 +83,7 @@ def train(argv=None):
         logger.warning("nothing to train: %s; the run is finished and %s holds its final model (unchanged). Raise "
                        "--max_steps (or --num_train_epochs) to train further", finished, training_args.output_dir)
         return
-    set_seed(training_args.seed)
+    transformers.set_seed(training_args.seed)
     if model_args.model_name_or_path and not data_args.tokenizer_name_or_path:
         data_args.tokenizer_name_or_path = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing data"):

@@ -19,18 +19,16 @@ import logging
 import os
 import sys
 
-from transformers import set_seed
+import transformers  # transformers.set_seed is read after modeling_iamm is imported, which quiets bitsandbytes
 
 from iamm.llm.lora import LoraArguments, LoraTrainingArguments, load_training_data, train_lora
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 
 
+@script_main("train_lora")
 def main(argv=None):
-    try:
-        lora_args, training_args = parse_args((LoraArguments, LoraTrainingArguments), argv)
-        load_training_data(lora_args, training_args)  # a missing data set or split stops here, before any work
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"train_lora: {err}")
+    lora_args, training_args = parse_args((LoraArguments, LoraTrainingArguments), argv)
+    load_training_data(lora_args, training_args)  # a missing data set or split stops here, before any work
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
     out = training_args.output_dir
@@ -38,7 +36,7 @@ def main(argv=None):
             and not training_args.overwrite_output_dir):
         sys.exit(f"{out} is not empty: pass --resume_from_checkpoint true to continue that run, or "
                  "--overwrite_output_dir true to start over")
-    set_seed(training_args.seed)
+    transformers.set_seed(training_args.seed)
     metrics = train_lora(lora_args, training_args)
     logging.getLogger("train_lora").info("done: %s", metrics)
 

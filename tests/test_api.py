@@ -198,6 +198,30 @@ def test_bad_calls_get_clear_errors(model_and_tokenizer, chat):
     with pytest.raises(ValueError, match="top_k must be a whole number >= 1"):
         chat(["I lost my job."], top_k=0)
     assert len(chat(["I lost my job."], top_k=1, max_new_tokens=2)["emotion_scores"]) == 1
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
+        chat(["I lost my job."], do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match=r"temperature must be > 0, got -1"):
+        predict(model, tokenizer, [["I lost my job."]], do_sample=True, temperature=-1)  # (checked at the call)
+
+
+def test_dialogues_that_are_not_what_a_dialogue_is_are_named(model_and_tokenizer, chat):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ValueError, match=r"^dialogue 0: unknown key\(s\) \['situaton'\] \(did you mean 'situation'\?\)"):
+        chat({"turns": ["My dog died."], "situaton": "my dog died"})  # would run without its situation
+    with pytest.raises(TypeError, match=r"^dialogue 0: utterance 1 is int \(123\), not text$"):
+        chat(["hello", 123])
+    with pytest.raises(TypeError, match=r"^dialogue 0 is int \(123\): a dialogue is a list of utterances"):
+        chat([123, None])
+    with pytest.raises(TypeError, match=r"^dialogue 1: utterance 0 is NoneType \(None\), not text$"):
+        chat([["I lost my job."], [None]])
+    with pytest.raises(TypeError, match=r"^dialogue 0: the situation is int"):
+        list(predict(model, tokenizer, [{"turns": ["hi"], "situation": 5}]))
+    with pytest.raises(ValueError, match=r"^dialogue 0: utterance 0 holds '\\udcff' at position 3, which is not text"):
+        chat(["caf\udcff"])  # bytes decoded with errors="surrogateescape"
+    with pytest.raises(ValueError, match=r"^dialogue 0: the situation holds '\\udcff'"):
+        chat({"turns": ["hi"], "situation": "\udcff"})
+    assert chat({"turns": ["My dog died."], "situation": "my dog died", "conv_id": "a"},
+                max_new_tokens=2)["situation"] == "with_situation"
 
 
 # ---- the quick start -----------------------------------------------------------------------------------------

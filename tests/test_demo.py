@@ -303,7 +303,7 @@ def test_missing_folder_named_like_a_hub_id_fails_at_once(tmp_path, monkeypatch)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--model_name_or_path", "runs/iamm"],
                           env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ("error: runs/iamm: folder does not exist, and no Hub model of that id is in the cache "
+    assert proc.stderr.strip() == ("demo: runs/iamm: folder does not exist, and no Hub model of that id is in the cache "
                                    "(HF_HUB_OFFLINE is set)")
 
 

@@ -166,6 +166,31 @@ def test_token_budget_caps_the_file_across_runs_without_overshoot(tmp_path):
         PromptingConfig(max_total_tokens=100)
 
 
+def test_after_a_token_budget_stop_the_summary_says_what_the_file_holds_and_what_lets_a_rerun_continue(tmp_path):
+    out = str(tmp_path / "r.jsonl")
+    data = rows(12)
+    estimate = estimate_prompt_tokens(data[0]["messages"]) + 12  # every row's messages have the same size here
+    budget = 3 * estimate + 10
+    with OpenAIServer(delay=0.05) as server:
+        # eight workers: requests still in flight when the budget stops the run add their tokens afterwards
+        summary = run_prompting(data, out, config(server, concurrency=8, max_tokens=12, max_total_tokens=budget))
+        in_file = _file_tokens(out)
+        assert summary.stopped == (f"token budget of {budget} reached ({in_file} tokens in the file; a request can "
+                                   f"take up to {estimate} more)")  # the file's count, not the one at the stop
+        advice = (f"a re-run with this budget sends nothing: raise --max_total_tokens to at least "
+                  f"{in_file + estimate} to continue")
+        assert f"stopped early: {summary.stopped}; {advice}" in str(summary)
+        assert "re-run the same command" not in str(summary)
+        assert json.load(open(summary_path(out)))["to_continue"] == advice
+        sent = len(server.log)
+        again = run_prompting(data, out, config(server, concurrency=8, max_tokens=12, max_total_tokens=budget))
+        assert len(server.log) == sent and again.finished_this_run == 0  # the advice was right: it sends nothing
+        assert str(again).endswith(f"stopped early: {summary.stopped}; {advice}")
+        # the budget it names lets the next run go on
+        more = run_prompting(data, out, config(server, concurrency=1, max_tokens=12, max_total_tokens=in_file + estimate))
+        assert more.finished_this_run >= 1 and len(server.log) > sent
+
+
 def test_estimate_prompt_tokens_is_above_the_usual_four_characters_per_token():
     messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "x" * 400}]
     assert estimate_prompt_tokens(messages) >= 100 + 2 + 3

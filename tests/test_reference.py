@@ -128,7 +128,7 @@ def _driver():
     (["--max_seconds", "nan"], "max_seconds"),
 ])
 def test_the_driver_refuses_bad_settings(tmp_path, flags, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SystemExit, match=f"^side_by_side: .*{message}"):
         _driver().main(["--authors_src", str(tmp_path), "--data", str(tmp_path), "--output_dir",
                         str(tmp_path / "out"), *flags])
     assert not (tmp_path / "out").exists()

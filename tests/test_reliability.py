@@ -58,14 +58,15 @@ def test_resume_refuses_other_settings_and_model_and_completes_with_the_same(tmp
     lines = open(out / "predictions.jsonl").read().splitlines(keepends=True)
     (out / "predictions.jsonl").write_text("".join(lines[:4]))
     os.remove(out / "metrics.json")
-    with pytest.raises(ValueError, match=r"another evaluation \(generation: .*'num_beams': 1.* there, .*'num_beams': 3"):
+    with pytest.raises(SystemExit, match=r"^evaluate: .*another evaluation \(generation: .*'num_beams': 1.* there, "
+                                         r".*'num_beams': 3"):
         evaluate(model_dir, out, "--num_beams", "3")
-    with pytest.raises(ValueError, match=r"max_samples: 12 there, 10 now"):
+    with pytest.raises(SystemExit, match=r"max_samples: 12 there, 10 now"):
         from scripts.evaluate import main
 
         main(["--model_name_or_path", str(model_dir), "--data", SAMPLE_DATA_DIR, "--output_dir", str(out),
               "--max_samples", "10", "--max_new_tokens", "6"])
-    with pytest.raises(ValueError, match=r"use_situation: True there, False now"):
+    with pytest.raises(SystemExit, match=r"use_situation: True there, False now"):
         evaluate(model_dir, out, "--use_situation", "false")
     # another model (same path layout, one weight changed)
     other = tmp_path / "other"
@@ -74,7 +75,7 @@ def test_resume_refuses_other_settings_and_model_and_completes_with_the_same(tmp
     name = next(iter(weights))
     weights[name] = weights[name] + 1
     save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"model_fingerprint: '\w+' there, '\w+' now"):
+    with pytest.raises(SystemExit, match=r"model_fingerprint: '\w+' there, '\w+' now"):
         evaluate(other, out)
     assert len(open(out / "predictions.jsonl").read().splitlines()) == 4  # nothing was appended by the refusals
     # an empty metrics.json is not a finished evaluation; the same settings resume and give the same records
@@ -83,7 +84,7 @@ def test_resume_refuses_other_settings_and_model_and_completes_with_the_same(tmp
     assert [r["id"] for r in resumed] == [r["id"] for r in records]
     assert [r["predicted_emotion"] for r in resumed] == [r["predicted_emotion"] for r in records]
     assert json.load(open(out / "metrics.json"))["samples"] == 12
-    with pytest.raises(FileExistsError, match="already holds a finished evaluation"):
+    with pytest.raises(SystemExit, match="^evaluate: .* already holds a finished evaluation"):
         evaluate(model_dir, out)
     # --overwrite_output starts over with the new settings
     evaluate(model_dir, out, "--num_beams", "3", "--overwrite_output", "true")
@@ -165,14 +166,15 @@ def test_data_arguments_resolve_limits_flag_then_saved_then_default():
 def test_tokenizer_errors(tmp_path, model_dir, word_tokenizer):
     bare = tmp_path / "bare"
     shutil.copytree(model_dir, bare, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json", "checkpoint-*"))
-    with pytest.raises(FileNotFoundError, match="has no tokenizer .* pass --tokenizer_name_or_path"):
+    with pytest.raises(SystemExit, match="^evaluate: .*has no tokenizer .* pass --tokenizer_name_or_path"):
         evaluate(bare, tmp_path / "e1")
+    assert not (tmp_path / "e1").exists()  # the output folder it made is gone again
     # --tokenizer_name_or_path is used: with the right tokenizer the bare folder evaluates
     assert len(evaluate(bare, tmp_path / "e2", "--tokenizer_name_or_path", str(model_dir))) == 12
     # another run's tokenizer is refused, by vocabulary size, and by fingerprint when the size is the same
     other = tmp_path / "other_tok"
     word_tokenizer.save_pretrained(other)
-    with pytest.raises(ValueError, match=r"tokens but the model was trained with a vocabulary of"):
+    with pytest.raises(SystemExit, match=r"tokens but the model was trained with a vocabulary of"):
         evaluate(bare, tmp_path / "e3", "--tokenizer_name_or_path", str(other))
     model = load_model(str(model_dir))
     same_size = build_tokenizer([f"w{i}" for i in range(model.config.vocab_size - 7)])
@@ -196,7 +198,7 @@ def test_truncated_checkpoint_files_are_named_with_the_previous_checkpoint(tmp_p
         load_model(str(run / "checkpoint-4"))
     optimizer = run / "checkpoint-2" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:50])
-    with pytest.raises(ValueError, match=r"checkpoint-2/optimizer.pt: not a complete torch file"):
+    with pytest.raises(SystemExit, match=r"^train: .*checkpoint-2/optimizer.pt: not a complete torch file"):
         train(["--output_dir", str(run), "--resume_from_checkpoint", str(run / "checkpoint-2")])
 
 
@@ -256,7 +258,7 @@ def test_a_second_evaluation_into_a_busy_folder_stops_naming_the_holder(tmp_path
     assert f"taking over the lock left by pid {holder.pid}" in caplog.text
     assert len(records) == 12 and (out / "metrics.json").exists()
     assert not (out / ".lock").exists()  # released at the end
-    with pytest.raises(FileExistsError, match="finished evaluation"):
+    with pytest.raises(SystemExit, match="finished evaluation"):
         evaluate(model_dir, out)
     assert not (out / ".lock").exists()  # released when the run fails too
 
@@ -304,10 +306,10 @@ def test_several_responses_per_sample_are_kept_and_dist_counts_the_first(tmp_pat
     assert metrics["dist1_x100"] == pytest.approx(100 * distinct_n(first, 1))
     assert metrics["dist2_x100"] == pytest.approx(100 * distinct_n(first, 2))
     assert "first response" in metrics["dist_over"] and metrics["samples"] == 12
-    with pytest.raises(ValueError, match="--num_return_sequences 3 needs --num_beams >= 3 or --do_sample true"):
+    with pytest.raises(SystemExit, match="--num_return_sequences 3 needs --num_beams >= 3 or --do_sample true"):
         evaluate(model_dir, tmp_path / "refused", "--num_beams", "2", "--num_return_sequences", "3")
     assert not (tmp_path / "refused").exists()  # refused before any work
-    with pytest.raises(ValueError, match="--num_beams must be >= 1"):
+    with pytest.raises(SystemExit, match="--num_beams must be >= 1"):
         evaluate(model_dir, tmp_path / "refused", "--num_beams", "0")
 
 
@@ -415,3 +417,27 @@ def test_a_full_disk_says_so_and_the_run_resumes_past_the_cut_checkpoint(tmp_pat
     with pytest.raises(RuntimeError, match="another failure"):  # other errors pass unchanged
         with explain_disk_full("x"):
             raise RuntimeError("another failure")
+
+
+def test_a_full_disk_while_the_safetensors_weights_are_written_says_so_and_the_run_resumes(tmp_path, monkeypatch):
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    save = transformers.modeling_utils.safe_save_file
+    full = "Error while serializing: I/O error: No space left on device (os error 28)"  # safetensors on a full disk
+
+    def full_disk_at_step_4(tensors, filename, *args, **kwargs):
+        if "checkpoint-4" in str(filename):
+            raise SafetensorError(full)
+        return save(tensors, filename, *args, **kwargs)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_disk_at_step_4)
+    with pytest.raises(SystemExit) as exit_info:
+        train(["--output_dir", str(run)])
+    message = exit_info.value.code
+    assert message.startswith(f"train: no space left on the disk while writing {run / 'checkpoint-4'} (")
+    assert f"SafetensorError: {full}). Free space" in message and "\n" not in message
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", save)
+    train(["--output_dir", str(run), "--resume_from_checkpoint", "true"])  # skips the cut checkpoint-4
+    assert json.load(open(run / "train_summary.json"))["global_step"] == 4

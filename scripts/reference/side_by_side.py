@@ -40,7 +40,7 @@ from typing import Dict, List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from modeling_iamm.cli import parse_args  # noqa: E402
+from modeling_iamm.cli import parse_args, script_main  # noqa: E402
 
 logger = logging.getLogger("side_by_side")
 # This package's variants: whether the run reads the knowledge stand-in, and its train.py arguments beyond the shared
@@ -364,6 +364,7 @@ def print_table(result: Dict) -> None:
             print(f"| {variant} | {step} | {','.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
 
 
+@script_main("side_by_side")
 def main(argv=None):
     (args,) = parse_args((SideBySideArguments,), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
