@@ -14,7 +14,8 @@ judge with an LLM, import, status, report, push.
 `--a`/`--b` take what this package writes (`evaluate.py`'s `predictions.jsonl`, `generate_lora.py`'s and
 `prompt_openai.py`'s result files) or any JSONL/CSV with an `id` and a response; files without the dialogues
 (the LLM result files) need `--data <EmpatheticDialogues source> --split <split>`. The study lives in the folder
-`--study` (its store: `study.sqlite`). Every mistake is one line, and a refused `prepare` writes nothing.
+`--study` (its store: `study.sqlite`). Every mistake is one line (`ab_test: ...`), and a refused `prepare` writes
+nothing.
 """
 
 import json
@@ -40,7 +41,7 @@ from modeling_iamm.ab_study import (
     status_text,
     study_status,
 )
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 
 COMMANDS = ("prepare", "annotate", "judge", "import", "status", "report", "push")
 
@@ -198,7 +199,7 @@ def report(args: ReportArguments) -> None:
 
 def push(rest: List[str]) -> None:
     """`push --study S <push_to_hub.py's flags>`: the study as a Hub dataset, through iamm.hub.push (kind `study`)."""
-    from iamm.hub.push import PushArguments, push as push_folder
+    from iamm.hub.push import PushArguments, PushError, push as push_folder
 
     if "--study" not in rest[:-1]:
         raise StudyError("push needs --study <folder>")
@@ -208,15 +209,19 @@ def push(rest: List[str]) -> None:
     if "--kind" in others or "--folder" in others:
         raise StudyError("push takes --study, not --kind or --folder (it publishes the study as kind 'study')")
     (args,) = parse_args((PushArguments,), ["--kind", "study", "--folder", study, *others])
-    print(json.dumps(push_folder(args), indent=2))
+    try:
+        print(json.dumps(push_folder(args), indent=2))
+    except PushError as error:
+        raise SystemExit(str(error)) from None
 
 
+@script_main("ab_test")
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         given = f" (got {argv[0]!r})" if argv and not argv[0].startswith("-") else ""
-        sys.exit(f"ab_test: the first argument is the command: {', '.join(COMMANDS)}{given}; "
-                 f"`python scripts/ab_test.py <command> --help` lists its flags")
+        raise SystemExit(f"the first argument is the command: {', '.join(COMMANDS)}{given}; "
+                         f"`python scripts/ab_test.py <command> --help` lists its flags")
     command, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpx2"):  # one line per request otherwise
@@ -227,20 +232,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
             args, config = parse_args((JudgeArguments, PromptingConfig), rest)
             judge(args, config, argv)
-            return
-        if command == "push":
+        elif command == "push":
             push(rest)
-            return
-        arguments = {"prepare": PrepareArguments, "annotate": AnnotateArguments, "import": ImportArguments,
-                     "status": StatusArguments, "report": ReportArguments}[command]
-        (args,) = parse_args((arguments,), rest)
-        {"prepare": prepare, "annotate": annotate, "import": import_, "status": status, "report": report}[command](args)
+        else:
+            arguments = {"prepare": PrepareArguments, "annotate": AnnotateArguments, "import": ImportArguments,
+                         "status": StatusArguments, "report": ReportArguments}[command]
+            (args,) = parse_args((arguments,), rest)
+            {"prepare": prepare, "annotate": annotate, "import": import_, "status": status,
+             "report": report}[command](args)
     except KeyboardInterrupt:
-        sys.exit(f"ab_test {command}: interrupted; what was saved stays saved (run the same command to continue)")
-    except (StudyError, ValueError, FileNotFoundError) as error:  # (StudyError and the Hub's errors: one line)
-        sys.exit(f"ab_test {command}: {error}")
-    except RuntimeError as error:  # iamm.hub's PushError
-        sys.exit(f"ab_test {command}: {error}")
+        raise SystemExit("interrupted; what was saved stays saved (run the same command to continue)") from None
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from modeling_iamm.ab_study import Study, copy_store
-from modeling_iamm.cli import parse_args
+from modeling_iamm.cli import parse_args, script_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,10 +79,10 @@ def serve(study_folder: str, port: int) -> subprocess.Popen:
                 return process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"benchmark_annotation: the page did not start (exit {process.returncode})")
+                raise SystemExit(f"the page did not start (exit {process.returncode})")
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("benchmark_annotation: the page did not answer within 120 s")
+    raise SystemExit("the page did not answer within 120 s")
 
 
 def probe(url: str, stop: threading.Event, page_times: List[float], start_times: List[float]) -> None:
@@ -149,12 +149,10 @@ def check_store(study: Study, confirmed: Dict[Tuple[str, str, str], str]) -> Dic
             "choice_differs": wrong}
 
 
+@script_main("benchmark_annotation")
 def main(argv=None) -> None:
-    try:
-        (args,) = parse_args((BenchmarkArguments,), argv)
-        source = Study.open(args.study)
-    except ValueError as error:
-        sys.exit(f"benchmark_annotation: {error}")
+    (args,) = parse_args((BenchmarkArguments,), argv)
+    source = Study.open(args.study)
     workdir = None
     folder = source.folder
     if not args.in_place:

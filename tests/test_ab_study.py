@@ -145,7 +145,7 @@ def test_bad_inputs_are_one_line_and_no_study(tmp_path, ab_outputs):
         study = tmp_path / name.replace(" ", "_")
         message = cli("prepare", "--a", a, "--b", b, "--name_a", "A", "--name_b", "B", "--study", study)
         assert message is not None and expected in message, (name, message)
-        assert "\n" not in message and message.startswith("ab_test prepare: ")
+        assert "\n" not in message and message.startswith("ab_test: ")
         assert not study.exists(), name  # no study, not even a folder
     for extra, expected in [
         (["--num_samples", "1000"], "ask for at most 50"),
@@ -233,7 +233,7 @@ def test_import_validates_every_line_and_writes_all_or_nothing(tmp_path, ab_outp
     assert study.import_judgements(good)["replaced"] == 4  # importing again replaces, never duplicates
     assert len(study.judgements()) == 5
     message = cli("import", "--study", study.folder, "--file", tmp_path / "unknown pair.csv")
-    assert message.startswith("ab_test import: ") and "line 3: unknown pair" in message
+    assert message.startswith("ab_test: ") and "line 3: unknown pair" in message
 
 
 # ---------------------------------------------------------------------------------------------------------------

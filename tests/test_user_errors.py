@@ -109,6 +109,12 @@ CASES = [  # script, arguments, what the line names
     ("demo", ["--model_name_or_path", "m", "--port", "70000"], "--port must be in 0..65535, got 70000"),
     ("quickstart", ["--output_dir", "out", "--epochs", "0"], "--epochs must be > 0"),
     ("quickstart", ["--output_dir", "out", "--max_samples", "0"], "--max_samples must be >= 1, got 0"),
+    ("ab_test", ["prepare", "--a", "a.jsonl", "--b", "b.jsonl", "--study", "s"], "a.jsonl: no such file"),
+    ("ab_test", ["report", "--study", "s"], "s: no study here"),
+    ("ab_test", ["judge", "--study", "s", "--seeds", "1", "1"], "s: no study here"),
+    ("ab_test", ["annotate", "--study", "s", "--port", "x"], "--port: invalid int value: 'x'"),
+    ("ab_test", ["compare", "--study"], "the first argument is the command"),
+    ("benchmark_annotation", ["--study", "s", "--annotators", "0"], "--annotators must be >= 1"),
 ]
 
 
