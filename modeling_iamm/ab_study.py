@@ -35,6 +35,7 @@ import random
 import re
 import sqlite3
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -72,6 +73,8 @@ PAPER_ASPECTS: Tuple[Aspect, ...] = (
 """The paper's three aspects (Section 4.4), with its definitions: the default of every study."""
 
 PAPER_SHORT_NAMES = {"empathy": "Emp.", "relevance": "Rel.", "fluency": "Flu."}
+
+_WRITE_LOCKS: Dict[str, threading.Lock] = {}  # one per store file: this process's writers take turns
 
 _ASPECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -472,8 +475,11 @@ class Study:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (`BEGIN IMMEDIATE`): committed when the block ends, rolled back on an error."""
-        with self.connect() as conn:
+        """A write transaction (`BEGIN IMMEDIATE`): committed when the block ends, rolled back on an error. Writers
+        of one process queue on a lock first (in arrival order), so that they do not poll SQLite's busy handler,
+        whose growing sleeps give a few writers seconds of delay under load; other processes still wait on
+        SQLite's own lock."""
+        with self.connect() as conn, _WRITE_LOCKS.setdefault(os.path.abspath(self.db_path), threading.Lock()):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

@@ -6,16 +6,18 @@ every answer is in the store exactly once.
 
 The study's store is copied to a temporary folder first (the benchmark's answers never reach the real study, unless
 `--in_place true`), and the page is served from it by `scripts/ab_test.py annotate` in a process of its own. Each
-annotator is a thread with its own `gradio_client.Client`: it calls `/start`, then `/save` with random answers on
-the pair the page returns, as fast as the page answers, for `--seconds`; once it has answered every pair it answers
+annotator is a thread that calls the page's API over Gradio's HTTP interface (`POST /gradio_api/call/<endpoint>`,
+then the event's stream, as `curl` users do; `gradio_client` costs its caller about 0.1 s of CPU per call, which
+would measure the clients): `/start`, then `/save` with random answers on the pair the page returns, as fast as the
+page answers, for `--seconds`; once it has answered every pair it answers
 them again (a replacement, which must not add rows). Meanwhile a probe loads the page (GET /) and calls `/start`
 for an annotator of its own twice a second: the response time a person opening the page would see. Before the load
 the same probe runs alone, for comparison.
 
 Printed: saves and answers per second, `/save` latency percentiles, the probe's latencies idle and under load, and
 the store check: the rows in the store against the answers the page confirmed (each key once, with the choice last
-confirmed). Clients and server share this machine's cores: the figures are the page's behaviour on it, client load
-included.
+confirmed), and the CPU time the server and the clients spent per save. Clients and server share this machine's
+cores, so the latencies include the clients' load; the server's CPU time per save is what a save costs the page.
 """
 
 import json
@@ -85,18 +87,45 @@ def serve(study_folder: str, port: int) -> subprocess.Popen:
     raise SystemExit("the page did not answer within 120 s")
 
 
+def cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def call(url: str, endpoint: str, data: list) -> list:
+    """One call of the page's API over Gradio's HTTP interface (`POST /gradio_api/call/<endpoint>`, then the event's
+    stream, as `curl` users call it): the outputs, or a `RuntimeError` with the server's error."""
+    request = urllib.request.Request(f"{url}gradio_api/call/{endpoint}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        event_id = json.load(response)["event_id"]
+    event = None
+    with urllib.request.urlopen(f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=120) as stream:
+        for raw in stream:
+            line = raw.decode("utf-8").rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                if event == "error":
+                    raise RuntimeError(f"/{endpoint}: {line[len('data: '):]}")
+                return json.loads(line[len("data: "):])
+    raise RuntimeError(f"/{endpoint}: the stream ended without a result")
+
+
 def probe(url: str, stop: threading.Event, page_times: List[float], start_times: List[float]) -> None:
     """Load the page and call /start for the probe's own annotator, twice a second, until `stop`."""
-    from gradio_client import Client
-
-    client = Client(url, verbose=False)
     while not stop.is_set():
         began = time.perf_counter()
         with urllib.request.urlopen(url, timeout=60) as response:
             response.read()
         page_times.append(time.perf_counter() - began)
         began = time.perf_counter()
-        client.predict("probe", api_name="/start")
+        call(url, "start", ["probe"])
         start_times.append(time.perf_counter() - began)
         stop.wait(0.5)
 
@@ -105,11 +134,8 @@ def annotator(url: str, name: str, aspects: Tuple[str, ...], deadline: float, se
               confirmed: Dict[Tuple[str, str, str], str], latencies: List[float], errors: List[str],
               lock: threading.Lock) -> None:
     """Answer pairs through /save until `deadline`; record every answer the page confirmed."""
-    from gradio_client import Client
-
     rng = random.Random(f"{seed}:{name}")
-    client = Client(url, verbose=False)
-    view = client.predict(name, api_name="/start")
+    view = call(url, "start", [name])
     seen: List[str] = []
     while time.monotonic() < deadline:
         pair_id = view[1] or (rng.choice(seen) if seen else "")
@@ -118,7 +144,7 @@ def annotator(url: str, name: str, aspects: Tuple[str, ...], deadline: float, se
         answers = [rng.choice(["1", "2", "equal"]) for _ in aspects]
         began = time.perf_counter()
         try:
-            view = client.predict(name, pair_id, *answers, api_name="/save")
+            view = call(url, "save", [name, pair_id, *answers])
         except Exception as error:  # noqa: BLE001 - counted, and the run goes on
             with lock:
                 errors.append(f"{type(error).__name__}: {error}")
@@ -180,13 +206,15 @@ def main(argv=None) -> None:
         workers = [threading.Thread(target=annotator, args=(url, f"bench{i:02d}", study.aspect_names, deadline,
                                                             args.seed, confirmed, latencies, errors, lock))
                    for i in range(args.annotators)]
-        began = time.monotonic()
+        began, server_cpu, client_cpu = time.monotonic(), cpu_seconds(server.pid), time.process_time()
         prober.start()
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
         elapsed = time.monotonic() - began
+        server_cpu = None if server_cpu is None else cpu_seconds(server.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
         stop.set()
         prober.join()
     finally:
@@ -198,6 +226,8 @@ def main(argv=None) -> None:
         "saves_per_second": round(len(latencies) / elapsed, 1),
         "answers_per_second": round(len(latencies) * len(study.aspect_names) / elapsed, 1),
         "save_latency": percentiles(latencies), "errors": len(errors), "first_errors": errors[:3],
+        "server_cpu_ms_per_save": None if server_cpu is None else round(1000 * server_cpu / max(len(latencies), 1), 1),
+        "client_cpu_ms_per_save": round(1000 * client_cpu / max(len(latencies), 1), 1),
         "probe_idle": {"page": percentiles(idle_page), "start": percentiles(idle_start)},
         "probe_under_load": {"page": percentiles(load_page), "start": percentiles(load_start)},
         "store": check_store(study, confirmed), "cpus": os.cpu_count(),
