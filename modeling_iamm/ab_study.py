@@ -928,7 +928,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     if not report["groups"]:
         return "\n".join(lines + ["No answers yet."])
     header = "| Comparison | " + " | ".join(f"{s} Win | {s} Lose | {s} κ" for s in short) + " |"
-    lines += [header, "|" + "---|" * (1 + 3 * len(aspects))]
+    lines += [header, "|---|" + "---:|" * (3 * len(aspects))]
     for group, data in report["groups"].items():
         cells = []
         for aspect in aspects:
