@@ -497,22 +497,6 @@ def save_instruction_split(dataset: Dataset, output_dir: str, split: str) -> str
     return path
 
 
-def recorded_location(name: str, record_folder: str) -> str:
-    """How a record written into `record_folder` (`build_info.json`, `lora_args.json`) names a model or data source
-    given as `name`: a local path relative to `record_folder` (so the record names no absolute path of this
-    machine, and still leads to the source when the two folders move together); anything else (a Hub id) as
-    given."""
-    if not name:
-        return name
-    path = os.path.expanduser(name)
-    if not (os.path.exists(path) or os.path.isabs(path)):
-        return name
-    try:
-        return os.path.relpath(os.path.abspath(path), os.path.abspath(record_folder)).replace(os.sep, "/")
-    except ValueError:  # another drive (Windows): the folder's name only
-        return os.path.basename(os.path.normpath(path))
-
-
 def load_instruction_dataset(path: str, splits: Optional[Sequence[str]] = None,
                              columns: Optional[Sequence[str]] = None) -> DatasetDict:
     """Load an instruction data set saved by `scripts/build_instructions.py` (a folder) as a `DatasetDict`.

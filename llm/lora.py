@@ -35,8 +35,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import torch
 from transformers import TrainingArguments
 
+from modeling_iamm.folders import recorded_location
+
 from .chatglm3 import chatglm3_stop_token_ids, is_chatglm3_checkpoint, load_chatglm3, load_chatglm3_tokenizer
-from .instructions import glmtuner_source, load_instruction_dataset, recorded_location
+from .instructions import glmtuner_source, load_instruction_dataset
 from .records import RecordWriter, open_records
 
 logger = logging.getLogger(__name__)

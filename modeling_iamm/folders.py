@@ -32,6 +32,22 @@ class DiskFullError(OSError):
     """A save ran out of disk space; the message names the path and the space left."""
 
 
+def recorded_location(name: str, record_folder: str) -> str:
+    """How a record written into `record_folder` (`build_info.json`, `lora_args.json`) names a model or data source
+    given as `name`: a local path relative to `record_folder` (so the record names no absolute path of this
+    machine, and still leads to the source when the two folders move together); anything else (a Hub id) as
+    given."""
+    if not name:
+        return name
+    path = os.path.expanduser(name)
+    if not (os.path.exists(path) or os.path.isabs(path)):
+        return name
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(record_folder)).replace(os.sep, "/")
+    except ValueError:  # another drive (Windows): the folder's name only
+        return os.path.basename(os.path.normpath(path))
+
+
 def ensure_folder(path: str, flag: str = "--output_dir") -> None:
     """Create the folder `path` (and its parents) unless it exists; a file in its place is a `NotADirectoryError`
     that says so (instead of a bare `FileExistsError`)."""

@@ -1,6 +1,7 @@
 """Data preparation shared by every script: ED source -> samples (+ knowledge) -> words, and the tokenizer."""
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -9,6 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .collator import DEFAULT_LENGTH_LIMITS, LENGTH_LIMIT_NAMES, encode_samples, resolve_length_limits
 from .data import build_samples, describe, load_empathetic_dialogues
+from .folders import recorded_location
 from .knowledge import KnowledgeCache, attach_knowledge
 from .tokenization import build_tokenizer, check_tokenizer, conversation_texts, count_words, load_tokenizer
 
@@ -93,6 +95,22 @@ class DataArguments:
             return self.data
         return {split: path for split, path in
                 (("train", self.train_file), ("valid", self.validation_file), ("test", self.test_file)) if path}
+
+    def source_record(self, record_folder: str) -> Dict[str, Any]:
+        """What a record written into `record_folder` (`train_summary.json`, `build_info.json`) says of the data, and
+        what the Hub cards state: `data` (a Hub id, or a path relative to `record_folder`, per split for split
+        files; never an absolute path of this machine), `data_source` (`bundled_sample`, `local` or `hub`) and
+        `max_samples`."""
+        from . import SAMPLE_DATA_DIR
+
+        source = self.source
+        if isinstance(source, dict):
+            data, kind = {split: recorded_location(path, record_folder) for split, path in source.items()}, "local"
+        elif os.path.isdir(source) and os.path.samefile(source, SAMPLE_DATA_DIR):
+            data, kind = "modeling_iamm/sample_data", "bundled_sample"
+        else:
+            data, kind = recorded_location(source, record_folder), "local" if os.path.exists(source) else "hub"
+        return {"data": data, "data_source": kind, "max_samples": self.max_samples}
 
 
 def prepare_data(

@@ -27,8 +27,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from iamm.llm.associations import BUILD_INFO, build_instruction_data
-from iamm.llm.instructions import InstructionConfig, recorded_location
-from modeling_iamm import SAMPLE_DATA_DIR
+from iamm.llm.instructions import InstructionConfig
 from modeling_iamm.cli import parse_args, script_main
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.preparation import DataArguments, prepare_data
@@ -55,20 +54,12 @@ class BuildInstructionsArguments:
 
 
 def record_data_source(output_dir: str, data_args: DataArguments) -> None:
-    """Add to `build_info.json` where the dialogues came from (`data`: a Hub id, or a path relative to the output
-    folder, per split for split files; `data_source`: `bundled_sample`, `local` or `hub`) and `max_samples`, which
-    the dataset card states."""
-    source = data_args.source
-    if isinstance(source, dict):
-        data, kind = {split: recorded_location(path, output_dir) for split, path in source.items()}, "local"
-    elif os.path.isdir(source) and os.path.samefile(source, SAMPLE_DATA_DIR):
-        data, kind = "modeling_iamm/sample_data", "bundled_sample"
-    else:
-        data, kind = recorded_location(source, output_dir), "local" if os.path.exists(source) else "hub"
+    """Add to `build_info.json` where the dialogues came from and `--max_samples` (`DataArguments.source_record`),
+    which the dataset card states."""
     path = os.path.join(output_dir, BUILD_INFO)
     with open(path) as f:
         info = json.load(f)
-    info.update(data=data, data_source=kind, max_samples=data_args.max_samples)
+    info.update(data_args.source_record(output_dir))
     with open(path + ".tmp", "w") as f:
         json.dump(info, f, indent=2)
     os.replace(path + ".tmp", path)

@@ -14,6 +14,7 @@ paper`), not the last: on so little data the later epochs overfit. A non-empty o
 `--overwrite_output_dir true`, which moves it aside to `<output_dir>.replaced-<time>`, as `scripts/train.py` does.
 """
 
+import json
 import logging
 import os
 import time
@@ -63,7 +64,8 @@ def main(argv=None):
         print(f"--overwrite_output_dir: moved the previous contents of {args.output_dir} to {aside}")
     transformers.set_seed(args.seed)
     start = time.time()
-    data, tokenizer = prepare_data(DataArguments(data=SAMPLE_DATA_DIR, max_samples=args.max_samples))
+    data_args = DataArguments(data=SAMPLE_DATA_DIR, max_samples=args.max_samples)
+    data, tokenizer = prepare_data(data_args)
     print(f"data: {data['train'].num_rows} train / {data['valid'].num_rows} valid samples (listener turns); "
           f"vocabulary {len(tokenizer)} words (train split only)")
 
@@ -94,6 +96,12 @@ def main(argv=None):
           f"emotion accuracy {100 * metrics['eval_emotion_accuracy']:.1f}%")
     with explain_disk_full(args.output_dir):
         model.save_pretrained(args.output_dir, tokenizer=tokenizer)
+        summary = {"global_step": trainer.state.global_step,
+                   "best_checkpoint": os.path.relpath(best, args.output_dir) if best else None,
+                   "implicit_association": False, "samples": {split: ds.num_rows for split, ds in data.items()},
+                   "vocabulary": len(tokenizer), **data_args.source_record(args.output_dir)}  # the model card's data
+        with open(os.path.join(args.output_dir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     print(f"saved to {os.path.abspath(args.output_dir)} (loads with AutoModel.from_pretrained(..., trust_remote_code=True))")
 
     # a few validation dialogues with contexts of different lengths (1, 3, 5, ... utterances)

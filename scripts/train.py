@@ -131,6 +131,7 @@ def _train(data_args, model_args, training_args) -> None:
             "torch_compile": training_args.torch_compile,
             "compiled_graphs": compiled_graphs() if training_args.torch_compile else None,
             "word_vectors": getattr(model.config, "word_vectors", None),
+            **data_args.source_record(training_args.output_dir),  # the model card's training data
         }
         with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

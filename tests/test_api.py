@@ -243,6 +243,11 @@ def test_quickstart_keeps_the_best_epoch_and_never_overwrites_a_run(tmp_path):
     assert best == f"checkpoint-{min(evaluations)[1]}"
     saved, kept = load_file(out / "model.safetensors"), load_file(out / best / "model.safetensors")
     assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)
+    # what a model card states of its training data: the bundled sample, cut to 48 samples, no path of this machine
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (summary["data"], summary["data_source"], summary["max_samples"]) == (
+        "modeling_iamm/sample_data", "bundled_sample", 48)
+    assert summary["samples"] == {"train": 48, "valid": 48} and str(tmp_path) not in json.dumps(summary)
     # a second run into the same folder is refused, and the first run is left as it was
     before = sorted(p.name for p in out.iterdir())
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

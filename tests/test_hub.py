@@ -318,6 +318,9 @@ def test_push_model_then_load_in_a_fresh_process(hub, trained, evaluated, local,
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "perplexity", "dist-1", "dist-2"}
     assert {r.dataset_split for r in card.data.eval_results} == {"valid"}
     assert "trust_remote_code=True" in card_snippet(readme).split("AutoTokenizer.from_pretrained")[1].split("\n")[0]
+    # the training data as train.py recorded it (train_summary.json: the bundled sample, --max_samples 64)
+    assert ("The EmpatheticDialogues sample bundled with iamm (`modeling_iamm/sample_data`), only the first 64 "
+            "samples of each split (`--max_samples 64`)") in card.text
     (tmp_path / "snippet.py").write_text(card_snippet(readme))
 
     model, tokenizer = local
