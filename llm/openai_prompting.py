@@ -623,9 +623,10 @@ def run_requests(
     if budget.token_budget_reached:  # the same budget would stop a re-run at once: say what it takes to continue
         in_file = summary.prompt_tokens + summary.completion_tokens  # requests in flight at the stop included
         statuses = {sample: record.get("status") for sample, record in latest_records(output_file).items()}
-        left = [row for row in rows if statuses.get(row["id"]) is None
-                or (statuses[row["id"]] == "failed" and retry_failed)]  # what a re-run would send
-        largest = max((estimate_prompt_tokens(row[column]) + (config.max_tokens or 0) for row in left), default=0)
+        left = [request for request in requests if statuses.get(request["id"]) is None
+                or (statuses[request["id"]] == "failed" and retry_failed)]  # what a re-run would send
+        largest = max((estimate_prompt_tokens(request["messages"]) + (config.max_tokens or 0) for request in left),
+                      default=0)
         summary.stopped = (f"token budget of {config.max_total_tokens} reached ({in_file} tokens in the file; a "
                            f"request can take up to {largest} more)")
         summary.to_continue = (f"a re-run with this budget sends nothing: raise --max_total_tokens to at least "
