@@ -92,7 +92,7 @@ def as_sample(dialogue: Dialogue, index: int = 0) -> Dict[str, Any]:
             close = [m for k in unknown for m in difflib.get_close_matches(str(k), DIALOGUE_KEYS, n=1)]
             raise ValueError(f"dialogue {index}: unknown key(s) {unknown}"
                              + (f" (did you mean {close[0]!r}?)" if close else "")
-                             + f"; a dialogue dict has 'turns' and optionally 'situation', 'roles', 'conv_id'")
+                             + "; a dialogue dict has 'turns' and optionally 'situation', 'roles', 'conv_id'")
         turns = dialogue.get("turns", dialogue.get("context"))
         if turns is None:
             raise KeyError(f"dialogue {index}: a dict needs 'turns' (the utterances); got keys {sorted(dialogue)}")

@@ -373,7 +373,7 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path, caplog):
 
 def test_time_budget_is_checked_logged_and_recorded(tmp_path, model_dir, caplog):
     for bad in ("nan", "inf", "-1"):
-        with pytest.raises(ValueError, match=rf"--max_train_seconds must be a finite number of seconds > 0, got"):
+        with pytest.raises(ValueError, match=r"--max_train_seconds must be a finite number of seconds > 0, got"):
             IAMMTrainingArguments(output_dir=str(tmp_path), max_train_seconds=float(bad), use_cpu=True)
     assert json.load(open(model_dir / "train_summary.json"))["stopped_by"] == "max_steps"
     with caplog.at_level("WARNING"):
