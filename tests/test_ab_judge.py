@@ -3,6 +3,7 @@ orders and the position-bias rule, unreadable answers, rate limits and failures,
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def test_rate_limits_and_failures_then_retry_failed(study):
     assert sum(1 for s, a in server.log if a == "ok") == 2 * len(asked)  # nothing answered was sent twice
 
 
-def test_a_killed_judge_loses_and_repeats_nothing(study):
+def test_a_killed_judge_loses_and_repeats_nothing(study, monkeypatch, capsys):
     """SIGKILL the judge command in the middle of the run, then run it again: every request answered once."""
     command = [sys.executable, os.path.join(ROOT, "scripts", "ab_test.py"), "judge", "--study", study.folder,
                "--concurrency", "2", "--max_attempts", "2"]
@@ -144,9 +145,11 @@ def test_a_killed_judge_loses_and_repeats_nothing(study):
         process.wait(timeout=30)
         done_before = set(latest_records(path))
         assert 6 <= len(done_before) < 2 * len(study.asked_pairs())
-        finished = subprocess.run(command + ["--model", "slow-judge"], cwd=ROOT, env=env, capture_output=True,
-                                  text=True, timeout=300)
-        assert finished.returncode == 0, finished.stderr[-3000:]
+        # the same command again (in this process: the same main, without a second start-up)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        main = runpy.run_path(command[1], run_name="imported")["main"]
+        main(command[2:] + ["--model", "slow-judge"])
     successes = server.successes()
     every = {request_id(p.pair_id, o) for p in study.asked_pairs() for o in "ab"}
     assert set(latest_records(path)) == every
@@ -155,7 +158,7 @@ def test_a_killed_judge_loses_and_repeats_nothing(study):
     assert len(answered_twice) <= 2  # at most the requests in flight at the kill (concurrency 2)
     assert not (done_before & answered_twice)  # nothing recorded was sent again
     assert len({j.pair_id for j in study.judgements() if j.annotator == "judge:slow-judge"}) == len(study.asked_pairs())
-    assert f"{len(study.asked_pairs())} of {len(study.asked_pairs())} pairs judged" in finished.stdout
+    assert f"{len(study.asked_pairs())} of {len(study.asked_pairs())} pairs judged" in capsys.readouterr().out
 
 
 def test_several_seeds_are_several_annotators_with_their_kappa(study):

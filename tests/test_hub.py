@@ -8,6 +8,7 @@ The loading process cannot import `modeling_iamm`, so the model and the pipeline
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -456,20 +457,37 @@ def run_push_failing(hub, home, *args, env=None):
     return proc.stderr.strip().splitlines()[-1]
 
 
+def refused_here(hub, monkeypatch, *args):
+    """scripts/push_to_hub.py's main in this process (faster than a subprocess), against the local server, expected
+    to refuse before any upload: returns its one-line message and checks that nothing was sent."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    main = runpy.run_path(PUSH, run_name="imported")["main"]
+    before = len(hub.requests)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--endpoint", hub.endpoint, "--token", "hf_test_token"])
+    message = exit_info.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    sent = [r for r in hub.requests[before:] if not r.startswith(("GET ", "HEAD "))]  # reads are not uploads
+    assert not sent, sent
+    return message
+
+
 @pytest.mark.slow
-def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path):
+def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path, monkeypatch):
     home = tmp_path / "home"
     model = ["--kind", "model", "--folder", str(trained)]
-    line = run_push_failing(hub, home, *model, "--repo_id", "org/my model")
+    line = refused_here(hub, monkeypatch, *model, "--repo_id", "org/my model")
     assert line.startswith("push_to_hub: --repo_id must be a Hub id") and "'org/my model'" in line
-    line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", "--metrics_file", str(tmp_path / "nope.json"))
+    line = refused_here(hub, monkeypatch, *model, "--repo_id", "org/iamm", "--metrics_file", str(tmp_path / "nope.json"))
     assert "--metrics_file" in line and "nope.json does not exist" in line
-    line = run_push_failing(hub, home, "--kind", "model", "--folder", "runs/iamm", "--repo_id", "org/iamm")
+    line = refused_here(hub, monkeypatch, "--kind", "model", "--folder", "runs/iamm", "--repo_id", "org/iamm")
     assert "--folder runs/iamm does not exist" in line
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    line = run_push_failing(hub, home, "--kind", "model", "--folder", str(adapter), "--repo_id", "org/iamm")
+    line = refused_here(hub, monkeypatch, "--kind", "model", "--folder", str(adapter), "--repo_id", "org/iamm")
     assert "push it with --kind adapter" in line
     no_token = {k: v for k, v in client_env(hub, home).items() if k != "HF_TOKEN"}
     line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm", env=no_token)
@@ -481,7 +499,7 @@ def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path):
     assert "could not reach the Hub at http://127.0.0.1:9" in line and "nothing was uploaded" in line
     # a branch name git (and the Hub) would refuse is refused here, before any request
     for revision in ("../evil", "dev branch", "refs/heads/x.lock", "-f"):
-        line = run_push_failing(hub, home, *model, "--repo_id", "org/iamm-revision", f"--revision={revision}")
+        line = refused_here(hub, monkeypatch, *model, "--repo_id", "org/iamm-revision", f"--revision={revision}")
         assert line.startswith(f"push_to_hub: --revision {revision!r} is not a valid branch name: "), line
     assert ("model", "org/iamm-revision") not in hub.repos
     # a folder where the tokenizer file belongs: one line naming it
@@ -489,7 +507,7 @@ def test_bad_inputs_are_one_line_before_any_upload(hub, trained, tmp_path):
     shutil.copytree(trained, broken, ignore=shutil.ignore_patterns("checkpoint-*"))
     (broken / "tokenizer.json").unlink()
     (broken / "tokenizer.json").mkdir()
-    line = run_push_failing(hub, home, "--kind", "model", "--folder", str(broken), "--repo_id", "org/iamm")
+    line = refused_here(hub, monkeypatch, "--kind", "model", "--folder", str(broken), "--repo_id", "org/iamm")
     assert line == f"push_to_hub: {broken / 'tokenizer.json'} is a folder, not a file: a push expects the file " \
                    "tokenizer.json there (remove or rename the folder)"
 

@@ -3,6 +3,7 @@ LoRA on a (tiny) GLM -> predictions -> LLM metrics, and the instruction data set
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ def run(script, *args):
     return proc.stdout
 
 
-def test_instructions_lora_generation_and_llm_metrics_fit_together(tmp_path):
+def test_instructions_lora_generation_and_llm_metrics_fit_together(tmp_path, monkeypatch):
     iamm = tmp_path / "iamm"
     run("train.py", "--preset", "tiny", "--data", SAMPLE, "--use_cpu", "true", "--max_samples", 64,
         "--disable_tqdm", "true", "--output_dir", iamm)
@@ -57,7 +58,7 @@ def test_instructions_lora_generation_and_llm_metrics_fit_together(tmp_path):
     assert 0 <= metrics["emotion_accuracy_strict_x100"] <= metrics["emotion_accuracy_lenient_x100"] <= 100
 
     # ---- published as users publish them: the cards describe the data and the adapter these scripts wrote
-    publish_and_check(tmp_path, instructions, adapter, glm)
+    publish_and_check(tmp_path, instructions, adapter, glm, monkeypatch)
 
 
 DATASET_CLIENT = r'''
@@ -70,7 +71,7 @@ print(json.dumps({"splits": {k: len(v) for k, v in data.items()}, "columns": dat
 '''
 
 
-def publish_and_check(tmp_path, instructions, adapter, glm):
+def publish_and_check(tmp_path, instructions, adapter, glm, monkeypatch):
     import pyarrow.parquet as pq
     from huggingface_hub import DatasetCard, ModelCard
 
@@ -82,10 +83,18 @@ def publish_and_check(tmp_path, instructions, adapter, glm):
         for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             env.pop(key, None)
 
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the local server only
+        push_main = runpy.run_path(os.path.join(ROOT, "scripts", "push_to_hub.py"), run_name="imported")["main"]
+
         def push(*args):
-            proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "push_to_hub.py"), *map(str, args)],
-                                  env=env, capture_output=True, text=True, timeout=300)
-            return proc.returncode, proc.stdout, proc.stderr
+            """scripts/push_to_hub.py's main in this process (as the CLI, without a subprocess's start-up)."""
+            try:
+                push_main([*map(str, args), "--endpoint", hub.endpoint, "--token", "hf_test_token"])
+            except SystemExit as stop:
+                return 1, "", str(stop.code)
+            return 0, "", ""
 
         code, _, err = push("--kind", "dataset", "--folder", instructions, "--repo_id", "org/iamm-instructions")
         assert code == 0, err[-3000:]
