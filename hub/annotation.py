@@ -335,7 +335,6 @@ def launch_annotation_page(study: Union[str, os.PathLike, Study], host: str = "1
     if admin and not any(name == admin for name, _ in users or ()):
         raise StudyError(f"the administrator {admin!r} must be one of the users who log in")
     page = build_annotation_page(study, title=title, login=bool(users), admin=admin)
-    page.queue(default_concurrency_limit=None)
     page.launch(server_name=host, server_port=port, share=share, auth=list(users) if users else None,
                 prevent_thread_lock=not block, quiet=True, ssr_mode=False, show_error=False,
                 max_threads=64)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from modeling_iamm.ab_study import STORE_NAME, Study, StudyError, export_study
+from modeling_iamm.ab_study import Study, export_study
 
 from .cards import DATA_LICENSE, ED_HUB_ID, PAPER, size_category
 
@@ -80,14 +80,6 @@ dataset keeps that licence (non-commercial use only).
 """
 
 
-def check_study_folder(folder: str) -> Study:
-    """The study in `folder`, or an error naming what is missing (before anything goes over the network)."""
-    if not os.path.isfile(os.path.join(folder, STORE_NAME)):
-        raise StudyError(f"{folder} is not an A/B study folder (no {STORE_NAME}); prepare one with "
-                         "scripts/ab_test.py prepare")
-    return Study.open(folder)
-
-
 def build_study_card(repo_id: str, info: Dict[str, Any], report_md: str, counts: Dict[str, int]) -> DatasetCard:
     """The dataset card of a published study, from what `export_study` wrote (`study.json`, `report.md`)."""
     configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}-*.parquet"}]}
@@ -115,7 +107,7 @@ def build_study_card(repo_id: str, info: Dict[str, Any], report_md: str, counts:
 
 def stage_study(folder: str, staging: str, repo_id: str, anonymize: bool = True) -> DatasetCard:
     """Export the study in `folder` into `staging` and return its card."""
-    study = check_study_folder(folder)
+    study = Study.open(folder)  # (a folder without a study: one line, before anything is sent)
     info = export_study(study, staging, anonymize=anonymize)
     with open(os.path.join(staging, "report.md"), encoding="utf-8") as f:
         report_md = f.read()

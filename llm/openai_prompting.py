@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -636,6 +637,16 @@ def run_requests(
     if interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def retry_command(script: str, argv: Sequence[str]) -> str:
+    """The command line `python <script> <argv>` with `--retry_failed true` (what the summary prints to send the
+    failed requests again)."""
+    argv = list(argv)
+    if "--retry_failed" in argv:
+        i = argv.index("--retry_failed")
+        del argv[i: i + 2]
+    return shlex.join(["python", script, *argv, "--retry_failed", "true"])
 
 
 def summary_path(output_file: str) -> str:

@@ -390,8 +390,7 @@ CREATE TABLE pairs (
     gold TEXT,                    -- the dataset's response (the report's reference; never shown as a candidate)
     response_a TEXT NOT NULL,
     response_b TEXT NOT NULL,
-    first TEXT NOT NULL CHECK (first IN ('a', 'b')),   -- the system shown as "Response 1"
-    identical INTEGER NOT NULL CHECK (identical IN (0, 1))
+    first TEXT NOT NULL CHECK (first IN ('a', 'b'))   -- the system shown as "Response 1"
 );
 CREATE TABLE annotators (
     name TEXT PRIMARY KEY,
@@ -634,6 +633,14 @@ class Study:
         return [{"annotator": r[0], "pair_id": r[1], "shown_first": r[2], "raw": r[3], "verdicts": json.loads(r[4])}
                 for r in rows]
 
+    def unreadable_judge_answers(self) -> Dict[str, int]:
+        """Per judge, how many of its raw answers had an aspect whose verdict could not be read."""
+        counts: Dict[str, int] = {}
+        for output in self.judge_outputs():
+            if any(v is None for v in output["verdicts"].values()):
+                counts[output["annotator"]] = counts.get(output["annotator"], 0) + 1
+        return counts
+
     # -- import -----------------------------------------------------------------------------------------------------
     def import_judgements(self, path: str, kind: str = PERSON) -> Dict[str, int]:
         """Judgements collected elsewhere (a crowdsourcing export): CSV or JSONL with `pair_id` (or `id`),
@@ -647,6 +654,7 @@ class Study:
         names = {"a": "a", "b": "b", "equal": "equal", "tie": "equal", self.name_a.lower(): "a",
                  self.name_b.lower(): "b"}
         rows: Dict[Tuple[str, str, str], Tuple[str, int]] = {}
+        pairs = {p.pair_id: p for p in self.pairs()}
         for number, record in read_table(path):
             where = f"{path}, line {number}"
             id_field = _field(record, ("pair_id", "id"))
@@ -656,9 +664,7 @@ class Study:
             if missing:
                 raise StudyError(f"{where}: no {', '.join(missing)} (columns: pair_id, annotator, aspect, choice)")
             pair_id = str(record[id_field]).strip()
-            if self._pairs is None:
-                self.pairs()
-            if pair_id not in self._pairs:
+            if pair_id not in pairs:
                 raise StudyError(f"{where}: unknown pair {pair_id!r} (not in this study)")
             try:
                 annotator = check_annotator_name(str(record["annotator"] or ""), kind)
@@ -670,7 +676,7 @@ class Study:
             if choice is None:
                 raise StudyError(f"{where}: unknown choice {raw_choice!r} (a, b or equal, or the systems' names "
                                  f"{self.name_a!r} / {self.name_b!r}; never a screen position such as 1 or 2)")
-            self._check_answer(self._pairs[pair_id], aspect, choice, where)
+            self._check_answer(pairs[pair_id], aspect, choice, where)
             key = (annotator, pair_id, aspect)
             if key in rows and rows[key][0] != choice:
                 raise StudyError(f"{where}: {annotator} answered {aspect} of pair {pair_id} already on line "
@@ -732,10 +738,9 @@ def prepare_study(folder: str, a: SystemOutputs, b: SystemOutputs, name_a: str, 
             conn.executescript(SCHEMA)
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             conn.executemany(
-                "INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(p.pair_id, p.position, p.dialogue.situation, json.dumps(p.dialogue.turns, ensure_ascii=False),
-                  json.dumps(p.dialogue.roles), p.dialogue.gold, p.response_a, p.response_b, p.first, int(p.identical))
-                 for p in pairs])
+                  json.dumps(p.dialogue.roles), p.dialogue.gold, p.response_a, p.response_b, p.first) for p in pairs])
             conn.commit()
             conn.execute("PRAGMA journal_mode=WAL")  # persistent: readers and the writer do not block each other
         finally:
@@ -876,8 +881,7 @@ def build_report(study: Study) -> Dict[str, Any]:
         "groups": {group: _group_report(study, answers) for group, answers in by_group.items() if answers},
         "judge_agreement": {},
     }
-    unreadable = [o for o in study.judge_outputs() if any(v is None for v in o["verdicts"].values())]
-    report["study"]["unreadable_judge_answers"] = len(unreadable)
+    report["study"]["unreadable_judge_answers"] = sum(study.unreadable_judge_answers().values())
     people = report["groups"].get("people")
     judges = by_group["judges"]
     if people and judges:
@@ -987,11 +991,7 @@ def study_status(study: Study) -> Dict[str, Any]:
         completed_by_anyone[info["kind"]] |= complete
         per[name] = {"kind": info["kind"], "complete": len(complete), "of": len(asked),
                      "answers": {a: sum(a in x for x in answers.values()) for a in study.aspect_names}}
-    unreadable: Dict[str, int] = {}
-    for output in study.judge_outputs():
-        if any(v is None for v in output["verdicts"].values()):
-            unreadable[output["annotator"]] = unreadable.get(output["annotator"], 0) + 1
-    for name, count in unreadable.items():
+    for name, count in study.unreadable_judge_answers().items():
         per[name]["unreadable_answers"] = count
     pairs = study.pairs()
     return {"study": study.folder, "title": study.meta["title"], "name_a": study.name_a, "name_b": study.name_b,

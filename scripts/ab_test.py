@@ -53,8 +53,8 @@ class StudyArguments:
 
 @dataclass
 class PrepareArguments(StudyArguments):
-    a: str = field(default=None, metadata={"help": "System A's outputs (JSONL or CSV with an id and a response)."})
-    b: str = field(default=None, metadata={"help": "System B's outputs."})
+    a: str = field(metadata={"help": "System A's outputs (JSONL or CSV with an id and a response)."})
+    b: str = field(metadata={"help": "System B's outputs."})
     name_a: str = field(default="A", metadata={"help": "System A's name (Win/Lose are from A's side)."})
     name_b: str = field(default="B", metadata={"help": "System B's name."})
     num_samples: Optional[int] = field(default=None, metadata={"help": "Pairs to draw (default: every id in common)."})
@@ -69,8 +69,6 @@ class PrepareArguments(StudyArguments):
     title: Optional[str] = field(default=None, metadata={"help": "The study's title (default: '<A> vs <B>')."})
 
     def __post_init__(self):
-        if not self.a or not self.b:
-            raise StudyError("prepare needs both --a and --b (the two systems' output files)")
         if self.data and not self.split:
             raise StudyError("--data needs --split (the split the outputs answer, e.g. valid or test)")
 
@@ -99,13 +97,9 @@ class JudgeArguments(StudyArguments):
 
 @dataclass
 class ImportArguments(StudyArguments):
-    file: str = field(default=None, metadata={
+    file: str = field(metadata={
         "help": "CSV or JSONL with pair_id, annotator, aspect, choice (a, b, equal or a system's name)."})
     kind: str = field(default=PERSON, metadata={"help": f"Who answered: {' or '.join(ANNOTATOR_KINDS)}."})
-
-    def __post_init__(self):
-        if not self.file:
-            raise StudyError("import needs --file (the judgements to import)")
 
 
 @dataclass
@@ -156,23 +150,16 @@ def annotate(args: AnnotateArguments) -> None:
 
 def judge(args: JudgeArguments, config, argv: List[str]) -> None:
     from iamm.llm.judge import judges_for_seeds, run_judge
+    from iamm.llm.openai_prompting import retry_command
 
     study = Study.open(args.study)
     configs = judges_for_seeds(config, args.seeds)
     if args.annotator and len(configs) > 1:
         raise StudyError("--annotator names one judge; with several --seeds the names are judge:<model>:seed<k>")
-    retry = shlex.join(["python", "scripts/ab_test.py", *_without(argv, "--retry_failed"), "--retry_failed", "true"])
+    retry = retry_command("scripts/ab_test.py", argv)
     for judge_config in configs:
         print(run_judge(study, judge_config, args.annotator, args.retry_failed, args.overwrite_output,
                         retry_command=retry))
-
-
-def _without(argv: List[str], flag: str) -> List[str]:
-    argv = list(argv)
-    if flag in argv:
-        i = argv.index(flag)
-        del argv[i: i + 2]
-    return argv
 
 
 def import_(args: ImportArguments) -> None:

@@ -70,6 +70,7 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
 
 
 def serve(study_folder: str, port: int) -> subprocess.Popen:
+    """`scripts/ab_test.py annotate` on `port`, in a process of its own; returns once the page answers."""
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "ab_test.py"), "annotate", "--study",
                                 study_folder, "--port", str(port)], env=env, stdout=subprocess.DEVNULL,

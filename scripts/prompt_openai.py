@@ -15,13 +15,12 @@ tokens, cost estimate) is printed and written to
 """
 
 import logging
-import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from iamm.llm.instructions import load_instruction_dataset
-from iamm.llm.openai_prompting import VARIANTS, PromptingConfig, run_prompting
+from iamm.llm.openai_prompting import VARIANTS, PromptingConfig, retry_command, run_prompting
 from modeling_iamm.cli import check_min, parse_args, script_main
 
 
@@ -41,15 +40,6 @@ class PromptOpenAIArguments:
         check_min("--max_samples", self.max_samples)
 
 
-def retry_command(argv) -> str:
-    """This command line with `--retry_failed true` (the command that sends the failed samples again)."""
-    argv = list(argv)
-    if "--retry_failed" in argv:
-        i = argv.index("--retry_failed")
-        del argv[i: i + 2]
-    return shlex.join(["python", "scripts/prompt_openai.py", *argv, "--retry_failed", "true"])
-
-
 @script_main("prompt_openai")
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -62,7 +52,7 @@ def main(argv=None):
         if args.max_samples is not None:
             rows = rows.select(range(min(args.max_samples, len(rows))))
         summary = run_prompting(rows.to_list(), args.output_file, config, args.variant, args.split,
-                                args.retry_failed, args.overwrite_output, retry_command=retry_command(argv))
+                                args.retry_failed, args.overwrite_output, retry_command=retry_command("scripts/prompt_openai.py", argv))
     except KeyboardInterrupt:
         print("interrupted: the answers received so far are saved; re-run the same command to continue",
               file=sys.stderr)

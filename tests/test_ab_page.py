@@ -3,12 +3,11 @@ page in headless Chromium with two annotators at once (key presses and clicks), 
 SIGKILL of the server in the middle of a session and a restart."""
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 import pytest
 
@@ -92,19 +91,10 @@ def test_page_api(study):
 
 
 def start_server(study_folder, port):
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "ab_test.py"), "annotate", "--study",
-                                study_folder, "--port", str(port)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the annotation page did not start")
+    """The annotation page served by `scripts/ab_test.py annotate` in a process of its own (the load benchmark's
+    launcher), so that it can be killed."""
+    serve = runpy.run_path(os.path.join(ROOT, "scripts", "benchmark_annotation.py"), run_name="imported")["serve"]
+    return serve(study_folder, port)
 
 
 @pytest.mark.slow

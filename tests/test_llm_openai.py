@@ -348,8 +348,7 @@ def test_prompt_script_user_mistakes_are_one_line_and_create_nothing(tmp_path, m
 
 
 def test_prompt_script_retry_command():
-    import runpy
+    from iamm.llm.openai_prompting import retry_command
 
-    retry_command = runpy.run_path(os.path.join(ROOT, "scripts", "prompt_openai.py"), run_name="imported")["retry_command"]
-    assert retry_command(["--output_file", "a b.jsonl", "--retry_failed", "false"]) == \
+    assert retry_command("scripts/prompt_openai.py", ["--output_file", "a b.jsonl", "--retry_failed", "false"]) == \
         "python scripts/prompt_openai.py --output_file 'a b.jsonl' --retry_failed true"
