@@ -322,9 +322,11 @@ def build_model_card(repo_id: str, config: Dict[str, Any], summary: Dict[str, An
     bundled = bool(metrics) and metrics.get("data") == "bundled sample"
     dataset_name = "EmpatheticDialogues (the sample bundled with iamm)" if bundled else "EmpatheticDialogues"
     eval_results = model_eval_results(metrics, eval_split, dataset_name) if metrics else None
+    recorded = summary.get("data_source")  # the metadata names training data only when it was recorded
+    datasets = [summary["data"]] if recorded == "hub" else [ED_HUB_ID] if recorded else None
     card_data = ModelCardData(
         language="en", license=DATA_LICENSE, library_name="transformers", pipeline_tag="text-generation",
-        tags=["iamm", "empathetic-dialogues", "emotion-recognition", "custom_code"], datasets=[ED_HUB_ID],
+        tags=["iamm", "empathetic-dialogues", "emotion-recognition", "custom_code"], datasets=datasets,
         model_name=model_name, eval_results=eval_results,
         metrics=sorted({r.metric_type for r in eval_results}) if eval_results else None,
     )

@@ -406,8 +406,9 @@ def predict_for_demo(model, tokenizer, situation: str, dialogue: Union[str, Sequ
             head_probabilities[name] = _probabilities(logits[0], labels)
     if without_situation:
         used = [page_label[0].lower() + page_label[1:] for name, _, page_label in HEADS if name in head_probabilities]
+        heads = used[0] if len(used) == 1 else f"{', '.join(used[:-1])} and {used[-1]}"
         notes.append("No situation given: the emotion was predicted without the situation head, from the "
-                     f"{', '.join(used[:-1])} and {used[-1]} (the model's no-situation mode).")
+                     f"{heads} (the model's no-situation mode).")
     special = set(tokenizer.all_special_tokens) | {"<none>"}
     raw = outputs.associations or {}
     keywords, columns, matrix = _heatmap(prediction.associations[0], special)

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
+from modeling_iamm.folders import LORA_PATH_KEYS
+
 from .cards import MODEL_METRICS, is_local_path
 
 logger = logging.getLogger(__name__)
@@ -103,11 +105,10 @@ def source_file(folder: str, name: str) -> Optional[str]:
     return real
 
 
-def copy_files(folder: str, staging: str, names: List[str]) -> List[str]:
+def copy_files(folder: str, staging: str, names: List[str]) -> None:
     """Copy the files `names` (relative paths, with `/`) of `folder` into `staging`, those that exist; a name that
-    :func:`is_secret` is not copied. Returns the names left out as secrets. Every name is checked (and a problem
-    raised) before the first copy."""
-    left_out = [name for name in names if is_secret(name) and os.path.lexists(os.path.join(folder, name))]
+    :func:`is_secret` is never copied, whatever asked for it. Every name is checked (and a problem raised, see
+    :func:`source_file`) before the first copy."""
     sources = {name: source_file(folder, name) for name in names if not is_secret(name)}
     for name, source in sources.items():
         if source is None:
@@ -118,7 +119,6 @@ def copy_files(folder: str, staging: str, names: List[str]) -> List[str]:
             shutil.copyfile(source, target)
         except OSError as e:
             raise IncompleteFolderError(f"{os.path.join(folder, name)}: cannot be read ({e.strerror or e})") from None
-    return left_out
 
 
 SPACE_SKIPPED = ("__pycache__", "*.pyc")
@@ -127,13 +127,14 @@ SPACE_SKIPPED = ("__pycache__", "*.pyc")
 
 def folder_files(folder: str) -> Tuple[List[str], List[str]]:
     """Every file of `folder` that a push of the whole folder (a Space) uploads, as relative paths with `/`, and the
-    files and folders left out as secrets (:func:`is_secret`). Symbolic links are followed inside the folder only: a
-    link leading outside it is refused (`IncompleteFolderError`, naming it), a linked folder already walked is not
-    walked twice. Skipped silently: :data:`NEVER_PUSH` and :data:`SPACE_SKIPPED`."""
+    files and folders left out as secrets (:func:`is_secret`, named even where :data:`NEVER_PUSH` would skip them).
+    Symbolic links are followed inside the folder only, and published under their own names too: a link leading
+    outside it is refused (`IncompleteFolderError`, naming it), a link to a folder the walk is in (a loop) is not
+    followed. Skipped silently: :data:`NEVER_PUSH` and :data:`SPACE_SKIPPED`. A file link is checked by
+    :func:`copy_files`, which refuses one leading outside before anything is copied."""
     root = os.path.realpath(folder)
     files: List[str] = []
     left_out: List[str] = []
-    walked = {root}
 
     def skipped(rel: str) -> bool:
         return is_never_pushed(rel) or any(fnmatch.fnmatchcase(part, pattern) for part in rel.split("/")
@@ -142,31 +143,32 @@ def folder_files(folder: str) -> Tuple[List[str], List[str]]:
     for directory, folders, names in os.walk(folder, followlinks=True):
         base = os.path.relpath(directory, folder).replace(os.sep, "/")
         base = "" if base == "." else base + "/"
+        current = os.path.realpath(directory)
         kept = []
         for name in sorted(folders):
             rel = base + name
-            if skipped(rel):
-                continue
             if is_secret(rel + "/"):
                 left_out.append(rel + "/")
                 continue
-            real = os.path.realpath(os.path.join(directory, name))
+            if skipped(rel):
+                continue
+            path = os.path.join(directory, name)
+            real = os.path.realpath(path)
             if os.path.commonpath([root, real]) != root:
                 raise IncompleteFolderError(
                     f"{os.path.join(folder, rel)} is a symbolic link leading outside {folder}, to {real}: a push does "
                     "not follow links out of the folder it publishes; copy what it should publish into the folder "
                     "or remove the link")
-            if real not in walked:
-                walked.add(real)
-                kept.append(name)
+            if os.path.islink(path) and os.path.commonpath([current, real]) == real:
+                continue  # a link to this folder or one above it: following it would never end
+            kept.append(name)
         folders[:] = kept
         for name in sorted(names):
             rel = base + name
-            if skipped(rel):
-                continue
-            (left_out if is_secret(rel) else files).append(rel)
-    for rel in files:
-        source_file(folder, rel)  # a link out of the folder (or to nothing) is refused before anything is copied
+            if is_secret(rel):
+                left_out.append(rel)
+            elif not skipped(rel):
+                files.append(rel)
     return files, left_out
 
 
@@ -317,15 +319,10 @@ def adapter_training(folder: str, instruction_column: Optional[str]) -> Dict[str
     return {"instruction_column": column, "data_format": data_format, "lora_args": lora_args}
 
 
-LORA_PATH_KEYS = ("model_name_or_path", "tokenizer_name_or_path", "data_dir")
-"""The `lora_args.json` fields that name a model or a data folder."""
-
-
 def _is_path(value: str, folder: str) -> bool:
     """Whether a recorded name is a path of the machine that wrote it (absolute, `~`, found here relative to the
     adapter folder or the working folder, or not shaped like a Hub id) rather than a Hub id."""
-    return (os.path.isabs(value) or value.startswith("~") or os.path.exists(os.path.join(folder, value))
-            or is_local_path(value))
+    return os.path.exists(os.path.join(folder, value)) or is_local_path(value)
 
 
 def published_lora_args(lora_args: Dict[str, Any], folder: str, base_model: str,

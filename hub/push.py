@@ -214,12 +214,17 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:400]}"
 
 
+def _staged_paths(folder: str) -> List[str]:
+    """The repository paths of the files of `folder`."""
+    return [os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+            for root, _, names in os.walk(folder) for name in names]
+
+
 def _local_hashes(folder: str, paths: Optional[List[str]] = None) -> Dict[str, Dict[str, str]]:
     """Per file of `folder` (repository paths; `paths`: only these): its git blob id (`git`) and sha256 (`sha256`),
     the ids the Hub reports for regular and for LFS/Xet files."""
     if paths is None:
-        paths = [os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-                 for root, _, names in os.walk(folder) for name in names]
+        paths = _staged_paths(folder)
     hashes = {}
     for path in paths:
         with open(os.path.join(folder, *path.split("/")), "rb") as f:
@@ -244,12 +249,7 @@ def compare_with_repo(api: HfApi, repo_id: str, repo_type: str, revision: str,
     """Files of the staged folder (`local`: its `_local_hashes`) that the repository lacks or holds with other
     content (`missing`), and repository files that are not in it (`extra`, `.gitattributes` aside)."""
     remote = remote_files(api, repo_id, repo_type, revision)
-
-    def same(path: str) -> bool:
-        kind, value = next(iter(remote[path].items()))
-        return local[path][kind] == value
-
-    missing = sorted(p for p in local if p not in remote or not same(p))
+    missing = sorted(p for p in local if p not in remote or not _same(remote[p], local[p]))
     extra = sorted(p for p in remote if p not in local and p != ".gitattributes")
     return {"missing": missing, "extra": extra}
 
@@ -336,7 +336,7 @@ def plan_deletions(api: HfApi, args: PushArguments, local: Dict[str, Dict[str, s
         raise PushError(f"{args.repo_id} holds {_a(recorded_kind)} ({MANIFEST} records {_a(recorded_kind)} push), "
                         f"not {_a(args.kind)}: check --repo_id and --kind; nothing was uploaded")
     other = {"model": ("adapter_config.json", "adapter"), "adapter": ("config.json", "model")}.get(args.kind)
-    if other and other[0] in remote and other[0] not in local:  # a repository pushed before the record existed
+    if recorded_kind is None and other and other[0] in remote and other[0] not in local:  # pushed before the record
         raise PushError(f"{args.repo_id} holds {_a(other[1])} ({other[0]}), not {_a(args.kind)}: check --repo_id and "
                         "--kind; nothing was uploaded")
     stale = sorted(p for p in remote if p not in local and p != ".gitattributes")
@@ -420,8 +420,10 @@ def dry_run(args: PushArguments, staging: str) -> Dict[str, Any]:
     """What `upload` would do with `staging`, without writing anything: the files it would upload (with their
     sizes), and, when the repository can be read (no token needed for a public one), what it would delete and
     keep."""
-    local = with_manifest(staging, args.kind, _local_hashes(staging))
-    upload_list = [{"path": p, "bytes": os.path.getsize(os.path.join(staging, *p.split("/")))} for p in sorted(local)]
+    # which files, not their content: deletions are decided by the paths and the repository's record (no hashing)
+    local = {path: {} for path in [*_staged_paths(staging), MANIFEST]}
+    upload_list = [{"path": p, "bytes": None if p == MANIFEST else os.path.getsize(os.path.join(staging, *p.split("/")))}
+                   for p in sorted(local)]  # (the record is written when the push hashes the files)
     plan: Dict[str, Any] = {"delete": [], "keep": [], "why": {}}
     api = HfApi(endpoint=args.endpoint, token=args.token)
     try:
@@ -440,7 +442,7 @@ def dry_run(args: PushArguments, staging: str) -> Dict[str, Any]:
         repository = (f"not read ({describe(e)}): what the push would delete is decided when it runs, from the "
                       f"repository's {MANIFEST}")
     for entry in upload_list:
-        logger.info("would upload %s (%d bytes)", entry["path"], entry["bytes"])
+        logger.info("would upload %s (%s bytes)", entry["path"], "?" if entry["bytes"] is None else entry["bytes"])
     for path in plan["delete"]:
         logger.info("would delete %s", path)
     return {"dry_run": True, "upload": upload_list, "delete": plan["delete"], "keep": plan["keep"],

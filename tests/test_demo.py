@@ -114,6 +114,12 @@ def test_a_blank_situation_leaves_the_situation_head_out(loaded):
         assert result.notes == ["No situation given: the emotion was predicted without the situation head, from the "
                                 "context head (H_c) and memory head (H_m) (the model's no-situation mode)."]
         assert not any(span.startswith("Situation") for span, _ in result.highlights)
+    # the paper's "without any association" model keeps one head: named alone
+    bare = tiny_model(tokenizer, use_explicit_association=False, use_implicit_association=False,
+                      use_word_selector=False)
+    assert predict_for_demo(bare, tokenizer, "", "I passed my exam!").notes == [
+        "No situation given: the emotion was predicted without the situation head, from the context head (H_c) (the "
+        "model's no-situation mode)."]
 
 
 def test_seeds_outside_the_generators_range_are_refused(loaded):

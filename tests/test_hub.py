@@ -189,9 +189,13 @@ def test_cards_state_what_was_recorded(tmp_path):
     text = build_model_card("org/iamm", {}, summary).text
     assert "Which data this checkpoint was trained on was not recorded" in text and "train 64, valid 64 samples (one per listener turn) and a vocabulary of 900" in text
     assert "trained on EmpatheticDialogues" not in text
+    assert build_model_card("org/iamm", {}, summary).data.datasets is None  # nor in the metadata
     recorded = dict(summary, data="modeling_iamm/sample_data", data_source="bundled_sample", max_samples=64)
+    card = build_model_card("org/iamm", {}, recorded)
     assert ("The EmpatheticDialogues sample bundled with iamm (`modeling_iamm/sample_data`), only the first 64 "
-            "samples of each split (`--max_samples 64`)") in build_model_card("org/iamm", {}, recorded).text
+            "samples of each split (`--max_samples 64`)") in card.text
+    assert card.data.datasets == ["facebook/empathetic_dialogues"]
+    assert build_model_card("org/iamm", {}, dict(summary, data="org/ed", data_source="hub")).data.datasets == ["org/ed"]
 
     # a ChatGLM3 base is ChatGLM3-6B only when the converted folder has its size
     adapter = {"base_model_name_or_path": str(tmp_path / "glm"), "peft_type": "LORA", "r": 4}

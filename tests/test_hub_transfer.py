@@ -505,3 +505,54 @@ def test_a_push_never_uploads_secrets_or_follows_links_out_of_the_folder(request
     with pytest.raises(IncompleteFolderError, match=r"model.safetensors is a symbolic link .*leading outside"):
         push_folder(hub, model, "org/model")
     assert sent() == before
+
+
+def test_a_commit_made_by_someone_else_meanwhile_fails_the_push(request, monkeypatch, model_folder, tmp_path):
+    """The push is planned on the branch's head (what to delete, by the previous push's record): a commit another
+    client makes after that is never overwritten or undone. The push's commit is refused (`parent_commit`), it
+    fails naming what the repository lacks, and neither its files nor its planned deletion land."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    import importlib
+
+    hub_push = importlib.import_module("iamm.hub.push")  # (the package exports a function of the same name)
+    client_for(monkeypatch, "regular")
+    hub = start_hub(request, "regular")
+    api = HfApi(endpoint=hub.endpoint, token="hf_test_token")
+    folder = tmp_path / "iamm"
+    shutil.copytree(model_folder, folder)
+    (folder / "train_summary.json").write_text(json.dumps({"global_step": 2}))
+    push_folder(hub, folder, "org/raced")
+    (folder / "generation_config.json").unlink()  # the next push plans to delete it (its own, unchanged)
+    (folder / "train_summary.json").write_text(json.dumps({"global_step": 3}))
+    planned = hub_push.plan_deletions
+
+    def plan_then_someone_commits(*args, **kwargs):
+        plan = planned(*args, **kwargs)
+        api.create_commit("org/raced", operations=[CommitOperationAdd("notes.md", b"written meanwhile")],
+                          commit_message="another client")
+        return plan
+
+    monkeypatch.setattr(hub_push, "plan_deletions", plan_then_someone_commits)
+    with pytest.raises(hub_push.PushError, match="does not hold these files of this push.*train_summary.json"):
+        push_folder(hub, folder, "org/raced")
+    files = hub.files("org/raced")
+    assert files["notes.md"] == b"written meanwhile"  # the other client's commit stands
+    assert "generation_config.json" in files  # the planned deletion was not applied
+    assert json.loads(files["train_summary.json"]) == {"global_step": 2}  # nor this push's files
+
+
+def test_a_space_folder_keeps_real_folders_beside_links_to_them_and_names_every_secret(tmp_path):
+    from iamm.hub.folders import folder_files
+
+    space = tmp_path / "space"
+    (space / "z_real").mkdir(parents=True)
+    (space / "app.py").write_text("import z_real.f")
+    (space / "z_real" / "f.py").write_text("x = 1")
+    (space / "a_link").symlink_to(space / "z_real", target_is_directory=True)  # walked before z_real by name
+    (space / "z_real" / "up").symlink_to(space, target_is_directory=True)  # a loop: not followed
+    (space / ".cache" / "huggingface").mkdir(parents=True)
+    (space / ".cache" / "huggingface" / "token").write_text("hf_secret")
+    files, left_out = folder_files(str(space))
+    assert sorted(files) == ["a_link/f.py", "app.py", "z_real/f.py"]  # the real folder, and the link's name too
+    assert left_out == [".cache/"]  # named, though .cache is never pushed anyway
