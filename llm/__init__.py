@@ -13,7 +13,8 @@ from .instructions import (
 )
 from .chatglm3 import chatglm3_config_to_glm, convert_chatglm3, load_chatglm3, load_chatglm3_tokenizer
 
-# LoRA is imported on first use: `iamm.llm.lora` imports transformers' Trainer, which imports peft and bitsandbytes
+# LoRA is imported on first use: `iamm.llm.lora` imports transformers' TrainingArguments (through
+# `transformers.trainer_utils`), which imports peft and bitsandbytes
 # whenever they are installed (seconds, and bitsandbytes' notices); scoring and prompting need none of them.
 _LORA_NAMES = ("GenerationArguments", "LoraArguments", "LoraTrainingArguments", "generate_predictions", "train_lora")
 

@@ -193,11 +193,21 @@ def chatglm3_weight_names(name: str, num_layers: int) -> List[str]:
     raise KeyError(f"{name}: not a ChatGLM3 weight name this conversion knows")
 
 
+def split_fused_qkv(tensor: torch.Tensor, config: GlmConfig, name: str, source: str) -> Tuple[torch.Tensor, ...]:
+    """The q, k and v rows of a tensor laid out as ChatGLM3's fused `query_key_value` (its weight or bias, or a LoRA
+    `B` of it); a `ValueError` naming `name` when its row count does not fit `config`."""
+    q_size = config.num_attention_heads * config.head_dim
+    kv_size = config.num_key_value_heads * config.head_dim
+    if tensor.shape[0] != q_size + 2 * kv_size:
+        raise ValueError(f"{source}: {name} has {tensor.shape[0]} rows, expected num_attention_heads * kv_channels "
+                         f"+ 2 * multi_query_group_num * kv_channels = {q_size + 2 * kv_size}")
+    # (heads*hd + 2*groups*hd, ...) -> q (heads*hd, ...), k (groups*hd, ...), v (groups*hd, ...)
+    return tuple(part.contiguous() for part in torch.split(tensor, [q_size, kv_size, kv_size], dim=0))
+
+
 def convert_chatglm3_state_dict(state_dict: Dict[str, torch.Tensor], config: GlmConfig,
                                 source: str = "checkpoint") -> Dict[str, torch.Tensor]:
     """Rename (and split the fused qkv of) ChatGLM3 tensors into `GlmForCausalLM` tensors; works on one shard."""
-    q_size = config.num_attention_heads * config.head_dim
-    kv_size = config.num_key_value_heads * config.head_dim
     out: Dict[str, torch.Tensor] = {}
     for name, tensor in state_dict.items():
         try:
@@ -205,12 +215,7 @@ def convert_chatglm3_state_dict(state_dict: Dict[str, torch.Tensor], config: Glm
         except KeyError as err:
             raise ValueError(f"{source}: {err.args[0]}") from None
         if len(targets) == 3:
-            if tensor.shape[0] != q_size + 2 * kv_size:
-                raise ValueError(f"{source}: {name} has {tensor.shape[0]} rows, expected num_attention_heads * "
-                                 f"kv_channels + 2 * multi_query_group_num * kv_channels = {q_size + 2 * kv_size}")
-            # (heads*hd + 2*groups*hd, hidden) -> q (heads*hd, hidden), k (groups*hd, hidden), v (groups*hd, hidden)
-            for target, part in zip(targets, torch.split(tensor, [q_size, kv_size, kv_size], dim=0)):
-                out[target] = part.contiguous()
+            out.update(zip(targets, split_fused_qkv(tensor, config, name, source)))
         elif targets:
             out[targets[0]] = tensor
     return out
@@ -465,25 +470,20 @@ def convert_chatglm3_adapter_state_dict(state_dict: Dict[str, torch.Tensor], con
     result with `qkv_adapter="fused"` to train on with one shared `A`). Raises `ValueError` naming any tensor
     that is not a query_key_value LoRA weight, or a `B` whose row count does not fit the config.
     """
-    q_size = config.num_attention_heads * config.head_dim
-    kv_size = config.num_key_value_heads * config.head_dim
     out: Dict[str, torch.Tensor] = {}
     for name, tensor in state_dict.items():
         match = _ADAPTER_QKV.match(name)
         if match is None:
             raise ValueError(f"{source}: {name} is not a LoRA weight of ChatGLM3's query_key_value; only adapters "
                              "on query_key_value convert")
-        index, kind, adapter = int(match.group(2)), match.group(3), match.group(4) or ""
-        if index >= config.num_hidden_layers:
-            raise ValueError(f"{source}: {name}: layer {index} but the model has {config.num_hidden_layers} layers")
-        targets = [f"base_model.model.model.layers.{index}.self_attn.{p}_proj.{kind}{adapter}.weight" for p in "qkv"]
-        if kind == "lora_A":
-            parts = [tensor] * 3
-        else:
-            if tensor.shape[0] != q_size + 2 * kv_size:
-                raise ValueError(f"{source}: {name} has {tensor.shape[0]} rows; the fused query_key_value of this "
-                                 f"model has {q_size + 2 * kv_size}")
-            parts = torch.split(tensor, [q_size, kv_size, kv_size], dim=0)
+        kind, adapter = match.group(3), match.group(4) or ""
+        fused = name[len(match.group(1) or ""):].split(".self_attention.")[0] + ".self_attention.query_key_value.weight"
+        try:  # the layer's q/k/v names as the base model's conversion gives them
+            projections = chatglm3_weight_names(fused, config.num_hidden_layers)
+        except KeyError as err:
+            raise ValueError(f"{source}: {err.args[0]}") from None
+        targets = [f"base_model.model.{p[: -len('.weight')]}.{kind}{adapter}.weight" for p in projections]
+        parts = [tensor] * 3 if kind == "lora_A" else split_fused_qkv(tensor, config, name, source)
         for target, part in zip(targets, parts):
             out[target] = part.contiguous().clone()
     return out

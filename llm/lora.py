@@ -30,12 +30,14 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from transformers import TrainingArguments
 
-from modeling_iamm.folders import recorded_location
+from modeling_iamm.cli import check_min
+from modeling_iamm.folders import LORA_PATH_KEYS, recorded_location
+from modeling_iamm.inference import check_generate_kwargs
 
 from .chatglm3 import chatglm3_stop_token_ids, is_chatglm3_checkpoint, load_chatglm3, load_chatglm3_tokenizer
 from .instructions import glmtuner_source, load_instruction_dataset
@@ -254,6 +256,14 @@ def encode_training_example(tokenizer, messages: List[Dict[str, str]], answer: s
     return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt) + target, "truncated": truncated}
 
 
+def instruction_format(dataset) -> str:
+    """The instruction format of a split (its `format` column): `authors` or `iamm`; rows of both are refused."""
+    formats = set(dataset["format"]) if "format" in dataset.column_names else {"iamm"}
+    if len(formats) > 1:
+        raise ValueError(f"the instruction rows mix formats {sorted(formats)}; build one data set per format")
+    return "authors" if formats == {"authors"} else "iamm"
+
+
 def build_training_dataset(dataset, tokenizer, instruction_column: str, max_length: int,
                            max_source_length: int = AUTHORS_MAX_SOURCE_LENGTH,
                            max_target_length: int = AUTHORS_MAX_TARGET_LENGTH):
@@ -265,9 +275,7 @@ def build_training_dataset(dataset, tokenizer, instruction_column: str, max_leng
     for column in (instruction_column, "answer"):
         if column not in dataset.column_names:
             raise ValueError(f"instruction dataset has no {column!r} column (has {dataset.column_names})")
-    formats = set(dataset["format"]) if "format" in dataset.column_names else {"iamm"}
-    if len(formats) > 1:
-        raise ValueError(f"the instruction rows mix formats {sorted(formats)}; build one data set per format")
+    data_format = instruction_format(dataset)
 
     def encode(row):
         if row.get("format") == "authors":
@@ -277,7 +285,7 @@ def build_training_dataset(dataset, tokenizer, instruction_column: str, max_leng
 
     encoded = dataset.map(encode, remove_columns=dataset.column_names, desc="tokenising")
     n_truncated = sum(encoded["truncated"])
-    if formats == {"authors"}:
+    if data_format == "authors":
         logger.info("%d of %d prompts longer than max_source_length=%d lost their end (the authors' right cut)",
                     n_truncated, len(encoded), max_source_length)
     else:
@@ -457,7 +465,7 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
         train = build_training_dataset(train, tokenizer, lora_args.instruction_column, *lengths)
         evaluation = (build_training_dataset(data[lora_args.eval_split], tokenizer, lora_args.instruction_column,
                                              *lengths) if do_eval else None)
-    resolve_qkv_adapter(lora_args, "authors" if set(data[lora_args.train_split]["format"]) == {"authors"} else "iamm")
+    resolve_qkv_adapter(lora_args, instruction_format(data[lora_args.train_split]))
     model = load_base_model(lora_args)
     model = add_lora(model, lora_args, training_args.gradient_checkpointing)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
@@ -469,7 +477,7 @@ def train_lora(lora_args: LoraArguments, training_args: LoraTrainingArguments) -
     trainer.save_model(training_args.output_dir)  # the adapter (and tokenizer), not the base
     if trainer.is_world_process_zero():
         record = asdict(lora_args)
-        for key in ("model_name_or_path", "tokenizer_name_or_path", "data_dir"):  # no absolute path of this machine
+        for key in LORA_PATH_KEYS:  # no absolute path of this machine
             if record[key]:
                 record[key] = recorded_location(record[key], training_args.output_dir)
         with open(os.path.join(training_args.output_dir, "lora_args.json"), "w", encoding="utf-8") as f:
@@ -504,8 +512,10 @@ class GenerationArguments(ModelLoadingArguments):
         decoding: `authors` (their sampling, :data:`DECODING_PRESETS`; the default for authors-format data, and
             fp16 where CUDA is available unless `torch_dtype` says otherwise) or `greedy` (the default otherwise);
             `max_new_tokens`, `do_sample`, `temperature`, `top_p`, `top_k` left unset take the preset's value.
-        batch_size, max_prompt_length, num_beams, seed: decoding (sampling is seeded per batch: `seed` + the
-            split index of the batch's first row, so a resumed run draws as the uninterrupted one did).
+        batch_size, max_prompt_length, num_beams, seed: decoding. Batches are cut at fixed positions of the split
+            and sampling is seeded per batch (from `seed` and the batch's number), so a resumed or extended run
+            draws every answer as one uninterrupted run does (a batch that was partly answered is generated again
+            whole, and only its missing rows are written).
         max_samples: answer only the first N rows.
     """
 
@@ -548,8 +558,11 @@ class GenerationArguments(ModelLoadingArguments):
             raise ValueError(f"--instruction_column {self.instruction_column!r}: choose one of {INSTRUCTION_COLUMNS}")
         if self.decoding is not None and self.decoding not in DECODING_PRESETS:
             raise ValueError(f"--decoding {self.decoding!r}: choose one of {tuple(DECODING_PRESETS)}")
-        if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
-            raise ValueError("--batch_size and --max_new_tokens must be positive")
+        check_min("--batch_size", self.batch_size)
+        check_min("--max_samples", self.max_samples)
+        check_generate_kwargs({"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                               "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k},
+                              prefix="--")
 
 
 def resolve_decoding(args: GenerationArguments, data_format: str) -> GenerationArguments:
@@ -586,22 +599,24 @@ def generation_manifest(args: GenerationArguments) -> Dict[str, Any]:
             "decoding", "max_new_tokens", "max_prompt_length", "do_sample", "num_beams", "temperature", "top_p",
             "top_k", "seed")
     manifest = {k: getattr(args, k) for k in keys}
+    if args.do_sample:  # a batch's members decide what sampling draws (greedy answers do not depend on batching)
+        manifest["batch_size"] = args.batch_size
     manifest["data_dir"] = os.path.abspath(args.data_dir)
     manifest["adapter_dir"] = os.path.abspath(args.adapter_dir) if args.adapter_dir else None
     manifest["adapter_sha256"] = _fingerprint(args.adapter_dir)
     return manifest
 
 
-def _batches(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+def batch_seed(seed: int, batch: int) -> int:
+    """The sampling seed of batch number `batch` of a run seeded `seed` (runs of nearby seeds share no stream)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{batch}".encode()).digest()[:4], "big")
 
 
 def generate_predictions(args: GenerationArguments) -> int:
     """Answer the rows of `args.split` not yet in `args.output_file`; returns how many were written now. Unset
     decoding settings are filled from the data's format first (:func:`resolve_decoding`)."""
     rows = load_instruction_splits(args.data_dir, [args.split], ("id", args.instruction_column, "format"))[args.split]
-    resolve_decoding(args, "authors" if set(rows["format"]) == {"authors"} else "iamm")
+    resolve_decoding(args, instruction_format(rows))
     header = generation_manifest(args)
     finished, writer = open_records(args.output_file, header, compare=list(header), what="predictions",
                                     overwrite_hint="another --output_file")
@@ -613,13 +628,13 @@ def _answer(args: GenerationArguments, rows, done: set, out: RecordWriter) -> in
     """Answer the `rows` whose id is not in `done`, appending to `out`."""
     from transformers import set_seed
 
-    if args.max_samples is not None:
-        rows = rows.select(range(min(args.max_samples, len(rows))))
-    todo = [(index, r) for index, r in enumerate(rows.select_columns(["id", args.instruction_column, "format"]))
-            if r["id"] not in done]
-    logger.info("%d rows to answer (%d already in %s)", len(todo), len(done), args.output_file)
-    if not todo:
+    limit = len(rows) if args.max_samples is None else min(args.max_samples, len(rows))
+    ids = rows["id"]
+    missing = {index for index in range(limit) if ids[index] not in done}
+    logger.info("%d rows to answer (%d already in %s)", len(missing), len(done), args.output_file)
+    if not missing:
         return 0
+    rows = rows.select_columns(["id", args.instruction_column, "format"])
     saved_with_adapter = args.adapter_dir and os.path.isfile(os.path.join(args.adapter_dir, "tokenizer_config.json"))
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or (args.adapter_dir if saved_with_adapter else None)
                                or args.model_name_or_path, args.trust_remote_code)
@@ -636,8 +651,12 @@ def _answer(args: GenerationArguments, rows, done: set, out: RecordWriter) -> in
         stop_ids = chatglm3_stop_token_ids(tokenizer)
     sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k) if args.do_sample else {}
     written = 0
-    for batch in _batches(todo, args.batch_size):
-        set_seed(args.seed + batch[0][0])  # a batch draws the same whether or not the run was resumed before it
+    for start in range(0, limit, args.batch_size):  # batches at fixed positions of the whole split
+        positions = range(start, min(start + args.batch_size, len(rows)))
+        if not missing.intersection(positions):
+            continue
+        set_seed(batch_seed(args.seed, start // args.batch_size))
+        batch = list(zip(positions, rows.select(positions)))
         prompts = [prompt_ids(tokenizer, r[args.instruction_column], args.max_prompt_length, r["format"])
                    for _, r in batch]
         enc = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
@@ -646,8 +665,8 @@ def _answer(args: GenerationArguments, rows, done: set, out: RecordWriter) -> in
                 **enc, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams,
                 eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, **sampling)
         new_tokens = generated[:, enc["input_ids"].shape[1]:]
-        for (_, row), ids in zip(batch, new_tokens):
-            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            out.write({"id": row["id"], "output": text})
-        written += len(batch)
+        for (index, row), answer in zip(batch, new_tokens):
+            if index in missing:  # (rows already answered, or past --max_samples, are drawn but not written)
+                out.write({"id": row["id"], "output": tokenizer.decode(answer, skip_special_tokens=True).strip()})
+                written += 1
     return written

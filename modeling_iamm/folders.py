@@ -32,6 +32,11 @@ class DiskFullError(OSError):
     """A save ran out of disk space; the message names the path and the space left."""
 
 
+LORA_PATH_KEYS = ("model_name_or_path", "tokenizer_name_or_path", "data_dir")
+"""The fields of an IAMM_large adapter's `lora_args.json` that name a model or a data folder (recorded with
+:func:`recorded_location`, read back by the adapter push)."""
+
+
 def recorded_location(name: str, record_folder: str) -> str:
     """How a record written into `record_folder` (`build_info.json`, `lora_args.json`) names a model or data source
     given as `name`: a local path relative to `record_folder` (so the record names no absolute path of this

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GlmConfig, GlmForCausalLM
 
-from iamm.llm.lora import LoraArguments, add_lora, load_base_model
+from iamm.llm.lora import QKV_ADAPTERS, LoraArguments, add_lora, load_base_model
 from modeling_iamm.cli import check_min, parse_args, script_main
 
 CHATGLM3_6B_DIMS = dict(vocab_size=65024, hidden_size=4096, intermediate_size=13696, num_hidden_layers=28,
@@ -58,10 +58,9 @@ class BenchmarkArguments:
     def __post_init__(self):
         if self.quantization not in ("8bit", "4bit", "none"):
             raise ValueError(f"--quantization {self.quantization!r}: choose 8bit, 4bit or none")
-        if self.qkv_adapter not in ("fused", "separate"):
-            raise ValueError(f"--qkv_adapter {self.qkv_adapter!r}: choose fused or separate")
-        if self.steps < 2:
-            raise ValueError("--steps must be at least 2 (the first step is warm-up)")
+        if self.qkv_adapter not in QKV_ADAPTERS:  # (before the model is written)
+            raise ValueError(f"--qkv_adapter {self.qkv_adapter!r}: choose one of {QKV_ADAPTERS}")
+        check_min("--steps", self.steps, 2)  # the first step is warm-up
         check_min("--batch_size", self.batch_size)
         check_min("--seq_len", self.seq_len, 2)  # half of it is the prompt, masked out of the loss
         if self.dtype not in ("bfloat16", "float16", "float32"):

@@ -12,7 +12,8 @@ refuse the file. Prompts are left-padded.
 
 Decoding: on data built with `--format authors` the default is the authors' prediction run (`--decoding authors`:
 sampling with top_p 0.7, temperature 0.95, top_k 50, up to 513 new tokens, the base in fp16 on a GPU), the settings
-behind the paper's Table 3; sampling is seeded (`--seed`, per batch, so a resumed run draws as an uninterrupted one).
+behind the paper's Table 3; sampling is seeded per batch of fixed positions (`--seed`; a resumed or extended run draws as an uninterrupted one
+with the same `--batch_size`, which the file's header records).
 Otherwise greedy with 128 new tokens (`--decoding greedy`). Single flags (`--max_new_tokens`, `--do_sample`,
 `--temperature`, `--top_p`, `--top_k`) override the preset.
 """
@@ -20,16 +21,12 @@ Otherwise greedy with 128 new tokens (`--decoding greedy`). Single flags (`--max
 import logging
 
 from iamm.llm.lora import GenerationArguments, generate_predictions
-from modeling_iamm.cli import check_min, parse_args, script_main
-from modeling_iamm.inference import check_generate_kwargs
+from modeling_iamm.cli import parse_args, script_main
 
 
 @script_main("generate_lora")
 def main(argv=None):
-    (args,) = parse_args((GenerationArguments,), argv)
-    check_generate_kwargs({"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams,
-                           "temperature": args.temperature, "top_p": args.top_p}, prefix="--")
-    check_min("--max_samples", args.max_samples)
+    (args,) = parse_args((GenerationArguments,), argv)  # (its settings checked there, as for the Python API)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     written = generate_predictions(args)
     logging.getLogger("generate_lora").info("wrote %d predictions to %s", written, args.output_file)
