@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from datasets import Dataset
@@ -175,14 +175,16 @@ def build_instruction_data(
     progress: bool = True,
     on_batch: Optional[Callable[[int], None]] = None,
     collator: Optional[IAMMDataCollator] = None,
+    data_info: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, str]:
     """Associated words (cached, resumable) -> instruction rows -> one parquet file per split; returns the paths.
 
     `samples` maps split names to listener-turn samples. In `output_dir`: `associations/<split>.jsonl` (the caches),
     `data/<split>-00000-of-00001.parquet` (:data:`INSTRUCTION_FEATURES`, load with
     :func:`iamm.llm.instructions.load_instruction_dataset`) and `build_info.json` (the settings, the IAMM
-    checkpoint and the counts per split; the dataset card reads it). A folder
-    built with other word-split settings is refused unless `overwrite` (which also discards the caches).
+    checkpoint, `data_info` (where the dialogues came from: `DataArguments.source_record`) and the counts per split;
+    the dataset card reads it). A folder built with other word-split settings is refused unless `overwrite` (which
+    also discards the caches).
     """
     config = config or InstructionConfig()
     settings_path = os.path.join(output_dir, BUILD_INFO)
@@ -210,7 +212,8 @@ def build_instruction_data(
         with open(settings_path + ".tmp", "w") as f:
             # "model_source" tells a card whether `model` is a Hub id or a folder of this machine
             source = None if not model_name else ("local" if os.path.exists(model_name) else "hub")
-            json.dump({**settings, "model": model_name, "model_source": source, "counts": counts}, f, indent=2)
+            json.dump({**settings, "model": model_name, "model_source": source, **(data_info or {}), "counts": counts},
+                      f, indent=2)
         os.replace(settings_path + ".tmp", settings_path)
 
     write_build_info()

@@ -55,7 +55,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import openai
 
@@ -476,9 +476,11 @@ def latest_records(path: str) -> Dict[str, Dict[str, Any]]:
     return latest
 
 
-def summarize(path: str, ids: Sequence[str], config: PromptingConfig) -> PromptingSummary:
-    """Counts, token totals and the cost estimate of a results file, for the samples `ids`."""
-    latest = latest_records(path)
+def summarize(path: str, ids: Sequence[str], config: PromptingConfig,
+              latest: Optional[Mapping[str, Dict[str, Any]]] = None) -> PromptingSummary:
+    """Counts, token totals and the cost estimate of a results file, for the samples `ids` (`latest`: the file's
+    :func:`latest_records`, when the caller has read them)."""
+    latest = latest_records(path) if latest is None else latest
     summary = PromptingSummary(samples=len(ids),
                                price_per_1m={"input": config.input_price_per_1m, "output": config.output_price_per_1m})
     for sample in ids:
@@ -527,6 +529,12 @@ def run_prompting(
                         retry_command=retry_command, changed="the instruction data changed")
 
 
+def _to_send(requests: Sequence[Mapping[str, Any]], latest: Mapping[str, Mapping[str, Any]],
+             retry_failed: bool) -> List[Mapping[str, Any]]:
+    """The requests without a record in `latest` (and the failed ones with `retry_failed`)."""
+    return [r for r in requests if r["id"] not in latest or (latest[r["id"]].get("status") == "failed" and retry_failed)]
+
+
 def run_requests(
     requests: Sequence[Mapping[str, Any]],
     output_file: str,
@@ -565,15 +573,13 @@ def run_requests(
     compared = ("format", "model", *header_fields, "generation")
     records, writer = open_records(output_file, header, compared, overwrite, what=what)
     latest = {r["id"]: r for r in records}
-    todo = []
     for request in requests:
         previous = latest.get(request["id"])
         if previous is not None and previous.get("prompt_sha") != prompt_sha(request["messages"]):
             writer.close()
             raise ValueError(f"{output_file}: the recorded request of {request['id']} had other messages ({changed}); "
                              "use another --output_file or pass --overwrite_output true")
-        if previous is None or (previous["status"] == "failed" and retry_failed):
-            todo.append(request)
+    todo = _to_send(requests, latest, retry_failed)
     spent = sum(_record_tokens(r) for r in latest.values())
     logger.info("%s: %d of %d samples to send (%d tokens used so far)", output_file, len(todo), len(requests), spent)
     budget = Budget(config.max_requests, config.max_total_tokens, spent_tokens=spent)
@@ -613,7 +619,8 @@ def run_requests(
         stop.set()  # (after an error too: nothing new is sent, retries waiting are dropped)
         executor.shutdown(wait=True, cancel_futures=True)
         writer.close()
-    summary = summarize(output_file, [request["id"] for request in requests], config)
+    latest = latest_records(output_file)
+    summary = summarize(output_file, [request["id"] for request in requests], config, latest)
     summary.finished_this_run = n_finished
     summary.requests_this_run = budget.requests
     summary.rate_limited_this_run = gate.responses
@@ -623,9 +630,7 @@ def run_requests(
     summary.stopped = budget.stopped or ("interrupted" if interrupted else None)
     if budget.token_budget_reached:  # the same budget would stop a re-run at once: say what it takes to continue
         in_file = summary.prompt_tokens + summary.completion_tokens  # requests in flight at the stop included
-        statuses = {sample: record.get("status") for sample, record in latest_records(output_file).items()}
-        left = [request for request in requests if statuses.get(request["id"]) is None
-                or (statuses[request["id"]] == "failed" and retry_failed)]  # what a re-run would send
+        left = _to_send(requests, latest, retry_failed)  # what a re-run would send
         largest = max((estimate_prompt_tokens(request["messages"]) + (config.max_tokens or 0) for request in left),
                       default=0)
         summary.stopped = (f"token budget of {config.max_total_tokens} reached ({in_file} tokens in the file; a "

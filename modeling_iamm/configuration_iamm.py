@@ -249,10 +249,6 @@ class IAMMConfig(PretrainedConfig):
                 "IAMMConfig: without explicit and implicit association there is no memory to select words from: "
                 "set use_word_selector=False as well (the 'without any association' model)."
             )
-        for name, value in (("num_keywords", num_keywords), ("num_associated_words", num_associated_words),
-                            ("num_memory_words", num_memory_words), ("association_heads", association_heads)):
-            if value < 1:
-                raise ValueError(f"IAMMConfig.{name} must be >= 1, got {value}")
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

@@ -247,6 +247,7 @@ def run_evaluation(
     :class:`~.folders.FolderLockedError` naming the holder. With `num_return_sequences > 1` a record keeps every
     response (a list) and Dist-n is computed over the first response of each sample.
     """
+    check_generate_kwargs(generate_kwargs)  # before anything is written, the folder included
     ensure_folder(output_dir)
     with FolderLock(output_dir, "evaluation"):
         return _run_evaluation(model, tokenizer, samples, output_dir, batch_size, with_associations, overwrite,
@@ -255,7 +256,6 @@ def run_evaluation(
 
 def _run_evaluation(model, tokenizer, samples, output_dir, batch_size, with_associations, overwrite, progress,
                     extra_metrics, collator, run_info, **generate_kwargs) -> Dict[str, Any]:
-    check_generate_kwargs(generate_kwargs)  # before anything is written
     collator = collator or IAMMDataCollator(tokenizer, relation_names=model.config.relation_names)
     generate_kwargs.setdefault("max_new_tokens", model.config.max_new_tokens_default)
     predictions_path = os.path.join(output_dir, PREDICTIONS_NAME)

@@ -47,6 +47,10 @@ class KnowledgeArguments:
     dtype: str = field(default="float32", metadata={"help": "Model dtype: float32, bfloat16 or float16."})
 
     def __post_init__(self):
+        from .inference import check_generate_kwargs  # (inference imports the model; knowledge is imported first)
+
+        check_generate_kwargs({"num_beams": self.num_beams, "num_return_sequences": self.num_return_sequences,
+                               "max_new_tokens": self.max_new_tokens}, prefix="--")
         if self.num_return_sequences > self.num_beams:
             raise ValueError(
                 f"num_return_sequences ({self.num_return_sequences}) cannot exceed num_beams ({self.num_beams})"

@@ -26,7 +26,7 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -853,6 +853,18 @@ def incomplete_file_reason(path: str) -> Optional[str]:
     return None
 
 
+def first_incomplete_file(folder: str, accept: Optional[Callable[[str], bool]] = None) -> Optional[Tuple[str, str]]:
+    """`(path, why)` of the first file of `folder` (by name; only names `accept` takes) that
+    :func:`incomplete_file_reason` finds truncated or corrupt; None if there is none."""
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if (accept is None or accept(name)) and os.path.isfile(path):
+            why = incomplete_file_reason(path)
+            if why is not None:
+                return path, why
+    return None
+
+
 class IncompleteWeightsError(Exception):
     """A weights file of a model folder is truncated or corrupt; the message names it and how much is missing.
 
@@ -866,14 +878,12 @@ def check_weight_files(folder: str) -> None:
     nothing for a Hub id."""
     if not isinstance(folder, (str, os.PathLike)) or not os.path.isdir(folder):
         return
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not (name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin"))):
-            continue
-        why = incomplete_file_reason(path) if os.path.isfile(path) else None
-        if why is not None:
-            raise IncompleteWeightsError(f"{path}: {why}. The save that wrote it was cut short (a kill or a full "
-                                         f"disk): save the model again, or load another checkpoint")
+    found = first_incomplete_file(folder, lambda name: name.endswith(".safetensors")
+                                  or (name.startswith("pytorch_model") and name.endswith(".bin")))
+    if found is not None:
+        path, why = found
+        raise IncompleteWeightsError(f"{path}: {why}. The save that wrote it was cut short (a kill or a full disk): "
+                                     f"save the model again, or load another checkpoint")
 
 
 def rename_legacy_weights(module, state_dict, prefix, *args) -> None:

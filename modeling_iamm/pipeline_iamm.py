@@ -148,9 +148,9 @@ class EmpatheticResponsePipeline(Pipeline):
                              "or a dict with 'turns') or a non-empty list of dialogues")
         single = is_single_dialogue(inputs)
         dialogues = [inputs] if single else list(inputs)
-        for index, dialogue in enumerate(dialogues):  # a bad dialogue is named by its place, before any work
-            as_sample(dialogue, index)
-        outputs = super().__call__(dialogues, **kwargs)
+        # as samples now: a bad dialogue is named by its place before any work (preprocess passes samples through)
+        samples = [as_sample(dialogue, index) for index, dialogue in enumerate(dialogues)]
+        outputs = super().__call__(samples, **kwargs)
         return outputs[0] if single else outputs
 
     def preprocess(self, dialogue: Dialogue) -> Dict[str, Any]:

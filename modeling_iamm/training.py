@@ -15,7 +15,7 @@ from transformers.trainer_callback import ExportableState, TrainerState
 
 from .folders import ensure_folder, explain_disk_full
 from .metrics import emotion_accuracy, perplexities
-from .modeling_iamm import incomplete_file_reason
+from .modeling_iamm import first_incomplete_file
 from .word_vectors import PROJECTIONS
 
 LABEL_NAMES = ["labels", "emotion_labels"]
@@ -129,15 +129,9 @@ def check_checkpoint_files(folder: str) -> None:
     """Raise a `ValueError` naming the first truncated or corrupt weight/optimizer file of a model or checkpoint
     folder (`model.safetensors`, `optimizer.pt`, `scheduler.pt`, `rng_state*.pth`, ...), and the previous checkpoint
     of the same run to use instead when there is one (a job killed while saving leaves such files)."""
-    if not os.path.isdir(folder):
-        return
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            continue
-        why = incomplete_file_reason(path)
-        if why is None:
-            continue
+    found = first_incomplete_file(folder) if os.path.isdir(folder) else None
+    if found is not None:
+        path, why = found
         parent = os.path.dirname(os.path.abspath(folder))
         earlier = [c for c in _checkpoints(parent) if os.path.abspath(c) != os.path.abspath(folder)
                    and _step(c) < _step(folder)]
@@ -203,12 +197,8 @@ def incomplete_checkpoint(folder: str) -> Optional[str]:
         return f"its {TRAINER_STATE_NAME} is cut or corrupt: the save was interrupted"
     if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_NAMES):
         return f"it has no model weights ({' or '.join(WEIGHT_NAMES[::2])})"
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        why = incomplete_file_reason(path) if os.path.isfile(path) else None
-        if why is not None:
-            return f"{name}: {why}"
-    return None
+    found = first_incomplete_file(folder)
+    return f"{os.path.basename(found[0])}: {found[1]}" if found else None
 
 
 def resolve_resume_checkpoint(output_dir: str, resume: Any) -> Optional[str]:

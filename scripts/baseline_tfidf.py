@@ -38,8 +38,7 @@ class BaselineArguments:
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
 
     def __post_init__(self):
-        if self.ngram_max < 1:
-            raise ValueError(f"--ngram_max must be >= 1, got {self.ngram_max}")
+        check_min("--ngram_max", self.ngram_max)
         if not self.C > 0:
             raise ValueError(f"--C must be > 0, got {self.C}")
         check_min("--min_df", self.min_df)

@@ -18,15 +18,13 @@ continues where it stopped (finished samples are not recomputed);
 `--overwrite_output true` starts over.
 """
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from iamm.llm.associations import BUILD_INFO, build_instruction_data
+from iamm.llm.associations import build_instruction_data
 from iamm.llm.instructions import InstructionConfig
 from modeling_iamm.cli import parse_args, script_main
 from modeling_iamm.collator import IAMMDataCollator
@@ -53,18 +51,6 @@ class BuildInstructionsArguments:
             raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
 
-def record_data_source(output_dir: str, data_args: DataArguments) -> None:
-    """Add to `build_info.json` where the dialogues came from and `--max_samples` (`DataArguments.source_record`),
-    which the dataset card states."""
-    path = os.path.join(output_dir, BUILD_INFO)
-    with open(path) as f:
-        info = json.load(f)
-    info.update(data_args.source_record(output_dir))
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 @script_main("build_instructions")
 def main(argv=None):
     args, config, data_args = parse_args((BuildInstructionsArguments, InstructionConfig, DataArguments), argv)
@@ -82,8 +68,7 @@ def main(argv=None):
                                 **data_args.length_limits(getattr(model.config, "length_limits", None)))
     paths = build_instruction_data(model, tokenizer, dict(samples), args.output_dir, config, args.batch_size,
                                    args.overwrite_output, args.model_name_or_path, progress=not args.disable_tqdm,
-                                   collator=collator)
-    record_data_source(args.output_dir, data_args)
+                                   collator=collator, data_info=data_args.source_record(args.output_dir))
     for split, path in paths.items():
         print(f"{split}: {path}")
 

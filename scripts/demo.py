@@ -45,14 +45,12 @@ def main(argv=None):
     (args,) = parse_args((DemoArguments,), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from iamm.hub.demo import DemoError, build_demo, load_examples, load_model
+    from iamm.hub.demo import build_demo, load_examples, load_model
 
+    model, tokenizer = load_model(args.model_name_or_path, args.device)  # (a DemoError: one line, by script_main)
     try:
-        model, tokenizer = load_model(args.model_name_or_path, args.device)
         examples = ([] if args.examples_from.lower() == "none"
                     else load_examples(args.examples_from, args.examples_split, args.num_examples))
-    except DemoError as error:
-        sys.exit(str(error))
     except (FileNotFoundError, ValueError, OSError) as error:  # an ED source that cannot be read
         sys.exit(f"--examples_from {args.examples_from}: {str(error).splitlines()[0]}")
     demo = build_demo((model, tokenizer), examples=examples)

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from modeling_iamm.cli import DTYPES, parse_args, parse_dtype, script_main
+from modeling_iamm.cli import DTYPES, check_min, parse_args, parse_dtype, script_main
 from modeling_iamm.collator import IAMMDataCollator
 from modeling_iamm.evaluation import run_evaluation
 from modeling_iamm.folders import FolderLock, ensure_folder, removed_if_left_empty
@@ -74,10 +74,7 @@ class EvaluationArguments:
 
     def __post_init__(self):
         parse_dtype(self.dtype)
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
-        if self.num_beams < 1:
-            raise ValueError(f"--num_beams must be >= 1 (1: greedy), got {self.num_beams}")
+        check_min("--batch_size", self.batch_size)
         check_generate_kwargs(self.generate_kwargs(), prefix="--")  # --max_new_tokens -1, --top_p 1.5, ...
         n = self.num_return_sequences
         if n is not None and n > self.num_beams and not self.do_sample:

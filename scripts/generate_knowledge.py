@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from modeling_iamm.cli import parse_args, script_main
 from modeling_iamm.data import load_empathetic_dialogues
-from modeling_iamm.inference import check_generate_kwargs
 from modeling_iamm.knowledge import KnowledgeArguments, generate_knowledge, knowledge_events, load_comet
 
 
@@ -25,8 +24,6 @@ class Arguments:
 @script_main("generate_knowledge")
 def main(argv=None):
     args, kargs = parse_args((Arguments, KnowledgeArguments), argv)
-    check_generate_kwargs({"num_beams": kargs.num_beams, "num_return_sequences": kargs.num_return_sequences,
-                           "max_new_tokens": kargs.max_new_tokens}, prefix="--")
     conversations = load_empathetic_dialogues(args.data, skip_invalid=args.skip_invalid)
     events = knowledge_events(conversations)
     model, tokenizer = load_comet(kargs)

@@ -309,7 +309,7 @@ def test_several_responses_per_sample_are_kept_and_dist_counts_the_first(tmp_pat
     with pytest.raises(SystemExit, match="--num_return_sequences 3 needs --num_beams >= 3 or --do_sample true"):
         evaluate(model_dir, tmp_path / "refused", "--num_beams", "2", "--num_return_sequences", "3")
     assert not (tmp_path / "refused").exists()  # refused before any work
-    with pytest.raises(SystemExit, match="--num_beams must be >= 1"):
+    with pytest.raises(SystemExit, match="--num_beams must be a whole number >= 1, got 0"):
         evaluate(model_dir, tmp_path / "refused", "--num_beams", "0")
 
 

@@ -192,7 +192,7 @@ def test_evaluation_refuses_generation_settings_before_writing(tmp_path, model_d
     for bad in ({"max_new_tokens": -1}, {"do_sample": True, "top_p": 1.5}, {"temperature": 0.0, "do_sample": True}):
         with pytest.raises(ValueError, match=f"{next(k for k in bad if k != 'do_sample')} must be"):
             run_evaluation(model, word_tokenizer, data["valid"], str(tmp_path / "eval"), progress=False, **bad)
-        assert files_under(tmp_path / "eval") == []  # no manifest.json, no empty predictions.jsonl
+        assert not (tmp_path / "eval").exists()  # no folder, no manifest.json, no empty predictions.jsonl
 
 
 def test_quickstart_on_a_used_folder_offers_only_its_own_flags(tmp_path):
@@ -321,3 +321,25 @@ def test_scripts_print_one_line_without_bitsandbytes_notices(tmp_path):
     assert "move the file away" not in err and out.strip() == "[]"  # neither peft nor bitsandbytes was imported
     assert results["train"][1].startswith("train: --max_train_seconds must be a finite number")
     assert sorted(os.listdir(tmp_path)) == ["instr", "preds.jsonl"]
+
+
+def test_a_refusal_after_the_output_folder_was_made_takes_it_back(tmp_path):
+    """train.py makes its output folder before it reads the data: a bad data file still leaves nothing behind."""
+    (tmp_path / "train.jsonl").write_text('{"conv_id": "x", "turns": [\n')  # cut off
+    message = refusal("train", ["--train_file", "train.jsonl", "--output_dir", "out", "--use_cpu", "true"], tmp_path)
+    assert "train.jsonl" in message and not (tmp_path / "out").exists()
+
+
+def test_the_data_source_a_record_names_is_never_a_path_of_this_machine(tmp_path):
+    from modeling_iamm.preparation import DataArguments
+
+    (tmp_path / "ed").mkdir()
+    (tmp_path / "ed" / "train.csv").write_text("")
+    run = str(tmp_path / "runs" / "iamm")
+    assert DataArguments(data=str(tmp_path / "ed"), max_samples=5).source_record(run) == {
+        "data": "../../ed", "data_source": "local", "max_samples": 5}
+    assert DataArguments(train_file=str(tmp_path / "ed" / "train.csv")).source_record(run) == {
+        "data": {"train": "../../ed/train.csv"}, "data_source": "local", "max_samples": None}
+    assert DataArguments(data="org/empathetic_dialogues").source_record(run)["data"] == "org/empathetic_dialogues"
+    assert DataArguments(data="org/empathetic_dialogues").source_record(run)["data_source"] == "hub"
+    assert DataArguments(data=SAMPLE_DATA_DIR).source_record(run)["data_source"] == "bundled_sample"
